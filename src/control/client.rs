@@ -1,0 +1,1 @@
+//! Control-plane CLI client over the Unix socket (written by the control helper).

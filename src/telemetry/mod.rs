@@ -1,0 +1,1 @@
+//! Prometheus `/metrics` and JSON `/status` (written by the telemetry helper).
