@@ -530,3 +530,6 @@ impl Supervisor {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;
