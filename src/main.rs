@@ -38,8 +38,11 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Set environment variables for jobs started from now on (K=V; K= sets empty).
+    /// Set environment variables for jobs started from now on (K=V; K= sets empty; -u K unsets).
     Putenv {
+        /// Unset these variables instead of setting them.
+        #[arg(short = 'u', long = "unset")]
+        unset: bool,
         #[arg(required = true)]
         vars: Vec<String>,
         #[command(flatten)]
@@ -114,7 +117,16 @@ fn main() -> ExitCode {
                 enable: mode == "enable",
             },
         ),
-        Command::Putenv { vars, socket } => client(socket.socket, ClientCommand::PutEnv(vars)),
+        Command::Putenv {
+            unset: false,
+            vars,
+            socket,
+        } => client(socket.socket, ClientCommand::PutEnv(vars)),
+        Command::Putenv {
+            unset: true,
+            vars,
+            socket,
+        } => client(socket.socket, ClientCommand::UnsetEnv(vars)),
         Command::Putmetric { values, socket } => {
             client(socket.socket, ClientCommand::PutMetric(values))
         }

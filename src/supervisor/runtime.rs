@@ -85,7 +85,7 @@ impl Runtime {
                 RuntimeInput::Job(id, input) => {
                     if let Input::Exited { status, .. } = &input {
                         if let Some(job) = self.sup.job(id) {
-                            metrics::counter!(telemetry::JOB_EXITS, "job" => job.name().to_string(), "code" => status.code().to_string()).increment(1);
+                            telemetry::record_job_exit(job.name(), status.code());
                         }
                     }
                     self.sup.job_input(id, input, now)

@@ -54,7 +54,10 @@ impl Sim {
     }
 
     fn name(&self, id: JobId) -> String {
-        self.sup.job(id).map(|j| j.name().to_string()).unwrap_or_default()
+        self.sup
+            .job(id)
+            .map(|j| j.name().to_string())
+            .unwrap_or_default()
     }
 
     fn apply(&mut self, effects: Vec<Effect>) {
@@ -65,13 +68,17 @@ impl Sim {
                         self.next_pid += 1;
                         let pid = self.next_pid;
                         self.spawned.push((self.name(id), pid));
-                        let more = self.sup.job_input(id, Input::Spawned { pid }, Instant::now());
+                        let more = self
+                            .sup
+                            .job_input(id, Input::Spawned { pid }, Instant::now());
                         self.apply(more);
                     }
                     Action::Signal { signal, .. } => self.signals.push((self.name(id), signal)),
-                    Action::SetTimer { kind, generation, after } => {
-                        self.timers.push((id, kind, generation, after))
-                    }
+                    Action::SetTimer {
+                        kind,
+                        generation,
+                        after,
+                    } => self.timers.push((id, kind, generation, after)),
                     Action::RunHealthCheck => self.health_checks.push(self.name(id)),
                     Action::Publish(_) | Action::Log { .. } => {}
                 },
@@ -89,7 +96,10 @@ impl Sim {
     }
 
     fn pid(&self, name: &str) -> u32 {
-        self.sup.job(self.id(name)).and_then(|j| j.pid()).unwrap_or_else(|| panic!("{name} not running"))
+        self.sup
+            .job(self.id(name))
+            .and_then(|j| j.pid())
+            .unwrap_or_else(|| panic!("{name} not running"))
     }
 
     fn exit(&mut self, name: &str, status: ExitStatus) {
@@ -124,7 +134,12 @@ impl Sim {
     }
 
     fn state(&self, name: &str) -> String {
-        self.sup.status().into_iter().find(|s| s.name == name).map(|s| s.state).unwrap_or_default()
+        self.sup
+            .status()
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.state)
+            .unwrap_or_default()
     }
 }
 
@@ -183,7 +198,10 @@ async fn backoff_resets_after_a_long_healthy_run() {
     tokio::time::advance(Duration::from_secs(60)).await;
     s.exit("app", ExitStatus::Code(1));
     let (_, after_long_run) = s.timer("app", TimerKind::Backoff);
-    assert!(after_long_run <= Duration::from_secs(1), "{after_long_run:?}");
+    assert!(
+        after_long_run <= Duration::from_secs(1),
+        "{after_long_run:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -228,8 +246,18 @@ async fn stale_timers_are_ignored() {
     s.exit("app", ExitStatus::Code(1));
     let (old, _) = s.timer("app", TimerKind::Backoff);
     s.signal(Signal::SIGTERM);
-    s.input("app", Input::Timer { kind: TimerKind::Backoff, generation: old });
-    assert_eq!(s.spawn_count("app"), 1, "a restart timer from before shutdown must not start the job");
+    s.input(
+        "app",
+        Input::Timer {
+            kind: TimerKind::Backoff,
+            generation: old,
+        },
+    );
+    assert_eq!(
+        s.spawn_count("app"),
+        1,
+        "a restart timer from before shutdown must not start the job"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,11 +281,18 @@ async fn stop_runs_prestop_then_signal_then_sigkill_after_grace() {
     );
     s.signal(Signal::SIGTERM);
     assert_eq!(s.spawn_count("prestop"), 1, "preStop starts on stopping");
-    assert!(s.signals.is_empty(), "app must not be signalled while preStop runs: {:?}", s.signals);
+    assert!(
+        s.signals.is_empty(),
+        "app must not be signalled while preStop runs: {:?}",
+        s.signals
+    );
     s.exit("prestop", ExitStatus::Code(0));
     assert_eq!(s.signals, [("app".to_string(), Signal::SIGQUIT)]);
     s.fire("app", TimerKind::StopGrace).await;
-    assert_eq!(s.signals.last(), Some(&("app".to_string(), Signal::SIGKILL)));
+    assert_eq!(
+        s.signals.last(),
+        Some(&("app".to_string(), Signal::SIGKILL))
+    );
     assert_eq!(s.spawn_count("poststop"), 0);
     s.exit("app", ExitStatus::Signal(9));
     assert_eq!(s.spawn_count("poststop"), 1, "postStop starts on stopped");
@@ -308,7 +343,11 @@ async fn shutdown_stops_dependents_before_what_they_depend_on() {
     s.input("db", Input::HealthResult { ok: true });
     assert_eq!(s.spawn_count("app"), 1);
     s.signal(Signal::SIGTERM);
-    assert_eq!(s.signals, [("app".to_string(), Signal::SIGTERM)], "app first; db waits");
+    assert_eq!(
+        s.signals,
+        [("app".to_string(), Signal::SIGTERM)],
+        "app first; db waits"
+    );
     s.exit("app", ExitStatus::Code(0));
     assert_eq!(s.signals.last(), Some(&("db".to_string(), Signal::SIGTERM)));
     s.exit("db", ExitStatus::Code(0));
@@ -346,7 +385,11 @@ async fn a_running_health_check_is_never_doubled() {
     s.fire("web", TimerKind::HealthTick).await;
     s.fire("web", TimerKind::HealthTick).await;
     s.fire("web", TimerKind::HealthTick).await;
-    assert_eq!(s.health_checks.len(), 1, "checks still in flight are skipped, not queued");
+    assert_eq!(
+        s.health_checks.len(),
+        1,
+        "checks still in flight are skipped, not queued"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -378,7 +421,14 @@ async fn all_and_any_conditions() {
     assert_eq!(s.spawn_count("both"), 1);
     // `either` still listens to the watch, even though a can no longer fail.
     let id = s.id("either");
-    let e = s.sup.job_input(id, Input::Event(Event::new(EventKind::Changed, crate::config::Source::Watch("backend".into()))), Instant::now());
+    let e = s.sup.job_input(
+        id,
+        Input::Event(Event::new(
+            EventKind::Changed,
+            crate::config::Source::Watch("backend".into()),
+        )),
+        Instant::now(),
+    );
     s.apply(e);
     assert_eq!(s.spawn_count("either"), 1);
 }
@@ -494,7 +544,11 @@ async fn reload_applies_a_per_job_diff() {
     signalled.sort();
     assert_eq!(signalled, ["change", "remove"]);
     s.exit("change", ExitStatus::Signal(15));
-    assert_eq!(s.spawn_count("change"), 2, "the changed job starts again with its new config");
+    assert_eq!(
+        s.spawn_count("change"),
+        2,
+        "the changed job starts again with its new config"
+    );
     assert_eq!(s.pid("keep"), keep_pid);
     assert!(s.finished.is_none());
 }
