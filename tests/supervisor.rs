@@ -1,0 +1,567 @@
+//! The supervisor as users run it: the real `pilotfish` binary, real processes,
+//! real signals, real PID-1 mode in a fresh PID namespace.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
+
+/// A running pilotfish, killed (with its process group) when dropped.
+struct Pilotfish {
+    child: Child,
+    dir: tempfile::TempDir,
+    /// Everything pilotfish wrote, drained continuously so it never blocks on a full pipe.
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn drain(stream: impl Read + Send + 'static, into: std::sync::Arc<std::sync::Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut reader, &mut line).map(|n| n > 0).unwrap_or(false) {
+            if let Ok(mut out) = into.lock() {
+                out.push_str(&line);
+            }
+            line.clear();
+        }
+    });
+}
+
+impl Pilotfish {
+    /// Start `pilotfish run` on `config`; `{dir}` in the config becomes the temp dir.
+    fn start(config: &str) -> Pilotfish {
+        Self::start_with(config, &[])
+    }
+
+    /// Start with a command prefix (e.g. `unshare --pid --fork --mount-proc`).
+    fn start_with(config: &str, prefix: &[&str]) -> Pilotfish {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_config(dir.path(), config);
+        let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        argv.extend([BIN.to_string(), "run".into(), "--config".into(), path.display().to_string()]);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start pilotfish");
+        let output = std::sync::Arc::default();
+        if let Some(e) = child.stderr.take() {
+            drain(e, std::sync::Arc::clone(&output));
+        }
+        if let Some(o) = child.stdout.take() {
+            drain(o, std::sync::Arc::clone(&output));
+        }
+        Pilotfish { child, dir, output }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("pf.sock")
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("run pilotfish client")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait for exit (up to `limit`); returns the status and everything logged.
+    fn wait(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the drain threads reach the end of both pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                let out = self.output.lock().map(|o| o.clone()).unwrap_or_default();
+                return (status, out);
+            }
+            assert!(start.elapsed() < limit, "pilotfish did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Poll until the control socket answers.
+    fn wait_ready(&self) {
+        wait_for("control socket", || self.cli(&["ping"]).status.success());
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    fn pid_of(&self, job: &str) -> Option<u64> {
+        let s = self.status_json();
+        s["jobs"].as_array()?.iter().find(|j| j["name"] == job)?["pid"].as_u64()
+    }
+}
+
+impl Drop for Pilotfish {
+    fn drop(&mut self) {
+        if let Ok(pgid) = i32::try_from(self.child.id()) {
+            // SAFETY-free: plain kill(2) through the kill command keeps tests simple.
+            let _ = Command::new("kill").args(["-KILL", &format!("-{pgid}")]).status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, config: &str) -> PathBuf {
+    let path = dir.join("pilotfish.toml");
+    let text = format!(
+        "[control]\nsocket = \"{}/pf.sock\"\n\n{}",
+        dir.display(),
+        config.replace("{dir}", &dir.display().to_string())
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// PID-namespace tests need root and util-linux `unshare`; CI has both.
+fn unshare_available() -> bool {
+    let ok = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("CI must run the PID-1 tests: unshare --pid needs root");
+    }
+    if !ok {
+        eprintln!("skipping: unshare --pid --fork needs root");
+    }
+    ok
+}
+
+const UNSHARE: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
+
+#[test]
+fn primary_exit_status_propagates() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "app"
+        exec = ["sh", "-c", "exit 3"]
+        primary = true
+        [[jobs]]
+        name = "sidecar"
+        exec = "sleep 100"
+    "#,
+    );
+    let (status, log) = pf.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(3), "{log}");
+}
+
+#[test]
+fn primary_exit_status_propagates_as_pid1() {
+    if !unshare_available() {
+        return;
+    }
+    let mut pf = Pilotfish::start_with(
+        r#"
+        [[jobs]]
+        name = "app"
+        exec = ["sh", "-c", "test $PPID != 1 && exit 3"]
+        primary = true
+    "#,
+        UNSHARE,
+    );
+    let (status, log) = pf.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(3), "{log}");
+}
+
+#[test]
+fn killed_primary_exits_128_plus_signal() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "app"
+        exec = ["sh", "-c", "kill -USR1 $$; sleep 5"]
+        primary = true
+    "#,
+    );
+    let (status, log) = pf.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(128 + 10), "{log}");
+}
+
+#[test]
+fn three_config_mistakes_are_all_reported_and_nothing_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("started");
+    let config = format!(
+        r#"
+        [[jobs]]
+        name = "app"
+        exec = ["touch", "{marker}"]
+        restarts = "sometimes"
+        [[jobs]]
+        name = "db"
+        exec = ["touch", "{marker}"]
+        health = {{ exec = "true", interval = "10s", ttl = "5s" }}
+        [[jobs]]
+        name = "late"
+        exec = ["touch", "{marker}"]
+        when = {{ source = "nothere", once = "exitSuccess" }}
+    "#,
+        marker = marker.display()
+    );
+    let path = write_config(dir.path(), &config);
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("has 3 errors"), "{err}");
+    assert!(err.contains("jobs[0].restarts"), "{err}");
+    assert!(err.contains("jobs[1].health.ttl"), "{err}");
+    assert!(err.contains("jobs[2].when.source"), "{err}");
+    assert!(!marker.exists(), "a job ran although the config was invalid");
+
+    let check = Command::new(BIN).args(["config", "check"]).arg(&path).output().expect("check");
+    assert_eq!(check.status.code(), Some(64));
+    assert_eq!(String::from_utf8_lossy(&check.stderr), err);
+}
+
+#[test]
+fn config_errors_exit_64_as_pid1_too() {
+    if !unshare_available() {
+        return;
+    }
+    let mut pf = Pilotfish::start_with("[[jobs]]\nname = \"x\"\n", UNSHARE);
+    let (status, log) = pf.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(64), "{log}");
+}
+
+#[test]
+fn no_zombies_as_pid1_after_a_thousand_orphans() {
+    if !unshare_available() {
+        return;
+    }
+    // 1,000 grandchildren are orphaned (their parent shell exits at once) and
+    // exit 0.2 s later; one second after the last, count zombies in the namespace.
+    let mut pf = Pilotfish::start_with(
+        r#"
+        [[jobs]]
+        name = "orphans"
+        exec = ["sh", "-c", "i=0; while [ $i -lt 1000 ]; do sh -c 'sleep 0.2 &'; i=$((i+1)); done; echo made=$i"]
+        [[jobs]]
+        name = "count"
+        primary = true
+        exec = ["sh", "-c", "sleep 1.2; z=0; for f in /proc/[0-9]*/stat; do s=$(cut -d' ' -f3 $f 2>/dev/null); [ \"$s\" = Z ] && z=$((z+1)); done; echo zombies=$z; echo procs=$(ls -d /proc/[0-9]* | wc -l); [ $z -eq 0 ]"]
+        when = { source = "orphans", once = "exitSuccess" }
+    "#,
+        UNSHARE,
+    );
+    let (status, log) = pf.wait(Duration::from_secs(120));
+    assert!(log.contains("made=1000"), "{log}");
+    assert!(log.contains("zombies=0"), "{log}");
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[test]
+fn exit_statuses_are_never_stolen_while_orphans_are_reaped() {
+    if !unshare_available() {
+        return;
+    }
+    // A periodic job keeps making orphans while 200 short jobs report their
+    // exit statuses; every status must arrive (a stolen one would show as a
+    // failure or a hang).
+    let mut pf = Pilotfish::start_with(
+        r#"
+        [[jobs]]
+        name = "orphans"
+        exec = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sh -c 'true &'; done"]
+        when = { interval = "10ms" }
+        [[jobs]]
+        name = "seven"
+        exec = ["sh", "-c", "exit 7"]
+        restarts = 199
+        restart_backoff = { initial = "1ms", max = "2ms" }
+        [[jobs]]
+        name = "report"
+        primary = true
+        exec = ["sh", "-c", "exit 0"]
+        when = { source = "seven", once = "stopped" }
+    "#,
+        UNSHARE,
+    );
+    let (status, log) = pf.wait(Duration::from_secs(120));
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(log.matches("job seven exited with status 7").count(), 199, "{log}");
+    assert!(!log.contains("No child processes"), "{log}");
+}
+
+#[test]
+fn sigterm_kills_a_job_that_ignores_it_after_its_own_grace() {
+    let mut pf = Pilotfish::start(
+        r#"
+        stop_timeout = "60s"
+        [[jobs]]
+        name = "stubborn"
+        exec = ["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.05; done"]
+        stop_timeout = "1s"
+    "#,
+    );
+    pf.wait_ready();
+    wait_for("job running", || pf.pid_of("stubborn").is_some());
+    let sent = Instant::now();
+    pf.signal("TERM");
+    let (status, log) = pf.wait(Duration::from_secs(30));
+    let took = sent.elapsed();
+    assert!(log.contains("did not exit 1s after SIGTERM; sending SIGKILL"), "{log}");
+    // Not the 60 s global stop_timeout, and no fixed sleep on top.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    eprintln!("exited {took:?} after SIGTERM");
+    assert_eq!(status.code(), Some(1), "a SIGKILLed job makes the shutdown unclean: {log}");
+}
+
+#[test]
+fn a_stuck_health_check_does_not_delay_other_jobs() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "stuck"
+        exec = "sleep 1000"
+        health = { exec = "sleep 1000", interval = "50ms", timeout = "1h" }
+        [[jobs]]
+        name = "ticker"
+        exec = "true"
+        when = { interval = "50ms" }
+        [[jobs]]
+        name = "follower"
+        exec = ["sh", "-c", "echo x >> {dir}/follower"]
+        when = { source = "ticker", each = "exitSuccess" }
+    "#,
+    );
+    // The stuck check never returns, yet events from other jobs keep flowing.
+    wait_for("follower runs", || read(&pf.dir().join("follower")).lines().count() >= 10);
+    let status = pf.status_json();
+    let stuck = status["jobs"].as_array().and_then(|j| j.iter().find(|j| j["name"] == "stuck")).cloned();
+    assert_eq!(stuck.map(|j| j["health"].clone()), Some(serde_json::json!("unknown")));
+}
+
+#[test]
+fn reload_with_a_broken_config_keeps_every_job_and_pid() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "a"
+        exec = "sleep 1000"
+        [[jobs]]
+        name = "b"
+        exec = "sleep 1000"
+    "#,
+    );
+    pf.wait_ready();
+    wait_for("jobs running", || pf.pid_of("a").is_some() && pf.pid_of("b").is_some());
+    let before = (pf.pid_of("a"), pf.pid_of("b"));
+    let path = pf.dir().join("pilotfish.toml");
+    let good = read(&path);
+    std::fs::write(&path, format!("{good}\n[[jobs]]\nname = \"a\"\nexec = \"x\"\nstop_signal = \"SIGNOPE\"\n")).expect("write");
+    let out = pf.cli(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("jobs[2].name") && err.contains("jobs[2].stop_signal"), "{err}");
+    assert_eq!((pf.pid_of("a"), pf.pid_of("b")), before);
+
+    // A valid change applies per job: b is untouched, a is replaced by c.
+    std::fs::write(&path, good.replacen("name = \"a\"", "name = \"c\"", 1)).expect("write");
+    let out = pf.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("c running", || pf.pid_of("c").is_some());
+    assert_eq!(pf.pid_of("b"), before.1);
+    assert_eq!(pf.pid_of("a"), None);
+}
+
+#[test]
+fn prestop_runs_before_the_stop_signal_and_poststop_after_exit() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "app"
+        exec = ["sh", "-c", "trap 'echo app-term >> {dir}/order; exit 0' TERM; while true; do sleep 0.05; done"]
+        [[jobs]]
+        name = "prestop"
+        exec = ["sh", "-c", "sleep 0.3; echo prestop >> {dir}/order"]
+        when = { source = "app", once = "stopping" }
+        [[jobs]]
+        name = "poststop"
+        exec = ["sh", "-c", "echo poststop >> {dir}/order"]
+        when = { source = "app", once = "stopped" }
+    "#,
+    );
+    pf.wait_ready();
+    wait_for("app running", || pf.pid_of("app").is_some());
+    let order = pf.dir().join("order");
+    pf.signal("TERM");
+    let (status, log) = pf.wait(Duration::from_secs(30));
+    assert_eq!(read(&order), "prestop\napp-term\npoststop\n", "{log}");
+    assert_eq!(status.code(), Some(0), "{log}");
+}
+
+#[test]
+fn forwarded_signals_and_signal_jobs() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "app"
+        exec = ["sh", "-c", "trap 'echo got-hup >> {dir}/app' HUP; while true; do sleep 0.05; done"]
+        forward_signals = ["SIGHUP"]
+        [[jobs]]
+        name = "on-usr2"
+        exec = ["sh", "-c", "echo usr2 >> {dir}/hook"]
+        when = { source = "SIGUSR2" }
+    "#,
+    );
+    pf.wait_ready();
+    wait_for("app running", || pf.pid_of("app").is_some());
+    pf.signal("HUP");
+    wait_for("app got SIGHUP", || read(&pf.dir().join("app")).contains("got-hup"));
+    pf.signal("USR2");
+    pf.signal("USR2");
+    wait_for("two hook runs", || read(&pf.dir().join("hook")).lines().count() == 2);
+}
+
+#[test]
+fn restart_backoff_and_environment() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "flaky"
+        exec = ["sh", "-c", "echo \"$GREETING $PILOTFISH_PID $(pwd)\" >> {dir}/runs; exit 1"]
+        env = { GREETING = "hello" }
+        working_dir = "/tmp"
+        restarts = 2
+        restart_backoff = { initial = "100ms", max = "200ms" }
+        primary = true
+    "#,
+    );
+    let (status, log) = pf.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{log}");
+    let runs = read(&pf.dir().join("runs"));
+    assert_eq!(runs.lines().count(), 3, "{runs}");
+    assert!(runs.lines().all(|l| l.starts_with("hello ") && l.ends_with(" /tmp")), "{runs}");
+    assert_eq!(log.matches("restarting in").count(), 2, "{log}");
+}
+
+#[test]
+fn maintenance_and_putenv_through_the_control_socket() {
+    let mut pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "web"
+        exec = "sleep 1000"
+        health = { exec = "true", interval = "50ms" }
+        [[jobs]]
+        name = "on-maint"
+        exec = ["sh", "-c", "echo \"$EXTRA\" >> {dir}/maint"]
+        when = { source = "global", each = "enterMaintenance" }
+    "#,
+    );
+    pf.wait_ready();
+    wait_for("healthy", || pf.status_json()["jobs"][0]["health"] == "healthy");
+    assert!(pf.cli(&["putenv", "EXTRA=a=b"]).status.success());
+    assert!(pf.cli(&["maintenance", "enable"]).status.success());
+    wait_for("maintenance hook ran", || read(&pf.dir().join("maint")) == "a=b\n");
+    let s = pf.status_json();
+    assert_eq!(s["maintenance"], true);
+    assert_eq!(s["jobs"][0]["health"], "maintenance");
+    assert!(pf.cli(&["maintenance", "disable"]).status.success());
+    wait_for("healthy again", || pf.status_json()["jobs"][0]["health"] == "healthy");
+}
+
+#[test]
+fn telemetry_serves_metrics_and_status() {
+    let port = free_port();
+    let mut pf = Pilotfish::start(&format!(
+        r#"
+        [telemetry]
+        port = {port}
+        interfaces = "static:127.0.0.1"
+        [[telemetry.metrics]]
+        name = "queue_depth"
+        type = "gauge"
+        help = "items waiting"
+        [[jobs]]
+        name = "web"
+        exec = "sleep 1000"
+    "#
+    ));
+    pf.wait_ready();
+    assert!(pf.cli(&["putmetric", "queue_depth=7"]).status.success());
+    let bad = pf.cli(&["putmetric", "queue_depth=lots"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("queue_depth"));
+    let metrics = http_get(port, "/metrics");
+    assert!(metrics.contains("queue_depth 7"), "{metrics}");
+    assert!(metrics.contains("pilotfish_job_starts_total{job=\"web\"} 1"), "{metrics}");
+    let status = http_get(port, "/status");
+    assert!(status.contains("\"name\":\"web\""), "{status}");
+}
+
+#[test]
+fn client_commands_need_only_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["ping", "--socket"])
+        .arg(dir.path().join("nothing.sock"))
+        .output()
+        .expect("ping");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing.sock"), "{err}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::Write;
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            return body;
+        }
+        last = "connect failed".into();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("GET {path}: {last}");
+}
