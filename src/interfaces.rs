@@ -210,10 +210,15 @@ mod tests {
 
     #[test]
     fn bad_specs_say_why() {
-        assert!(InterfaceSpec::parse("eth0:ipx").unwrap_err().contains("inet"));
+        assert!(InterfaceSpec::parse("eth0:ipx")
+            .unwrap_err()
+            .contains("inet"));
         assert!(InterfaceSpec::parse("static:nope").is_err());
         assert!(InterfaceSpec::parse("10.0.0.0/40").is_err());
         let err = resolve_from(&[InterfaceSpec::parse("eth9").unwrap()], &addrs()).unwrap_err();
-        assert!(err.contains("eth9") && err.contains("eth0:10.0.0.5"), "{err}");
+        assert!(
+            err.contains("eth9") && err.contains("eth0:10.0.0.5"),
+            "{err}"
+        );
     }
 }

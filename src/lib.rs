@@ -2,9 +2,16 @@
 //! Consul-compatible discovery server, template watcher and registrator.
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod app;
 pub mod config;
 pub mod control;
 pub mod events;
 pub mod interfaces;
+pub mod logging;
+pub mod pid1;
 pub mod signals;
+pub mod supervisor;
 pub mod telemetry;
+
+/// The version printed by `pilotfish version` and reported in `/status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,238 @@
-fn main(){}
+//! The `pilotfish` command: parse the CLI, load config, build the runtime, call
+//! one `run` function and map the result to an exit status. Nothing else exits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pilotfish::config::{self, EXIT_CONFIG};
+use pilotfish::control::client::{self, ClientCommand};
+
+#[derive(Parser)]
+#[command(name = "pilotfish", version = pilotfish::VERSION, about = "PID-1 supervisor with Consul-compatible discovery")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Supervise the jobs of a config file (the container ENTRYPOINT).
+    Run {
+        #[arg(long, short, env = "PILOTFISH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check or convert config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the version.
+    Version,
+    /// Ask a running pilotfish to reload its config (an invalid config changes nothing).
+    Reload(SocketArg),
+    /// Turn maintenance mode on or off.
+    Maintenance {
+        #[arg(value_parser = ["enable", "disable"])]
+        mode: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Set environment variables for jobs started from now on (K=V; K= sets empty; -u K unsets).
+    Putenv {
+        /// Unset these variables instead of setting them.
+        #[arg(short = 'u', long = "unset")]
+        unset: bool,
+        #[arg(required = true)]
+        vars: Vec<String>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Record values of metrics declared in [[telemetry.metrics]] (NAME=VALUE).
+    Putmetric {
+        #[arg(required = true)]
+        values: Vec<String>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Check that pilotfish answers on its control socket.
+    Ping(SocketArg),
+    /// Show every job's state.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct SocketArg {
+    /// The control socket of the running pilotfish.
+    #[arg(long, env = "PILOTFISH_SOCKET", default_value = config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and report every error.
+    Check { file: PathBuf },
+    /// Convert a ContainerPilot 3.x JSON5 config to pilotfish TOML.
+    Import {
+        file: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    // Before anything else, and before any thread exists.
+    if pilotfish::pid1::is_pid1() {
+        return exit(pilotfish::pid1::keep());
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match config::load(&file) {
+            Ok(cfg) => {
+                println!("{}: ok ({} jobs)", file.display(), cfg.jobs.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(&file, &e),
+        },
+        Command::Config {
+            command: ConfigCommand::Import { file, output },
+        } => import(&file, output),
+        Command::Version => {
+            println!("pilotfish {}", pilotfish::VERSION);
+            ExitCode::SUCCESS
+        }
+        Command::Reload(s) => client(s.socket, ClientCommand::Reload),
+        Command::Maintenance { mode, socket } => client(
+            socket.socket,
+            ClientCommand::Maintenance {
+                enable: mode == "enable",
+            },
+        ),
+        Command::Putenv {
+            unset: false,
+            vars,
+            socket,
+        } => client(socket.socket, ClientCommand::PutEnv(vars)),
+        Command::Putenv {
+            unset: true,
+            vars,
+            socket,
+        } => client(socket.socket, ClientCommand::UnsetEnv(vars)),
+        Command::Putmetric { values, socket } => {
+            client(socket.socket, ClientCommand::PutMetric(values))
+        }
+        Command::Ping(s) => client(s.socket, ClientCommand::Ping),
+        Command::Status { json, socket } => client(socket.socket, ClientCommand::Status { json }),
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from((code & 0xff) as u8)
+}
+
+fn config_error(file: &std::path::Path, e: &config::LoadError) -> ExitCode {
+    let msgs = e.messages();
+    eprintln!(
+        "pilotfish: {} has {} error{}; nothing was started:",
+        file.display(),
+        msgs.len(),
+        if msgs.len() == 1 { "" } else { "s" }
+    );
+    for m in msgs {
+        eprintln!("  {m}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&path, &e),
+    };
+    let level = pilotfish::logging::init(&cfg.logging);
+    // One thread: the supervisor's work is small and never blocks, and it keeps
+    // pilotfish's footprint next to tini's.
+    let rt = match runtime(false) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pilotfish: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let on_reload = Box::new(move |c: &config::Config| level.set(&c.logging.level));
+    exit(rt.block_on(pilotfish::app::run(cfg, Some(path), on_reload)))
+}
+
+fn import(file: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pilotfish: reading {}: {e}", file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match config::import::import_containerpilot(&text) {
+        Ok(imported) => {
+            for note in &imported.notes {
+                eprintln!("note: {note}");
+            }
+            match output {
+                Some(out) => {
+                    if let Err(e) = std::fs::write(&out, &imported.toml) {
+                        eprintln!("pilotfish: writing {}: {e}", out.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+                None => print!("{}", imported.toml),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pilotfish: {}: {e}", file.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn client(socket: PathBuf, cmd: ClientCommand) -> ExitCode {
+    let rt = match runtime(false) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pilotfish: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(client::run(&socket, cmd)) {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{}", out.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pilotfish: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -294,6 +294,5 @@ pub fn load(path: &Path) -> Result<Config, LoadError> {
 
 /// Parse and validate config text, reporting every error at once.
 pub fn load_str(text: &str) -> Result<Config, ConfigErrors> {
-    let raw: raw::RawConfig = toml::from_str(text).map_err(ConfigErrors::from_toml)?;
-    validate(raw, &env::process_env())
+    validate::parse_and_validate(text, &env::process_env())
 }

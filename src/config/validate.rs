@@ -1,8 +1,43 @@
-//! Raw → typed config. Reports every error at once, each with its key path.
+//! Raw → typed config. Reports every error at once, each with its key path
+//! (`jobs[2].health.ttl: ...`), and checks cross-references: `when` sources name
+//! real jobs and watches, events fit their source, and no `when` is left that can
+//! never fire (unknown source, `source` without `once`/`each`, waiting on a job
+//! that can never start, or a cycle).
 
-use super::env::Env;
-use super::raw::RawConfig;
-use super::Config;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::duration::{format_duration, parse_duration};
+use super::env::{expand, Env};
+use super::raw::{
+    RawCondition, RawConfig, RawHealth, RawJob, RawRestarts, RawTelemetry, RawTemplate, RawWatch,
+    RawWhen, StringOrList,
+};
+use super::{
+    Backoff, CheckStatus, Condition, Config, ConsulConfig, ControlConfig, Exec, HealthConfig,
+    JobConfig, LogFormat, LoggingConfig, MetricDef, MetricKind, Restarts, ServiceConfig, Source,
+    TelemetryConfig, TemplateConfig, TlsConfig, Trigger, WatchConfig, WatchTarget, When,
+    DEFAULT_SOCKET,
+};
+use crate::events::EventKind;
+use crate::interfaces::InterfaceSpec;
+use crate::signals::parse_signal;
+
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_JOB_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "consul",
+    "stop_timeout",
+    "logging",
+    "control",
+    "telemetry",
+    "jobs",
+    "watches",
+    "templates",
+];
 
 /// Every problem found in a config, each with its key path.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -12,9 +47,17 @@ pub struct ConfigErrors {
 
 impl ConfigErrors {
     pub fn from_toml(e: toml::de::Error) -> ConfigErrors {
-        ConfigErrors {
-            errors: vec![("".into(), e.to_string().trim_end().to_string())],
-        }
+        let mut errs = ConfigErrors::default();
+        errs.push("", e.to_string().trim_end());
+        errs
+    }
+
+    fn push(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push((path.into(), msg.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
     }
 
     pub fn messages(&self) -> Vec<String> {
@@ -39,6 +82,1563 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-pub fn validate(_raw: RawConfig, _env: &Env) -> Result<Config, ConfigErrors> {
-    todo!("validation lands in the next commit")
+/// Parse config text section by section (so unknown keys in several places are
+/// all reported), then validate. Used by `config::load_str`.
+pub fn parse_and_validate(text: &str, env: &Env) -> Result<Config, ConfigErrors> {
+    let table: toml::Table = toml::from_str(text).map_err(ConfigErrors::from_toml)?;
+    let mut errs = ConfigErrors::default();
+    let mut raw = RawConfig::default();
+    let mut broken_jobs = BTreeSet::new();
+    for (key, value) in table {
+        match key.as_str() {
+            "consul" => raw.consul = section(&key, value, &mut errs),
+            "stop_timeout" => raw.stop_timeout = section(&key, value, &mut errs),
+            "logging" => raw.logging = section(&key, value, &mut errs),
+            "control" => raw.control = section(&key, value, &mut errs),
+            "telemetry" => raw.telemetry = section(&key, value, &mut errs),
+            "jobs" | "watches" | "templates" => {
+                let toml::Value::Array(items) = value else {
+                    errs.push(&key, format!("must be an array of tables ([[{key}]])"));
+                    continue;
+                };
+                for (i, item) in items.into_iter().enumerate() {
+                    let path = format!("{key}[{i}]");
+                    match key.as_str() {
+                        "jobs" => {
+                            let name = item.get("name").and_then(|n| n.as_str()).map(String::from);
+                            match section::<RawJob>(&path, item, &mut errs) {
+                                Some(job) => raw.jobs.push(job),
+                                None => {
+                                    // Keep the slot so later indexes stay right, and
+                                    // remember the name so references to it are not
+                                    // reported as a second, misleading error.
+                                    broken_jobs.extend(name);
+                                    raw.jobs.push(RawJob {
+                                        name: String::new(),
+                                        ..RawJob::default()
+                                    });
+                                }
+                            }
+                        }
+                        "watches" => raw
+                            .watches
+                            .extend(section::<RawWatch>(&path, item, &mut errs)),
+                        _ => raw
+                            .templates
+                            .extend(section::<RawTemplate>(&path, item, &mut errs)),
+                    }
+                }
+            }
+            other => errs.push(
+                other,
+                format!(
+                    "unknown key (expected one of: {})",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            ),
+        }
+    }
+    // Parse errors are already in `errs`, so `run` cannot return Ok after one.
+    Validator {
+        env,
+        errs,
+        broken_jobs,
+    }
+    .run(raw)
+}
+
+fn section<T: serde::de::DeserializeOwned>(
+    path: &str,
+    value: toml::Value,
+    errs: &mut ConfigErrors,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            errs.push(full, e.into_inner().to_string().trim_end().to_string());
+            None
+        }
+    }
+}
+
+/// Validate an already-parsed file.
+pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors> {
+    Validator {
+        env,
+        errs: ConfigErrors::default(),
+        broken_jobs: BTreeSet::new(),
+    }
+    .run(raw)
+}
+
+struct Validator<'a> {
+    env: &'a Env,
+    errs: ConfigErrors,
+    /// Names of jobs that failed to parse: references to them are not errors.
+    broken_jobs: BTreeSet<String>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.errs.push(path, msg);
+    }
+
+    /// Expand `${VAR}` references; on error record it and return None.
+    fn string(&mut self, path: &str, s: &str) -> Option<String> {
+        match expand(s, self.env) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, s: &str) -> Option<Duration> {
+        let s = self.string(path, s)?;
+        match parse_duration(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, path: &str, s: &str) -> Option<Duration> {
+        let d = self.duration(path, s)?;
+        if d < Duration::from_millis(1) {
+            self.err(path, format!("'{s}' must be at least 1ms"));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn signal(&mut self, path: &str, s: &str) -> Option<Signal> {
+        let s = self.string(path, s)?;
+        match parse_signal(&s) {
+            Ok(sig) => Some(sig),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
+    fn port(&mut self, path: &str, p: i64) -> Option<u16> {
+        match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                self.err(path, format!("{p} is not a port (use 1-65535)"));
+                None
+            }
+        }
+    }
+
+    fn interfaces(&mut self, path: &str, specs: Option<StringOrList>) -> Vec<InterfaceSpec> {
+        let specs = specs
+            .map(StringOrList::into_vec)
+            .unwrap_or_else(|| vec!["eth0:inet".into(), "inet".into()]);
+        let mut out = Vec::new();
+        for (i, s) in specs.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            let Some(s) = self.string(&p, s) else {
+                continue;
+            };
+            match InterfaceSpec::parse(&s) {
+                Ok(spec) => out.push(spec),
+                Err(e) => self.err(p, e),
+            }
+        }
+        out
+    }
+
+    fn exec(&mut self, path: &str, exec: StringOrList, shell: bool) -> Option<Exec> {
+        let argv = match exec {
+            StringOrList::One(s) => {
+                let s = self.string(path, &s)?;
+                if s.trim().is_empty() {
+                    self.err(path, "must not be empty");
+                    return None;
+                }
+                if shell {
+                    vec!["/bin/sh".to_string(), "-c".to_string(), s]
+                } else {
+                    match shell_words::split(&s) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.err(
+                                path,
+                                format!(
+                                    "cannot split '{s}' into arguments: {e} (check the quotes)"
+                                ),
+                            );
+                            return None;
+                        }
+                    }
+                }
+            }
+            StringOrList::Many(v) => {
+                if shell {
+                    self.err(
+                        path,
+                        "shell = true takes exec as one string, not an array (write exec = \"cmd | other\")",
+                    );
+                    return None;
+                }
+                let mut out = Vec::with_capacity(v.len());
+                for (i, a) in v.iter().enumerate() {
+                    out.push(self.string(&format!("{path}[{i}]"), a)?);
+                }
+                out
+            }
+        };
+        if argv.is_empty() || argv[0].is_empty() {
+            self.err(path, "must name a program to run");
+            return None;
+        }
+        Some(Exec { argv })
+    }
+
+    fn run(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+        let consul = raw.consul.map(|c| {
+            let address = c
+                .address
+                .as_deref()
+                .and_then(|a| self.string("consul.address", a))
+                .unwrap_or_else(|| "127.0.0.1:8500".into());
+            let address = if address.starts_with("http://") || address.starts_with("https://") {
+                address
+            } else {
+                format!("http://{address}")
+            };
+            let token = c
+                .token
+                .as_deref()
+                .and_then(|t| self.string("consul.token", t));
+            let tls = c.tls.unwrap_or_default();
+            let mut path = |key: &str, v: &Option<String>| {
+                v.as_deref()
+                    .and_then(|v| self.string(&format!("consul.tls.{key}"), v))
+                    .map(PathBuf::from)
+            };
+            let tls = TlsConfig {
+                ca_file: path("ca_file", &tls.ca_file),
+                cert_file: path("cert_file", &tls.cert_file),
+                key_file: path("key_file", &tls.key_file),
+                server_name: tls.server_name.clone(),
+                verify: tls.verify.unwrap_or(true),
+            };
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                self.err(
+                    "consul.tls",
+                    "cert_file and key_file go together: set both or neither",
+                );
+            }
+            ConsulConfig {
+                address,
+                token,
+                tls,
+            }
+        });
+
+        let stop_timeout = match &raw.stop_timeout {
+            Some(s) => self
+                .duration("stop_timeout", s)
+                .unwrap_or(DEFAULT_STOP_TIMEOUT),
+            None => DEFAULT_STOP_TIMEOUT,
+        };
+
+        let mut logging = LoggingConfig::default();
+        if let Some(l) = raw.logging {
+            if let Some(level) = l
+                .level
+                .as_deref()
+                .and_then(|v| self.string("logging.level", v))
+            {
+                match level.to_ascii_lowercase().as_str() {
+                    lvl @ ("trace" | "debug" | "info" | "warn" | "error") => {
+                        logging.level = lvl.into()
+                    }
+                    "warning" => logging.level = "warn".into(),
+                    _ => self.err(
+                        "logging.level",
+                        format!("'{level}' is not a level (use trace, debug, info, warn or error)"),
+                    ),
+                }
+            }
+            if let Some(format) = l
+                .format
+                .as_deref()
+                .and_then(|v| self.string("logging.format", v))
+            {
+                match format.as_str() {
+                    "text" => logging.format = LogFormat::Text,
+                    "json" => logging.format = LogFormat::Json,
+                    _ => self.err(
+                        "logging.format",
+                        format!("'{format}' is not a format (use text or json)"),
+                    ),
+                }
+            }
+        }
+
+        let control = ControlConfig {
+            socket: raw
+                .control
+                .and_then(|c| c.socket)
+                .and_then(|s| self.string("control.socket", &s))
+                .unwrap_or_else(|| DEFAULT_SOCKET.into())
+                .into(),
+        };
+
+        let telemetry = raw.telemetry.and_then(|t| self.telemetry(t));
+
+        let watches = self.watches(raw.watches);
+        let watch_names: BTreeSet<String> = watches.iter().map(|w| w.name.clone()).collect();
+
+        // Names first: `when` checks need every job name.
+        let mut names = BTreeMap::new();
+        for (i, job) in raw.jobs.iter().enumerate() {
+            if job.name.is_empty() {
+                if !self
+                    .errs
+                    .errors
+                    .iter()
+                    .any(|(p, _)| p.starts_with(&format!("jobs[{i}]")))
+                {
+                    self.err(format!("jobs[{i}].name"), "is required");
+                }
+                continue;
+            }
+            if let Err(e) = check_name(&job.name) {
+                self.err(format!("jobs[{i}].name"), e);
+            }
+            if let Some(prev) = names.insert(job.name.clone(), i) {
+                self.err(
+                    format!("jobs[{i}].name"),
+                    format!(
+                        "\"{}\" is already the name of jobs[{prev}]; job names must be unique",
+                        job.name
+                    ),
+                );
+            }
+        }
+        let healthy_jobs: BTreeSet<String> = raw
+            .jobs
+            .iter()
+            .filter(|j| j.health.is_some())
+            .map(|j| j.name.clone())
+            .collect();
+        let exec_jobs: BTreeSet<String> = raw
+            .jobs
+            .iter()
+            .filter(|j| j.exec.is_some())
+            .map(|j| j.name.clone())
+            .collect();
+        let known = KnownNames {
+            jobs: &names,
+            watches: &watch_names,
+            healthy: &healthy_jobs,
+            with_exec: &exec_jobs,
+        };
+
+        let mut jobs = Vec::new();
+        for (i, job) in raw.jobs.into_iter().enumerate() {
+            if job.name.is_empty() {
+                continue;
+            }
+            if let Some(j) = self.job(i, job, &known) {
+                jobs.push(j);
+            }
+        }
+        let primaries: Vec<&str> = jobs
+            .iter()
+            .filter(|j| j.primary)
+            .map(|j| j.name.as_str())
+            .collect();
+        if primaries.len() > 1 {
+            self.err(
+                "jobs",
+                format!(
+                    "only one job can be primary, found {}: {}",
+                    primaries.len(),
+                    primaries.join(", ")
+                ),
+            );
+        }
+        self.check_reachable(&jobs, &names);
+
+        let templates = self.templates(raw.templates, &names);
+
+        if !self.errs.is_empty() {
+            // Report in file order: jobs[2] before jobs[10].
+            self.errs.errors.sort_by_key(|(path, _)| natural_key(path));
+            return Err(self.errs);
+        }
+        Ok(Config {
+            consul,
+            stop_timeout,
+            logging,
+            control,
+            telemetry,
+            jobs,
+            watches,
+            templates,
+        })
+    }
+
+    fn telemetry(&mut self, t: RawTelemetry) -> Option<TelemetryConfig> {
+        let port = match t.port {
+            Some(p) => self.port("telemetry.port", p),
+            None => {
+                self.err("telemetry.port", "is required (e.g. port = 9090)");
+                None
+            }
+        };
+        let interfaces = self.interfaces("telemetry.interfaces", t.interfaces);
+        let mut metrics = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, m) in t.metrics.into_iter().enumerate() {
+            let path = format!("telemetry.metrics[{i}]");
+            if !crate::telemetry::valid_metric_name(&m.name) {
+                self.err(
+                    format!("{path}.name"),
+                    format!("'{}' is not a Prometheus metric name (letters, digits, _ and :, not starting with a digit)", m.name),
+                );
+            } else if m.name.starts_with("pilotfish_") {
+                self.err(
+                    format!("{path}.name"),
+                    "the pilotfish_ prefix is reserved for built-in metrics",
+                );
+            } else if !seen.insert(m.name.clone()) {
+                self.err(
+                    format!("{path}.name"),
+                    format!("'{}' is declared twice", m.name),
+                );
+            }
+            let kind = match m.kind.as_str() {
+                "counter" => Some(MetricKind::Counter),
+                "gauge" => Some(MetricKind::Gauge),
+                "histogram" => Some(MetricKind::Histogram),
+                other => {
+                    self.err(
+                        format!("{path}.type"),
+                        format!("'{other}' is not a metric type (use counter, gauge or histogram)"),
+                    );
+                    None
+                }
+            };
+            if let Some(b) = &m.buckets {
+                if kind != Some(MetricKind::Histogram) {
+                    self.err(format!("{path}.buckets"), "only histograms have buckets");
+                } else if b.is_empty()
+                    || b.iter().any(|x| !x.is_finite())
+                    || b.windows(2).any(|w| w[0] >= w[1])
+                {
+                    self.err(
+                        format!("{path}.buckets"),
+                        "must be finite numbers in increasing order",
+                    );
+                }
+            }
+            if let Some(kind) = kind {
+                metrics.push(MetricDef {
+                    help: m.help.unwrap_or_else(|| m.name.clone()),
+                    name: m.name,
+                    kind,
+                    buckets: m.buckets,
+                });
+            }
+        }
+        Some(TelemetryConfig {
+            port: port?,
+            interfaces,
+            tags: t.tags,
+            metrics,
+        })
+    }
+
+    fn watches(&mut self, raw: Vec<RawWatch>) -> Vec<WatchConfig> {
+        let mut out: Vec<WatchConfig> = Vec::new();
+        for (i, w) in raw.into_iter().enumerate() {
+            let path = format!("watches[{i}]");
+            if w.name.is_empty() {
+                self.err(format!("{path}.name"), "is required");
+                continue;
+            }
+            if let Err(e) = check_name(&w.name) {
+                self.err(format!("{path}.name"), e);
+            }
+            if out.iter().any(|o| o.name == w.name) {
+                self.err(
+                    format!("{path}.name"),
+                    format!("\"{}\" is already a watch name", w.name),
+                );
+            }
+            let chosen = [w.service.is_some(), w.key.is_some(), w.prefix.is_some()]
+                .iter()
+                .filter(|x| **x)
+                .count();
+            if chosen > 1 {
+                self.err(&path, "set only one of service, key or prefix");
+                continue;
+            }
+            if (w.key.is_some() || w.prefix.is_some()) && (w.tag.is_some() || w.dc.is_some()) {
+                self.err(&path, "tag and dc apply only to service watches");
+            }
+            let target = if let Some(k) = w.key {
+                WatchTarget::Key(k)
+            } else if let Some(p) = w.prefix {
+                WatchTarget::Prefix(p)
+            } else {
+                WatchTarget::Service {
+                    name: w.service.unwrap_or_else(|| w.name.clone()),
+                    tag: w.tag,
+                    dc: w.dc,
+                }
+            };
+            let interval = match &w.interval {
+                Some(s) => self
+                    .duration(&format!("{path}.interval"), s)
+                    .unwrap_or_default(),
+                None => Duration::ZERO,
+            };
+            out.push(WatchConfig {
+                name: w.name,
+                target,
+                interval,
+            });
+        }
+        out
+    }
+
+    fn templates(
+        &mut self,
+        raw: Vec<RawTemplate>,
+        jobs: &BTreeMap<String, usize>,
+    ) -> Vec<TemplateConfig> {
+        let mut out = Vec::new();
+        for (i, t) in raw.into_iter().enumerate() {
+            let path = format!("templates[{i}]");
+            if t.source.is_empty() {
+                self.err(format!("{path}.source"), "is required (the template file)");
+            }
+            if t.destination.is_empty() {
+                self.err(
+                    format!("{path}.destination"),
+                    "is required (the file to write)",
+                );
+            }
+            let perms = match t.perms.as_deref() {
+                None => 0o644,
+                Some(p) => match u32::from_str_radix(p.trim_start_matches("0o"), 8) {
+                    Ok(m) if m <= 0o7777 => m,
+                    _ => {
+                        self.err(
+                            format!("{path}.perms"),
+                            format!("'{p}' is not an octal file mode (e.g. \"0644\")"),
+                        );
+                        0o644
+                    }
+                },
+            };
+            let check = t
+                .check
+                .and_then(|c| self.exec(&format!("{path}.check"), c, false));
+            if let Some(j) = &t.reload_job {
+                if !jobs.contains_key(j) && !self.broken_jobs.contains(j) {
+                    self.err(
+                        format!("{path}.reload_job"),
+                        format!("no job is named \"{j}\""),
+                    );
+                }
+            }
+            let reload_signal = match &t.reload_signal {
+                Some(s) => self
+                    .signal(&format!("{path}.reload_signal"), s)
+                    .unwrap_or(Signal::SIGHUP),
+                None => Signal::SIGHUP,
+            };
+            let wait = t.wait.unwrap_or_default();
+            let wait_min = wait
+                .initial
+                .as_deref()
+                .and_then(|s| self.duration(&format!("{path}.wait.initial"), s))
+                .unwrap_or_default();
+            let wait_max = wait
+                .max
+                .as_deref()
+                .and_then(|s| self.duration(&format!("{path}.wait.max"), s))
+                .unwrap_or(wait_min * 4);
+            if wait_max < wait_min {
+                self.err(
+                    format!("{path}.wait"),
+                    "max must not be shorter than initial",
+                );
+            }
+            let source = self
+                .string(&format!("{path}.source"), &t.source)
+                .unwrap_or_default();
+            let destination = self
+                .string(&format!("{path}.destination"), &t.destination)
+                .unwrap_or_default();
+            out.push(TemplateConfig {
+                source: source.into(),
+                destination: destination.into(),
+                perms,
+                check,
+                reload_job: t.reload_job,
+                reload_signal,
+                wait_min,
+                wait_max,
+            });
+        }
+        out
+    }
+
+    fn job(&mut self, i: usize, raw: RawJob, known: &KnownNames) -> Option<JobConfig> {
+        let p = format!("jobs[{i}]");
+        let name = raw.name.clone();
+        let shell = raw.shell.unwrap_or(false);
+        let exec = raw
+            .exec
+            .and_then(|e| self.exec(&format!("{p}.exec"), e, shell));
+        if raw.shell == Some(true) && exec.is_none() && !self.has_errors_under(&p) {
+            self.err(format!("{p}.shell"), "shell = true needs exec");
+        }
+
+        let mut env = BTreeMap::new();
+        for (k, v) in &raw.env {
+            let valid = !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                self.err(
+                    format!("{p}.env.{k}"),
+                    "is not an environment variable name (letters, digits, _)",
+                );
+                continue;
+            }
+            if let Some(v) = self.string(&format!("{p}.env.{k}"), v) {
+                env.insert(k.clone(), v);
+            }
+        }
+        let working_dir = raw
+            .working_dir
+            .as_deref()
+            .and_then(|d| self.string(&format!("{p}.working_dir"), d))
+            .map(PathBuf::from);
+        let (user, group) = self.identity(&p, raw.user.as_deref(), raw.group.as_deref());
+
+        let when = match raw.when {
+            Some(w) => self.when(&p, &name, w, known),
+            None => Some(When {
+                trigger: Trigger::Startup,
+                timeout: None,
+            }),
+        };
+        let periodic = matches!(
+            when,
+            Some(When {
+                trigger: Trigger::Interval(_),
+                ..
+            })
+        );
+
+        let restarts = match raw.restarts {
+            None if periodic => Restarts::Unlimited,
+            None => Restarts::Never,
+            Some(RawRestarts::Count(n)) if n >= 0 => {
+                Restarts::Count(u32::try_from(n).unwrap_or(u32::MAX))
+            }
+            Some(RawRestarts::Word(w)) if w == "never" => Restarts::Never,
+            Some(RawRestarts::Word(w)) if w == "unlimited" => Restarts::Unlimited,
+            Some(RawRestarts::Word(w)) if w.parse::<u32>().is_ok() => {
+                Restarts::Count(w.parse().unwrap_or(0))
+            }
+            Some(other) => {
+                let shown = match other {
+                    RawRestarts::Count(n) => n.to_string(),
+                    RawRestarts::Word(w) => format!("\"{w}\""),
+                };
+                self.err(
+                    format!("{p}.restarts"),
+                    format!("{shown} is not valid (use \"never\", \"unlimited\" or a count >= 0)"),
+                );
+                Restarts::Never
+            }
+        };
+
+        let mut backoff = Backoff::default();
+        if let Some(b) = raw.restart_backoff {
+            if let Some(d) = b
+                .initial
+                .as_deref()
+                .and_then(|s| self.positive_duration(&format!("{p}.restart_backoff.initial"), s))
+            {
+                backoff.initial = d;
+            }
+            if let Some(d) = b
+                .max
+                .as_deref()
+                .and_then(|s| self.positive_duration(&format!("{p}.restart_backoff.max"), s))
+            {
+                backoff.max = d;
+            }
+            if backoff.max < backoff.initial {
+                self.err(
+                    format!("{p}.restart_backoff"),
+                    format!(
+                        "max ({}) must not be shorter than initial ({})",
+                        format_duration(backoff.max),
+                        format_duration(backoff.initial)
+                    ),
+                );
+            }
+        }
+
+        let timeout = raw
+            .timeout
+            .as_deref()
+            .and_then(|s| self.positive_duration(&format!("{p}.timeout"), s))
+            .or(match &when {
+                Some(When {
+                    trigger: Trigger::Interval(d),
+                    ..
+                }) => Some(*d),
+                _ => None,
+            });
+        let stop_signal = raw
+            .stop_signal
+            .as_deref()
+            .and_then(|s| self.signal(&format!("{p}.stop_signal"), s))
+            .unwrap_or(Signal::SIGTERM);
+        let stop_timeout = raw
+            .stop_timeout
+            .as_deref()
+            .and_then(|s| self.duration(&format!("{p}.stop_timeout"), s))
+            .unwrap_or(DEFAULT_JOB_STOP_TIMEOUT);
+        let primary = raw.primary.unwrap_or(false);
+        if primary && periodic {
+            self.err(
+                format!("{p}.primary"),
+                "a periodic (when.interval) job cannot be primary",
+            );
+        }
+        if primary && exec.is_none() {
+            self.err(format!("{p}.primary"), "a primary job needs exec");
+        }
+        let mut forward_signals = Vec::new();
+        for (k, s) in raw.forward_signals.iter().enumerate() {
+            let path = format!("{p}.forward_signals[{k}]");
+            if let Some(sig) = self.signal(&path, s) {
+                if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGCHLD) {
+                    self.err(path, format!("{sig} cannot be forwarded"));
+                } else {
+                    forward_signals.push(sig);
+                }
+            }
+        }
+
+        let health = raw
+            .health
+            .and_then(|h| self.health(&p, h, raw.port.is_some()));
+        let service = match raw.port {
+            Some(port) => {
+                if let Err(e) = check_service_name(&name) {
+                    self.err(format!("{p}.name"), e);
+                }
+                if health.is_none() && !self.has_errors_under(&format!("{p}.health")) {
+                    self.err(
+                        format!("{p}.health"),
+                        "is required with port: give health.exec and health.interval (and health.ttl)",
+                    );
+                }
+                let port = self.port(&format!("{p}.port"), port);
+                let interfaces = self.interfaces(&format!("{p}.interfaces"), raw.interfaces);
+                let initial_status = raw.initial_status.as_deref().and_then(|s| match s {
+                    "passing" => Some(CheckStatus::Passing),
+                    "warning" => Some(CheckStatus::Warning),
+                    "critical" => Some(CheckStatus::Critical),
+                    other => {
+                        self.err(
+                            format!("{p}.initial_status"),
+                            format!("'{other}' is not a status (use passing, warning or critical)"),
+                        );
+                        None
+                    }
+                });
+                let dereg = raw
+                    .deregister_critical_service_after
+                    .as_deref()
+                    .and_then(|s| {
+                        self.positive_duration(&format!("{p}.deregister_critical_service_after"), s)
+                    });
+                port.map(|port| ServiceConfig {
+                    port,
+                    tags: raw.tags.clone(),
+                    interfaces,
+                    initial_status,
+                    deregister_critical_service_after: dereg,
+                    enable_tag_override: raw.enable_tag_override.unwrap_or(false),
+                })
+            }
+            None => {
+                for (key, set) in [
+                    ("tags", !raw.tags.is_empty()),
+                    ("interfaces", raw.interfaces.is_some()),
+                    ("initial_status", raw.initial_status.is_some()),
+                    (
+                        "deregister_critical_service_after",
+                        raw.deregister_critical_service_after.is_some(),
+                    ),
+                    ("enable_tag_override", raw.enable_tag_override.is_some()),
+                ] {
+                    if set {
+                        self.err(
+                            format!("{p}.{key}"),
+                            "applies only to a service: set port too",
+                        );
+                    }
+                }
+                None
+            }
+        };
+        if exec.is_none() && service.is_none() && !self.has_errors_under(&p) {
+            self.err(
+                format!("{p}.exec"),
+                "is required (a job without exec must be a service: set port and health)",
+            );
+        }
+
+        Some(JobConfig {
+            name,
+            exec,
+            env,
+            working_dir,
+            user,
+            group,
+            when: when?,
+            restarts,
+            backoff,
+            timeout,
+            stop_signal,
+            stop_timeout,
+            primary,
+            forward_signals,
+            raw_logging: raw.logging.and_then(|l| l.raw).unwrap_or(false),
+            service,
+            health,
+        })
+    }
+
+    fn has_errors_under(&self, prefix: &str) -> bool {
+        self.errs.errors.iter().any(|(p, _)| p.starts_with(prefix))
+    }
+
+    fn identity(
+        &mut self,
+        p: &str,
+        user: Option<&str>,
+        group: Option<&str>,
+    ) -> (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>) {
+        use nix::unistd::{Gid, Group, Uid, User};
+        let mut uid = None;
+        let mut gid = None;
+        if let Some(u) = user {
+            let found = match u.parse::<u32>() {
+                Ok(n) => Some((
+                    Uid::from_raw(n),
+                    User::from_uid(Uid::from_raw(n))
+                        .ok()
+                        .flatten()
+                        .map(|u| u.gid),
+                )),
+                Err(_) => User::from_name(u)
+                    .ok()
+                    .flatten()
+                    .map(|x| (x.uid, Some(x.gid))),
+            };
+            match found {
+                Some((id, primary_gid)) => {
+                    uid = Some(id);
+                    gid = primary_gid;
+                }
+                None => self.err(format!("{p}.user"), format!("no user \"{u}\" on this system (use a name from /etc/passwd or a numeric uid)")),
+            }
+        }
+        if let Some(g) = group {
+            match g.parse::<u32>() {
+                Ok(n) => gid = Some(Gid::from_raw(n)),
+                Err(_) => match Group::from_name(g).ok().flatten() {
+                    Some(x) => gid = Some(x.gid),
+                    None => self.err(format!("{p}.group"), format!("no group \"{g}\" on this system (use a name from /etc/group or a numeric gid)")),
+                },
+            }
+        }
+        (uid, gid)
+    }
+
+    fn health(&mut self, p: &str, h: RawHealth, is_service: bool) -> Option<HealthConfig> {
+        let hp = format!("{p}.health");
+        let exec = h
+            .exec
+            .and_then(|e| self.exec(&format!("{hp}.exec"), e, h.shell.unwrap_or(false)));
+        if exec.is_none() && !is_service && !self.has_errors_under(&hp) {
+            self.err(
+                format!("{hp}.exec"),
+                "is required (without a port there is nothing else to check)",
+            );
+        }
+        let interval = match h.interval.as_deref() {
+            Some(s) => self.positive_duration(&format!("{hp}.interval"), s),
+            None => {
+                self.err(
+                    format!("{hp}.interval"),
+                    "is required (e.g. interval = \"10s\")",
+                );
+                None
+            }
+        };
+        let ttl = h
+            .ttl
+            .as_deref()
+            .and_then(|s| self.positive_duration(&format!("{hp}.ttl"), s));
+        if is_service && h.ttl.is_none() {
+            self.err(
+                format!("{hp}.ttl"),
+                "is required with port: the TTL Consul waits between heartbeats",
+            );
+        }
+        let timeout = h
+            .timeout
+            .as_deref()
+            .and_then(|s| self.positive_duration(&format!("{hp}.timeout"), s));
+        let interval = interval?;
+        if let Some(ttl) = ttl {
+            if ttl <= interval {
+                self.err(
+                    format!("{hp}.ttl"),
+                    format!(
+                        "ttl ({}) must be longer than interval ({}), or the service flaps to critical between checks",
+                        format_duration(ttl),
+                        format_duration(interval)
+                    ),
+                );
+            }
+        }
+        Some(HealthConfig {
+            exec,
+            interval,
+            ttl,
+            timeout: timeout.unwrap_or(interval),
+        })
+    }
+
+    fn when(&mut self, p: &str, job: &str, w: RawWhen, known: &KnownNames) -> Option<When> {
+        let wp = format!("{p}.when");
+        let timeout = w
+            .timeout
+            .as_deref()
+            .and_then(|s| self.positive_duration(&format!("{wp}.timeout"), s));
+        if let Some(interval) = &w.interval {
+            let others: Vec<&str> = [
+                ("source", w.source.is_some()),
+                ("once", w.once.is_some()),
+                ("each", w.each.is_some()),
+                ("all", w.all.is_some()),
+                ("any", w.any.is_some()),
+                ("timeout", w.timeout.is_some()),
+            ]
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .collect();
+            if !others.is_empty() {
+                self.err(
+                    &wp,
+                    format!(
+                        "interval cannot be combined with {} (a periodic job runs every interval; use the job's timeout to bound a run)",
+                        others.join(", ")
+                    ),
+                );
+                return None;
+            }
+            let d = self.positive_duration(&format!("{wp}.interval"), interval)?;
+            return Some(When {
+                trigger: Trigger::Interval(d),
+                timeout: None,
+            });
+        }
+        let single = w.source.is_some() || w.once.is_some() || w.each.is_some();
+        let trigger = match (single, w.all, w.any) {
+            (true, None, None) => {
+                let c = RawCondition {
+                    source: w.source,
+                    once: w.once,
+                    each: w.each,
+                };
+                Trigger::All(vec![self.condition(&wp, job, c, known)?])
+            }
+            (false, Some(all), None) => {
+                Trigger::All(self.conditions(&format!("{wp}.all"), job, all, known)?)
+            }
+            (false, None, Some(any)) => {
+                Trigger::Any(self.conditions(&format!("{wp}.any"), job, any, known)?)
+            }
+            (false, None, None) => {
+                if timeout.is_some() {
+                    self.err(
+                        &wp,
+                        "timeout needs a condition to wait for (source with once or each)",
+                    );
+                    return None;
+                }
+                Trigger::Startup
+            }
+            _ => {
+                self.err(
+                    &wp,
+                    "use only one of: source (with once or each), all, any, interval",
+                );
+                return None;
+            }
+        };
+        Some(When { trigger, timeout })
+    }
+
+    fn conditions(
+        &mut self,
+        path: &str,
+        job: &str,
+        raw: Vec<RawCondition>,
+        known: &KnownNames,
+    ) -> Option<Vec<Condition>> {
+        if raw.is_empty() {
+            self.err(path, "must list at least one condition");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, c) in raw.into_iter().enumerate() {
+            match self.condition(&format!("{path}[{i}]"), job, c, known) {
+                Some(c) => out.push(c),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn condition(
+        &mut self,
+        path: &str,
+        job: &str,
+        c: RawCondition,
+        known: &KnownNames,
+    ) -> Option<Condition> {
+        let source_text = c.source.clone().unwrap_or_else(|| "global".into());
+        let source = if source_text == "global" {
+            Source::Global
+        } else if let Some(w) = source_text.strip_prefix("watch.") {
+            if !known.watches.contains(w) {
+                self.err(
+                    format!("{path}.source"),
+                    format!("no watch is named \"{w}\" (declare it in [[watches]])"),
+                );
+                return None;
+            }
+            Source::Watch(w.to_string())
+        } else if let Some(sig) = ["SIGHUP", "SIGUSR1", "SIGUSR2"]
+            .iter()
+            .find(|s| **s == source_text)
+        {
+            Source::Signal(parse_signal(sig).ok()?)
+        } else if known.jobs.contains_key(&source_text) {
+            if source_text == job {
+                self.err(
+                    format!("{path}.source"),
+                    format!("job \"{job}\" cannot wait for its own events: it would never start"),
+                );
+                return None;
+            }
+            Source::Job(source_text.clone())
+        } else {
+            if !self.broken_jobs.contains(&source_text) {
+                self.err(
+                    format!("{path}.source"),
+                    format!("\"{source_text}\" is not a job, a watch (watch.NAME), global, SIGHUP, SIGUSR1 or SIGUSR2"),
+                );
+            }
+            return None;
+        };
+        let (event_text, repeat) = match (c.once, c.each) {
+            (Some(_), Some(_)) => {
+                self.err(path, "set once or each, not both");
+                return None;
+            }
+            (Some(e), None) => (e, false),
+            (None, Some(e)) => (e, true),
+            (None, None) => match &source {
+                Source::Signal(s) => (s.as_str().to_string(), true),
+                _ if c.source.is_none() => {
+                    self.err(path, "needs a source and once or each (e.g. source = \"db\", once = \"healthy\")");
+                    return None;
+                }
+                _ => {
+                    self.err(
+                        path,
+                        format!("source \"{source_text}\" needs once or each (e.g. once = \"exitSuccess\"); without it the job would never start"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let Some(event) = EventKind::parse(&event_text) else {
+            self.err(
+                path,
+                format!("'{event_text}' is not an event (use startup, shutdown, exitSuccess, exitFailed, healthy, unhealthy, changed, stopping, stopped, enterMaintenance, exitMaintenance or a signal name)"),
+            );
+            return None;
+        };
+        let fits = match (&source, event) {
+            (
+                Source::Global,
+                EventKind::Startup
+                | EventKind::Shutdown
+                | EventKind::EnterMaintenance
+                | EventKind::ExitMaintenance,
+            ) => true,
+            (
+                Source::Job(_),
+                EventKind::ExitSuccess
+                | EventKind::ExitFailed
+                | EventKind::Stopping
+                | EventKind::Stopped,
+            ) => true,
+            (Source::Job(j), EventKind::Healthy | EventKind::Unhealthy) => {
+                if !known.healthy.contains(j) {
+                    self.err(
+                        path,
+                        format!("job \"{j}\" has no health check, so it never reports {event}"),
+                    );
+                    return None;
+                }
+                true
+            }
+            (Source::Watch(_), EventKind::Changed | EventKind::Healthy | EventKind::Unhealthy) => {
+                true
+            }
+            (Source::Signal(s), EventKind::Signal(e)) => s == &e,
+            _ => false,
+        };
+        if !fits {
+            let hint = match &source {
+                Source::Global => {
+                    "global events are startup, shutdown, enterMaintenance, exitMaintenance"
+                }
+                Source::Job(_) => {
+                    "job events are exitSuccess, exitFailed, healthy, unhealthy, stopping, stopped"
+                }
+                Source::Watch(_) => "watch events are changed, healthy, unhealthy",
+                Source::Signal(_) => "a signal source fires with its own signal name as the event",
+            };
+            self.err(path, format!("\"{source}\" never sends {event}: {hint}"));
+            return None;
+        }
+        if let (Source::Job(j), EventKind::ExitSuccess | EventKind::ExitFailed) = (&source, event) {
+            if !known.with_exec.contains(j) {
+                self.err(path, format!("job \"{j}\" has no exec, so it never exits"));
+                return None;
+            }
+        }
+        Some(Condition {
+            source,
+            event,
+            repeat,
+        })
+    }
+
+    /// Report jobs whose trigger can never fire because every way to it goes
+    /// through jobs that can never start (including cycles).
+    fn check_reachable(&mut self, jobs: &[JobConfig], index: &BTreeMap<String, usize>) {
+        let mut can_start: BTreeSet<&str> = BTreeSet::new();
+        let emits = |c: &Condition, can_start: &BTreeSet<&str>| match &c.source {
+            Source::Job(j) => can_start.contains(j.as_str()),
+            _ => true,
+        };
+        loop {
+            let before = can_start.len();
+            for j in jobs {
+                let ok = match &j.when.trigger {
+                    Trigger::Startup | Trigger::Interval(_) => true,
+                    Trigger::All(cs) => cs.iter().all(|c| emits(c, &can_start)),
+                    Trigger::Any(cs) => cs.iter().any(|c| emits(c, &can_start)),
+                };
+                if ok {
+                    can_start.insert(j.name.as_str());
+                }
+            }
+            if can_start.len() == before {
+                break;
+            }
+        }
+        for j in jobs {
+            if can_start.contains(j.name.as_str()) {
+                continue;
+            }
+            let waits: Vec<String> = match &j.when.trigger {
+                Trigger::All(cs) | Trigger::Any(cs) => cs
+                    .iter()
+                    .filter(|c| !emits(c, &can_start))
+                    .map(|c| c.source.to_string())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let i = index.get(&j.name).copied().unwrap_or(0);
+            self.err(
+                format!("jobs[{i}].when"),
+                format!(
+                    "job \"{}\" can never start: it waits on {}, which can never start either (a cycle, or a chain that never begins)",
+                    j.name,
+                    waits.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// A sort key that orders the numbers inside a path numerically.
+fn natural_key(path: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    for c in path.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if !digits.is_empty() {
+            out.push_str(&format!("{digits:0>10}"));
+            digits.clear();
+        }
+        out.push(c);
+    }
+    out
+}
+
+struct KnownNames<'a> {
+    jobs: &'a BTreeMap<String, usize>,
+    watches: &'a BTreeSet<String>,
+    healthy: &'a BTreeSet<String>,
+    with_exec: &'a BTreeSet<String>,
+}
+
+/// Job and watch names: used as event sources and in environment variable names.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(format!(
+            "\"{name}\" is not a valid name (letters, digits, '-', '_' and '.', starting with a letter or digit)"
+        ));
+    }
+    if name == "global" || name.starts_with("watch.") || name.starts_with("SIG") {
+        return Err(format!("\"{name}\" is reserved (global, watch.*, SIG*)"));
+    }
+    Ok(())
+}
+
+/// A job with a port becomes a Consul service: its name must be DNS-safe.
+fn check_service_name(name: &str) -> Result<(), String> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" has a port, so it is a service name and may only use letters, digits and '-' (it is used in DNS)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        [("PORT".to_string(), "8080".to_string())]
+            .into_iter()
+            .collect()
+    }
+
+    fn ok(text: &str) -> Config {
+        match parse_and_validate(text, &env()) {
+            Ok(c) => c,
+            Err(e) => panic!("expected valid config, got:\n{e}"),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse_and_validate(text, &env()) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.messages(),
+        }
+    }
+
+    #[test]
+    fn minimal_job_gets_defaults() {
+        let c = ok(r#"
+            [[jobs]]
+            name = "app"
+            exec = "/bin/app --port ${PORT} 'two words'"
+        "#);
+        let j = &c.jobs[0];
+        assert_eq!(
+            j.exec.as_ref().unwrap().argv,
+            ["/bin/app", "--port", "8080", "two words"]
+        );
+        assert_eq!(j.when.trigger, Trigger::Startup);
+        assert_eq!(j.restarts, Restarts::Never);
+        assert_eq!(j.stop_signal, Signal::SIGTERM);
+        assert_eq!(c.stop_timeout, Duration::from_secs(10));
+        assert_eq!(c.control.socket, PathBuf::from(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn three_mistakes_three_errors() {
+        let errs = errors(
+            r#"
+            [[jobs]]
+            name = "app"
+            exec = "/bin/app"
+            restarts = "sometimes"
+
+            [[jobs]]
+            name = "app"
+            exec = "/bin/other"
+            stop_signal = "SIGNOPE"
+        "#,
+        );
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("jobs[0].restarts: \"sometimes\""),
+            "{errs:#?}"
+        );
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("jobs[1].name:") && e.contains("unique")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("jobs[1].stop_signal:") && e.contains("SIGNOPE")));
+    }
+
+    #[test]
+    fn unknown_keys_everywhere_are_all_reported() {
+        let errs = errors(
+            r#"
+            stop_timout = "5s"
+            [[jobs]]
+            name = "a"
+            exec = "true"
+            restart = "never"
+            [[jobs]]
+            name = "b"
+            exec = "true"
+            health = { exec = "true", interval = "5s", tll = "10s" }
+        "#,
+        );
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("stop_timout: unknown key")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("jobs[0]") && e.contains("restart")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("jobs[1].health") && e.contains("tll")));
+    }
+
+    #[test]
+    fn health_ttl_must_exceed_interval() {
+        let errs = errors(
+            r#"
+            [[jobs]]
+            name = "web"
+            exec = "web"
+            port = 80
+            health = { exec = "check", interval = "10s", ttl = "5s" }
+        "#,
+        );
+        assert_eq!(errs, ["jobs[0].health.ttl: ttl (5s) must be longer than interval (10s), or the service flaps to critical between checks"]);
+    }
+
+    #[test]
+    fn when_forms() {
+        let c = ok(r#"
+            [[watches]]
+            name = "backend"
+            [[jobs]]
+            name = "pre"
+            exec = "true"
+            [[jobs]]
+            name = "app"
+            exec = "app"
+            when = { source = "pre", once = "exitSuccess", timeout = "30s" }
+            health = { exec = "true", interval = "1s" }
+            [[jobs]]
+            name = "reload"
+            exec = "true"
+            when = { source = "watch.backend", each = "changed" }
+            [[jobs]]
+            name = "hup"
+            exec = "true"
+            when = { source = "SIGHUP" }
+            [[jobs]]
+            name = "both"
+            exec = "true"
+            when = { all = [{ source = "app", once = "healthy" }, { source = "watch.backend", once = "healthy" }] }
+            [[jobs]]
+            name = "bye"
+            exec = "true"
+            when = { once = "shutdown" }
+            [[jobs]]
+            name = "tick"
+            exec = "true"
+            when = { interval = "5s" }
+        "#);
+        assert_eq!(c.jobs[1].when.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(
+            c.jobs[3].when.trigger,
+            Trigger::All(vec![Condition {
+                source: Source::Signal(Signal::SIGHUP),
+                event: EventKind::Signal(Signal::SIGHUP),
+                repeat: true
+            }])
+        );
+        assert_eq!(
+            c.jobs[5].when.trigger,
+            Trigger::All(vec![Condition {
+                source: Source::Global,
+                event: EventKind::Shutdown,
+                repeat: false
+            }])
+        );
+        assert_eq!(c.jobs[6].restarts, Restarts::Unlimited);
+        assert_eq!(c.jobs[6].timeout, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn whens_that_can_never_fire() {
+        let errs = errors(
+            r#"
+            [[jobs]]
+            name = "a"
+            exec = "true"
+            when = { source = "b", once = "exitSuccess" }
+            [[jobs]]
+            name = "b"
+            exec = "true"
+            when = { source = "a", once = "exitSuccess" }
+            [[jobs]]
+            name = "c"
+            exec = "true"
+            when = { source = "a" }
+            [[jobs]]
+            name = "d"
+            exec = "true"
+            when = { source = "nothere", once = "exitSuccess" }
+            [[jobs]]
+            name = "e"
+            exec = "true"
+            when = { source = "a", once = "changed" }
+            [[jobs]]
+            name = "f"
+            exec = "true"
+            when = { source = "a", once = "healthy" }
+        "#,
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("jobs[0].when:") && e.contains("never start")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("jobs[1].when:") && e.contains("never start")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("jobs[2].when:") && e.contains("needs once or each")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("jobs[3].when.source:") && e.contains("nothere")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("jobs[4].when:") && e.contains("never sends changed")),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("jobs[5].when:") && e.contains("no health check")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn env_errors_name_the_key() {
+        let errs = errors(
+            r#"
+            [[jobs]]
+            name = "a"
+            exec = ["run", "${MISSING}"]
+        "#,
+        );
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("jobs[0].exec[1]: environment variable MISSING is not set"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn shell_and_quoting() {
+        let c = ok(r#"
+            [[jobs]]
+            name = "a"
+            exec = "echo hi | tr a-z A-Z"
+            shell = true
+        "#);
+        assert_eq!(
+            c.jobs[0].exec.as_ref().unwrap().argv,
+            ["/bin/sh", "-c", "echo hi | tr a-z A-Z"]
+        );
+        let errs = errors(
+            r#"
+            [[jobs]]
+            name = "a"
+            exec = "echo 'unterminated"
+        "#,
+        );
+        assert!(errs[0].contains("quotes"), "{errs:?}");
+    }
 }

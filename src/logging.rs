@@ -1,0 +1,38 @@
+//! Log output: text or JSON lines on stderr through `tracing`, with a level that
+//! a reload can change. Job output goes through the same subscriber (target
+//! `job`), each line prefixed with `job[pid]` unless the job asks for raw output.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::config::{LogFormat, LoggingConfig};
+
+/// Changes the level of the installed subscriber.
+pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
+
+impl LevelHandle {
+    pub fn set(&self, level: &str) {
+        if let Err(e) = self.0.modify(|f| *f = EnvFilter::new(level)) {
+            tracing::warn!("cannot change the log level: {e}");
+        }
+    }
+}
+
+/// Install the global subscriber. `PILOTFISH_LOG` (an EnvFilter string) overrides the level.
+pub fn init(cfg: &LoggingConfig) -> LevelHandle {
+    let filter = std::env::var("PILOTFISH_LOG")
+        .ok()
+        .map(EnvFilter::new)
+        .unwrap_or_else(|| EnvFilter::new(&cfg.level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cfg.format {
+        LogFormat::Text => registry.with(fmt.with_ansi(false)).init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
+    }
+    LevelHandle(handle)
+}
