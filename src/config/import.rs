@@ -32,6 +32,7 @@
 //!   expand it; the references the importer generated are not escaped. Internally the
 //!   pre-pass marks its output with private-use characters U+E000–U+E006, so a file
 //!   that already contains them is refused.
+//! - Actions inside JSON5 comments are dropped with the comment, without notes.
 //! - ContainerPilot rendered an unset variable as ""; pilotfish refuses to start when
 //!   `${VAR}` is unset. One note lists every variable referenced without a default.
 //!
@@ -824,7 +825,11 @@ impl Renderer {
 
     fn action(&mut self, a: &Action, toks: &[Tok]) {
         let conversion = convert_pipeline(toks);
-        if let Some(Conversion::Ref(name, None)) = &conversion {
+        let in_comment = matches!(
+            self.lex,
+            Lex::LineComment | Lex::BlockComment | Lex::BlockCommentStar
+        );
+        if let (Some(Conversion::Ref(name, None)), false) = (&conversion, in_comment) {
             self.out.unset.insert(name.clone());
         }
         match self.lex {
@@ -2615,15 +2620,14 @@ mod tests {
 
     #[test]
     fn go_comments_vanish_and_json5_comments_survive_actions() {
-        let (raw, notes) =
-            conv("{ // {{ .IGNORED }} in a comment\n {{/* a go comment */}} consul: \"c:1\" }");
-        assert!(raw.consul.is_some());
-        assert!(
-            notes.is_empty()
-                || !notes
-                    .iter()
-                    .any(|n| n.contains("IGNORED") && !n.contains("without default"))
+        let (raw, notes) = conv(
+            "{ // {{ .IGNORED }} and {{ printf \"x\" }} in a comment\n /* {{ .B }} */ {{/* a go comment */}} consul: \"c:1\" }",
         );
+        assert_eq!(
+            raw.consul.and_then(|c| c.address).as_deref(),
+            Some("http://c:1")
+        );
+        assert!(notes.is_empty(), "{notes:#?}");
     }
 
     #[test]
