@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod events;
 pub mod interfaces;
 pub mod signals;
