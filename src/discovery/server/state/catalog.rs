@@ -550,3 +550,224 @@ impl Catalog {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn svc(id: &str, name: &str, tags: &[&str], port: u16) -> Service {
+        Service {
+            id: id.to_string(),
+            name: name.to_string(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            address: String::new(),
+            port,
+            meta: BTreeMap::new(),
+            enable_tag_override: false,
+            weights: Weights::default(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    fn reg(node: &str, service: Option<Service>, checks: Vec<HealthCheck>) -> Registration {
+        Registration {
+            node: node.to_string(),
+            node_id: String::new(),
+            address: "10.0.0.1".to_string(),
+            tagged_addresses: BTreeMap::new(),
+            node_meta: BTreeMap::new(),
+            skip_node_update: false,
+            service,
+            checks,
+        }
+    }
+
+    fn svc_check(node: &str, sid: &str, status: CheckStatus) -> HealthCheck {
+        HealthCheck {
+            service_id: sid.to_string(),
+            check_type: "ttl".to_string(),
+            ..HealthCheck::new(node, &format!("service:{sid}"), "c", status)
+        }
+    }
+
+    #[test]
+    fn new_node_gets_passing_serf_health() {
+        let mut c = Catalog::default();
+        c.register(3, reg("n1", None, vec![])).unwrap();
+        let checks = c.node_checks("n1");
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].check_id, "serfHealth");
+        assert_eq!(checks[0].status, CheckStatus::Passing);
+        assert_eq!(c.node("n1").unwrap().create_index, 3);
+    }
+
+    #[test]
+    fn per_service_indexes_are_independent() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", Some(svc("a1", "a", &[], 80)), vec![]))
+            .unwrap();
+        c.register(3, reg("n1", Some(svc("b1", "b", &[], 81)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_index("a"), 2);
+        assert_eq!(c.service_index("b"), 3);
+        c.register(4, reg("n1", Some(svc("a1", "a", &["x"], 80)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_index("a"), 4);
+        assert_eq!(c.service_index("b"), 3, "a write to a must not move b");
+        assert_eq!(c.table_index(), 4);
+        // Service-check change touches only its service.
+        c.register(
+            5,
+            reg(
+                "n1",
+                None,
+                vec![svc_check("n1", "b1", CheckStatus::Passing)],
+            ),
+        )
+        .unwrap();
+        assert_eq!((c.service_index("a"), c.service_index("b")), (4, 5));
+        // Identical re-registration changes nothing.
+        c.register(6, reg("n1", Some(svc("a1", "a", &["x"], 80)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_index("a"), 4);
+        assert_eq!(c.table_index(), 5);
+        // A node-level change touches every service on the node.
+        let mut r = reg("n1", None, vec![]);
+        r.address = "10.0.0.2".to_string();
+        c.register(7, r).unwrap();
+        assert_eq!((c.service_index("a"), c.service_index("b")), (7, 7));
+        assert_eq!(c.service_index("A"), 7, "names are case-insensitive");
+    }
+
+    #[test]
+    fn removed_service_index_never_goes_backwards() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", Some(svc("a1", "a", &[], 80)), vec![]))
+            .unwrap();
+        c.register(3, reg("n2", Some(svc("z", "z", &[], 80)), vec![]))
+            .unwrap();
+        let d = Deregistration {
+            node: "n1".into(),
+            service_id: Some("a1".into()),
+            check_id: None,
+        };
+        c.deregister(4, &d);
+        assert!(c.service_index("a") >= 4);
+        assert!(c.service_instances("a", &[]).is_empty());
+        assert_eq!(c.service_index("unknown"), c.table_index());
+    }
+
+    #[test]
+    fn health_passing_filter_and_tags() {
+        let mut c = Catalog::default();
+        c.register(
+            2,
+            reg(
+                "n1",
+                Some(svc("w1", "web", &["Primary"], 80)),
+                vec![svc_check("n1", "w1", CheckStatus::Passing)],
+            ),
+        )
+        .unwrap();
+        c.register(
+            3,
+            reg(
+                "n2",
+                Some(svc("w2", "web", &["replica"], 80)),
+                vec![svc_check("n2", "w2", CheckStatus::Warning)],
+            ),
+        )
+        .unwrap();
+        let all = c.health_service("web", &[], false);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].checks.len(), 2, "serfHealth + service check");
+        assert_eq!(all[0].checks[0].check_id, "serfHealth");
+        assert_eq!(all[0].checks[1].service_name, "web");
+        assert_eq!(all[0].checks[1].service_tags, vec!["Primary".to_string()]);
+        let passing = c.health_service("web", &[], true);
+        assert_eq!(passing.len(), 1, "warning is not passing");
+        assert_eq!(passing[0].service.id, "w1");
+        assert_eq!(c.health_service("WEB", &["primary".into()], false).len(), 1);
+        assert!(c
+            .health_service("web", &["primary".into(), "replica".into()], false)
+            .is_empty());
+        // A critical node check hides every instance on that node.
+        c.update_check(4, "n1", "serfHealth", CheckStatus::Critical, "down".into())
+            .unwrap();
+        assert!(c.health_service("web", &[], true).is_empty());
+        assert_eq!(
+            c.checks_in_state(StatusFilter::Only(CheckStatus::Critical))
+                .len(),
+            1
+        );
+        assert_eq!(c.services().get("web").unwrap(), &["Primary", "replica"]);
+    }
+
+    #[test]
+    fn check_update_no_op_and_unknown() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", None, vec![])).unwrap();
+        let fx = c
+            .update_check(
+                3,
+                "n1",
+                "serfHealth",
+                CheckStatus::Passing,
+                "Agent alive and reachable".into(),
+            )
+            .unwrap();
+        assert_eq!(fx, CatalogEffects::default());
+        assert_eq!(c.table_index(), 2, "same status and output: no write");
+        assert_eq!(
+            c.update_check(4, "n1", "nope", CheckStatus::Passing, String::new())
+                .unwrap_err()
+                .to_string(),
+            "Unknown check ID \"nope\""
+        );
+    }
+
+    #[test]
+    fn register_is_atomic_and_validates() {
+        let mut c = Catalog::default();
+        let err = c
+            .register(
+                2,
+                reg(
+                    "n1",
+                    None,
+                    vec![svc_check("n1", "ghost", CheckStatus::Passing)],
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(err, StateError::MissingServiceRegistration);
+        assert!(c.node("n1").is_none(), "nothing applied");
+        let mut r = reg("n1", None, vec![]);
+        r.address.clear();
+        assert_eq!(c.register(2, r).unwrap_err(), StateError::MissingAddress);
+        // Service ID defaults to the name.
+        c.register(3, reg("n1", Some(svc("", "db", &[], 5432)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_instances("db", &[])[0].service.id, "db");
+    }
+
+    #[test]
+    fn deregister_node_removes_everything() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", Some(svc("w1", "web", &[], 80)), vec![]))
+            .unwrap();
+        let fx = c.deregister(
+            3,
+            &Deregistration {
+                node: "n1".into(),
+                service_id: None,
+                check_id: None,
+            },
+        );
+        assert_eq!(fx.dead_nodes, vec!["n1".to_string()]);
+        assert!(c.nodes().is_empty());
+        assert!(c.node_services("n1").is_none());
+        assert!(c.service_index("web") >= 3);
+    }
+}

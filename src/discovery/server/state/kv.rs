@@ -654,3 +654,393 @@ impl KvStore {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::session::{SessionBehavior, SessionRequest};
+    use super::*;
+
+    fn v(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    fn sessions(ids: &[&str]) -> SessionStore {
+        let mut store = SessionStore::default();
+        for id in ids {
+            store
+                .insert(
+                    1,
+                    0,
+                    SessionRequest {
+                        id: id.to_string(),
+                        name: String::new(),
+                        node: "n1".to_string(),
+                        node_checks: Some(Vec::new()),
+                        service_checks: Vec::new(),
+                        lock_delay_ns: None,
+                        behavior: SessionBehavior::Release,
+                        ttl: String::new(),
+                        ttl_ns: 0,
+                    },
+                )
+                .unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn set_keeps_create_index_and_resets_flags() {
+        let mut kv = KvStore::default();
+        kv.set(5, "a", v("1"), 42);
+        let e = kv.set(7, "a", v("2"), 0);
+        assert_eq!((e.create_index, e.modify_index, e.flags), (5, 7, 0));
+        assert_eq!(kv.key_index("a"), 7);
+    }
+
+    #[test]
+    fn identical_set_is_a_no_op() {
+        let mut kv = KvStore::default();
+        kv.set(5, "a", v("1"), 3);
+        let e = kv.set(9, "a", v("1"), 3);
+        assert_eq!(e.modify_index, 5);
+        assert_eq!(kv.key_index("a"), 5);
+        assert_eq!(kv.table_index(), 5);
+    }
+
+    #[test]
+    fn cas_zero_creates_only_and_cas_n_needs_modify_index() {
+        let mut kv = KvStore::default();
+        assert!(kv.cas(2, "k", v("a"), 0, 0).is_some());
+        assert!(
+            kv.cas(3, "k", v("b"), 0, 0).is_none(),
+            "cas=0 on existing key"
+        );
+        assert!(kv.cas(4, "k", v("b"), 0, 99).is_none(), "stale index");
+        assert!(kv.cas(5, "k", v("b"), 0, 2).is_some());
+        assert_eq!(kv.get("k").unwrap().value, v("b"));
+        assert!(
+            kv.cas(6, "missing", v("x"), 0, 5).is_none(),
+            "cas=N on absent key"
+        );
+    }
+
+    #[test]
+    fn acquire_by_holder_keeps_lock_index_and_other_session_fails() {
+        let s = sessions(&["s1", "s2"]);
+        let mut kv = KvStore::default();
+        let e = kv
+            .acquire(2, 0, "lock", v("a"), 7, "s1", &s)
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.lock_index, e.session.as_deref()), (1, Some("s1")));
+        let e = kv
+            .acquire(3, 0, "lock", v("b"), 7, "s1", &s)
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.lock_index, e.modify_index), (1, 3), "holder re-acquire");
+        assert_eq!(e.value, v("b"));
+        assert!(kv
+            .acquire(4, 0, "lock", v("c"), 0, "s2", &s)
+            .unwrap()
+            .is_none());
+        assert_eq!(kv.get("lock").unwrap().value, v("b"));
+        // A plain PUT keeps the holder.
+        kv.set(5, "lock", v("d"), 0);
+        assert_eq!(kv.get("lock").unwrap().session.as_deref(), Some("s1"));
+        // Release by a non-holder fails, by the holder succeeds without lock bump.
+        assert!(kv.release(6, "lock", v("e"), 0, "s2").unwrap().is_none());
+        let e = kv.release(7, "lock", v("e"), 0, "s1").unwrap().unwrap();
+        assert_eq!((e.session, e.lock_index), (None, 1));
+        // A new holder bumps LockIndex.
+        let e = kv
+            .acquire(8, 0, "lock", v("f"), 0, "s2", &s)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.lock_index, 2);
+    }
+
+    #[test]
+    fn acquire_errors_use_consul_text() {
+        let s = sessions(&["s1"]);
+        let mut kv = KvStore::default();
+        assert_eq!(
+            kv.acquire(2, 0, "k", v(""), 0, "nope", &s)
+                .unwrap_err()
+                .to_string(),
+            "invalid session \"nope\""
+        );
+        assert_eq!(
+            kv.acquire(2, 0, "k", v(""), 0, "", &s)
+                .unwrap_err()
+                .to_string(),
+            "missing session"
+        );
+        assert!(kv.get("k").is_none());
+    }
+
+    #[test]
+    fn lock_delay_blocks_acquire_until_it_passes() {
+        let s = sessions(&["s1", "s2"]);
+        let mut kv = KvStore::default();
+        kv.acquire(2, 1_000, "k", v("a"), 0, "s1", &s)
+            .unwrap()
+            .unwrap();
+        kv.invalidate_lock(3, 1_000, "k", false, 15_000);
+        assert_eq!(kv.get("k").unwrap().session, None);
+        assert!(kv
+            .acquire(4, 15_999, "k", v("b"), 0, "s2", &s)
+            .unwrap()
+            .is_none());
+        assert!(kv
+            .acquire(5, 16_000, "k", v("b"), 0, "s2", &s)
+            .unwrap()
+            .is_some());
+        // Lock-delay is capped at 60 s.
+        kv.invalidate_lock(6, 20_000, "k", false, 3_600_000);
+        assert_eq!(kv.lock_delay_until("k", 20_000), Some(80_000));
+    }
+
+    #[test]
+    fn delete_behavior_tombstones_the_key() {
+        let s = sessions(&["s1"]);
+        let mut kv = KvStore::default();
+        kv.acquire(2, 0, "svc/leader", v("me"), 0, "s1", &s)
+            .unwrap()
+            .unwrap();
+        kv.invalidate_lock(3, 0, "svc/leader", true, 1);
+        assert!(kv.get("svc/leader").is_none());
+        assert_eq!(kv.key_index("svc/leader"), 3);
+        assert_eq!(kv.prefix_index("svc/"), 3);
+    }
+
+    #[test]
+    fn delete_cas_semantics() {
+        let mut kv = KvStore::default();
+        kv.set(2, "k", v("a"), 0);
+        assert!(!kv.delete_cas(3, "k", 1));
+        assert!(kv.get("k").is_some());
+        assert!(kv.delete_cas(4, "k", 2));
+        assert!(kv.get("k").is_none());
+        assert!(kv.delete_cas(5, "k", 2), "absent key + cas is true");
+        assert_eq!(kv.table_index(), 4, "absent delete changes nothing");
+    }
+
+    #[test]
+    fn tombstones_keep_prefix_index_from_going_backwards() {
+        let mut kv = KvStore::default();
+        kv.set(2, "p/a", v("1"), 0);
+        kv.set(3, "p/b", v("2"), 0);
+        kv.set(4, "q", v("3"), 0);
+        assert_eq!(kv.prefix_index("p/"), 3);
+        kv.delete(5, "p/b");
+        assert_eq!(kv.prefix_index("p/"), 5, "delete raises the prefix index");
+        assert_eq!(kv.key_index("p/b"), 5);
+        kv.delete_tree(6, "p/");
+        assert_eq!(kv.prefix_index("p/"), 6);
+        assert!(kv.list("p/").is_empty());
+        assert_eq!(kv.prefix_index("q"), 4, "other prefixes unaffected");
+        // Recreating a key removes its tombstone; the live index is higher.
+        kv.set(7, "p/b", v("x"), 0);
+        assert_eq!(kv.tombstone_count(), 1);
+        assert_eq!(kv.prefix_index("p/"), 7);
+    }
+
+    #[test]
+    fn reap_drops_old_tombstones_without_lowering_indexes() {
+        let mut kv = KvStore::default();
+        kv.set(2, "a/x", v("1"), 0);
+        kv.set(3, "b/x", v("1"), 0);
+        kv.delete(4, "a/x");
+        kv.delete(5, "b/x");
+        kv.set(6, "c", v("1"), 0);
+        let before = (
+            kv.prefix_index("a/"),
+            kv.key_index("a/x"),
+            kv.prefix_index("b/"),
+        );
+        kv.reap(4);
+        assert_eq!(kv.tombstone_count(), 1, "only the tombstone at 4 is reaped");
+        assert!(kv.prefix_index("a/") >= before.0);
+        assert!(kv.key_index("a/x") >= before.1);
+        assert_eq!(kv.prefix_index("b/"), before.2);
+        assert_eq!(
+            kv.prefix_index("never/"),
+            4,
+            "floor applies to every prefix"
+        );
+        // The floor never exceeds what has been written.
+        kv.reap(1_000);
+        assert_eq!(kv.prefix_index("never/"), 6);
+        assert_eq!(kv.tombstone_count(), 0);
+    }
+
+    #[test]
+    fn indexes_are_never_zero() {
+        let kv = KvStore::default();
+        assert_eq!(kv.key_index("x"), 1);
+        assert_eq!(kv.prefix_index(""), 1);
+        assert_eq!(kv.table_index(), 1);
+    }
+
+    #[test]
+    fn list_and_keys_with_separator() {
+        let mut kv = KvStore::default();
+        for (i, k) in ["foo", "foo/a", "foo/b/c", "foo/b/d", "foobar", "g"]
+            .iter()
+            .enumerate()
+        {
+            kv.set(i as u64 + 1, k, v("x"), 0);
+        }
+        let keys: Vec<&str> = kv.list("foo").iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["foo", "foo/a", "foo/b/c", "foo/b/d", "foobar"]);
+        assert_eq!(kv.keys("foo/", Some("/")), ["foo/a", "foo/b/"]);
+        assert_eq!(kv.keys("", Some("/")), ["foo", "foo/", "foobar", "g"]);
+        assert_eq!(kv.keys("foo/b", None), ["foo/b/c", "foo/b/d"]);
+        assert_eq!(kv.list("").len(), 6);
+    }
+
+    #[test]
+    fn txn_is_all_or_nothing_with_consul_errors() {
+        let s = sessions(&["s1"]);
+        let mut kv = KvStore::default();
+        kv.set(2, "a", v("old"), 0);
+        let before = kv.clone();
+        let out = kv.txn(
+            3,
+            0,
+            vec![
+                TxnOp::Set {
+                    key: "a".into(),
+                    value: v("new"),
+                    flags: 0,
+                },
+                TxnOp::Delete { key: "a".into() },
+                TxnOp::Cas {
+                    key: "b".into(),
+                    value: v("x"),
+                    flags: 0,
+                    index: 7,
+                },
+                TxnOp::Get { key: "zz".into() },
+            ],
+            &s,
+        );
+        assert_eq!(
+            out,
+            TxnOutcome::RolledBack(vec![
+                TxnError {
+                    op_index: 2,
+                    what: "failed to set key \"b\", index is stale".into()
+                },
+                TxnError {
+                    op_index: 3,
+                    what: "key \"zz\" doesn't exist".into()
+                },
+            ])
+        );
+        assert_eq!(kv, before, "nothing applied");
+
+        let out = kv.txn(
+            4,
+            0,
+            vec![
+                TxnOp::Set {
+                    key: "a".into(),
+                    value: v("new"),
+                    flags: 1,
+                },
+                TxnOp::Lock {
+                    key: "l".into(),
+                    value: v("me"),
+                    flags: 0,
+                    session: "s1".into(),
+                },
+                TxnOp::CheckSession {
+                    key: "l".into(),
+                    session: "s1".into(),
+                },
+                TxnOp::Get { key: "a".into() },
+            ],
+            &s,
+        );
+        let TxnOutcome::Committed(results) = out else {
+            panic!("txn failed: {out:?}")
+        };
+        assert_eq!(results.len(), 4);
+        assert!(results[0].value.is_empty(), "write results carry no value");
+        assert_eq!(results[0].modify_index, 4);
+        assert_eq!(results[3].value, v("new"), "get carries the value");
+        assert_eq!(kv.get("l").unwrap().session.as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn txn_prechecks_missing_key_and_lock_delay() {
+        let s = sessions(&["s1"]);
+        let mut kv = KvStore::default();
+        kv.invalidate_lock(2, 0, "l", false, 10_000);
+        let out = kv.txn(
+            3,
+            5_000,
+            vec![
+                TxnOp::Set {
+                    key: "ok".into(),
+                    value: v("1"),
+                    flags: 0,
+                },
+                TxnOp::Lock {
+                    key: "l".into(),
+                    value: v(""),
+                    flags: 0,
+                    session: "s1".into(),
+                },
+                TxnOp::Delete { key: String::new() },
+            ],
+            &s,
+        );
+        assert_eq!(
+            out,
+            TxnOutcome::RolledBack(vec![
+                TxnError {
+                    op_index: 1,
+                    what: "failed to lock key \"l\" due to lock delay".into()
+                },
+                TxnError {
+                    op_index: 2,
+                    what: "Must provide key".into()
+                },
+            ])
+        );
+        assert!(kv.get("ok").is_none());
+    }
+
+    #[test]
+    fn txn_check_errors_and_read_only_path() {
+        let mut kv = KvStore::default();
+        kv.set(2, "a", v("1"), 0);
+        let ops = [
+            TxnOp::CheckIndex {
+                key: "a".into(),
+                index: 9,
+            },
+            TxnOp::CheckNotExists { key: "a".into() },
+            TxnOp::CheckSession {
+                key: "a".into(),
+                session: "s".into(),
+            },
+        ];
+        let Some(TxnOutcome::RolledBack(errs)) = kv.txn_read(&ops) else {
+            panic!("expected errors")
+        };
+        let whats: Vec<&str> = errs.iter().map(|e| e.what.as_str()).collect();
+        assert_eq!(
+            whats,
+            [
+                "failed index check for key \"a\", current modify index 2 != 9",
+                "key \"a\" exists",
+                "failed session check for key \"a\", current session \"\" != \"s\"",
+            ]
+        );
+        assert!(kv.txn_read(&[TxnOp::Delete { key: "a".into() }]).is_none());
+    }
+}

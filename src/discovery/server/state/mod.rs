@@ -580,3 +580,379 @@ impl State {
         self.catalog.check(node, check_id)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::catalog::{Service, Weights};
+    use super::*;
+
+    fn node_reg(node: &str, checks: Vec<HealthCheck>) -> Command {
+        Command::Register(Registration {
+            node: node.to_string(),
+            node_id: String::new(),
+            address: "10.0.0.1".to_string(),
+            tagged_addresses: BTreeMap::new(),
+            node_meta: BTreeMap::new(),
+            skip_node_update: false,
+            service: None,
+            checks,
+        })
+    }
+
+    fn create(id: &str, behavior: SessionBehavior, ttl_ns: u64) -> Command {
+        Command::SessionCreate(SessionRequest {
+            id: id.to_string(),
+            name: "test".to_string(),
+            node: "n1".to_string(),
+            node_checks: None,
+            service_checks: Vec::new(),
+            lock_delay_ns: Some(1_000_000_000),
+            behavior,
+            ttl: if ttl_ns > 0 {
+                "15.0s".into()
+            } else {
+                String::new()
+            },
+            ttl_ns,
+        })
+    }
+
+    fn acquire(key: &str, session: &str) -> Command {
+        Command::KvAcquire {
+            key: key.to_string(),
+            value: b"v".to_vec(),
+            flags: 0,
+            session: session.to_string(),
+        }
+    }
+
+    /// A state with node n1 (serfHealth passing) at index 1.
+    fn base() -> State {
+        let mut s = State::new();
+        s.apply(1, 0, node_reg("n1", vec![])).unwrap();
+        s
+    }
+
+    #[test]
+    fn stale_index_is_rejected_without_change() {
+        let mut s = base();
+        let before = s.clone();
+        let err = s
+            .apply(
+                1,
+                0,
+                Command::KvSet {
+                    key: "a".into(),
+                    value: vec![],
+                    flags: 0,
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, StateError::StaleIndex { .. }));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn session_create_validates_against_catalog() {
+        let mut s = State::new();
+        assert_eq!(
+            s.apply(1, 0, create("s1", SessionBehavior::Release, 0)),
+            Err(StateError::MissingNode)
+        );
+        s.apply(2, 0, node_reg("n1", vec![])).unwrap();
+        let mut req = match create("s1", SessionBehavior::Release, 0) {
+            Command::SessionCreate(r) => r,
+            _ => unreachable!(),
+        };
+        req.node_checks = Some(vec!["web".into()]);
+        assert_eq!(
+            s.apply(3, 0, Command::SessionCreate(req.clone()))
+                .unwrap_err()
+                .to_string(),
+            "Missing check 'web' registration"
+        );
+        s.apply(
+            4,
+            0,
+            node_reg(
+                "n1",
+                vec![HealthCheck::new("n1", "web", "web", CheckStatus::Critical)],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            s.apply(5, 0, Command::SessionCreate(req))
+                .unwrap_err()
+                .to_string(),
+            "Check 'web' is in critical state"
+        );
+        let mut bad_ttl = create("s2", SessionBehavior::Release, 1_000_000_000);
+        if let Command::SessionCreate(r) = &mut bad_ttl {
+            r.ttl = "1s".into();
+        }
+        assert_eq!(
+            s.apply(6, 0, bad_ttl).unwrap_err().to_string(),
+            "Invalid Session TTL '1000000000', must be between [10s=24h0m0s]"
+        );
+        assert!(s
+            .apply(7, 0, create("s3", SessionBehavior::Release, 0))
+            .is_ok());
+        let (list, idx) = s.sessions();
+        assert_eq!((list.len(), idx), (1, 7));
+    }
+
+    #[test]
+    fn destroy_with_release_keeps_key_and_applies_lock_delay() {
+        let mut s = base();
+        s.apply(2, 0, create("s1", SessionBehavior::Release, 0))
+            .unwrap();
+        s.apply(3, 0, create("s2", SessionBehavior::Release, 0))
+            .unwrap();
+        assert_eq!(s.apply(4, 0, acquire("k", "s1")), Ok(Outcome::Bool(true)));
+        assert_eq!(
+            s.apply(5, 100, Command::SessionDestroy { id: "s1".into() }),
+            Ok(Outcome::SessionsInvalidated(vec!["s1".into()]))
+        );
+        let (e, idx) = s.kv_get("k");
+        let e = e.unwrap();
+        assert_eq!((e.session.clone(), e.lock_index, idx), (None, 1, 5));
+        // 1 s lock-delay from t=100.
+        assert_eq!(
+            s.apply(6, 1_099, acquire("k", "s2")),
+            Ok(Outcome::Bool(false))
+        );
+        assert_eq!(
+            s.apply(7, 1_100, acquire("k", "s2")),
+            Ok(Outcome::Bool(true))
+        );
+        assert_eq!(s.kv_get("k").0.unwrap().lock_index, 2);
+        // Destroy is idempotent.
+        assert_eq!(
+            s.apply(8, 2_000, Command::SessionDestroy { id: "s1".into() }),
+            Ok(Outcome::SessionsInvalidated(vec![]))
+        );
+    }
+
+    #[test]
+    fn voluntary_release_has_no_lock_delay() {
+        let mut s = base();
+        s.apply(2, 0, create("s1", SessionBehavior::Release, 0))
+            .unwrap();
+        s.apply(3, 0, create("s2", SessionBehavior::Release, 0))
+            .unwrap();
+        s.apply(4, 0, acquire("k", "s1")).unwrap();
+        let rel = Command::KvRelease {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            flags: 0,
+            session: "s1".into(),
+        };
+        assert_eq!(s.apply(5, 0, rel), Ok(Outcome::Bool(true)));
+        assert_eq!(s.apply(6, 0, acquire("k", "s2")), Ok(Outcome::Bool(true)));
+    }
+
+    #[test]
+    fn behavior_delete_removes_held_keys() {
+        let mut s = base();
+        s.apply(2, 0, create("s1", SessionBehavior::Delete, 0))
+            .unwrap();
+        s.apply(3, 0, acquire("svc/leader", "s1")).unwrap();
+        s.apply(4, 0, acquire("svc/members/a", "s1")).unwrap();
+        s.apply(
+            5,
+            0,
+            Command::KvSet {
+                key: "svc/config".into(),
+                value: b"c".to_vec(),
+                flags: 0,
+            },
+        )
+        .unwrap();
+        s.apply(6, 0, Command::SessionDestroy { id: "s1".into() })
+            .unwrap();
+        let (list, idx) = s.kv_list("svc/");
+        let keys: Vec<&str> = list.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!((keys, idx), (vec!["svc/config"], 6));
+        assert_eq!(s.kv_key_index("svc/leader"), 6);
+    }
+
+    #[test]
+    fn ttl_expiry_uses_twice_the_ttl() {
+        let mut s = base();
+        s.apply(
+            2,
+            1_000,
+            create("s1", SessionBehavior::Delete, 15_000_000_000),
+        )
+        .unwrap();
+        s.apply(3, 1_000, acquire("k", "s1")).unwrap();
+        assert_eq!(s.next_session_deadline(), Some(31_000));
+        // At 1×TTL nothing expires.
+        assert_eq!(
+            s.apply(4, 16_000, Command::ExpireSessions),
+            Ok(Outcome::SessionsInvalidated(vec![]))
+        );
+        // A renewal re-arms the full 2×TTL.
+        s.apply(5, 20_000, Command::SessionRenew { id: "s1".into() })
+            .unwrap();
+        assert_eq!(
+            s.apply(6, 31_000, Command::ExpireSessions),
+            Ok(Outcome::SessionsInvalidated(vec![]))
+        );
+        assert_eq!(
+            s.apply(7, 50_000, Command::ExpireSessions),
+            Ok(Outcome::SessionsInvalidated(vec!["s1".into()]))
+        );
+        assert!(s.kv_get("k").0.is_none());
+        assert_eq!(s.next_session_deadline(), None);
+        assert_eq!(
+            s.apply(8, 50_000, Command::SessionRenew { id: "s1".into() })
+                .unwrap_err()
+                .to_string(),
+            "Session id 's1' not found"
+        );
+    }
+
+    #[test]
+    fn clock_never_goes_backwards() {
+        let mut s = base();
+        s.apply(2, 10_000, create("s1", SessionBehavior::Release, 0))
+            .unwrap();
+        s.apply(3, 10_000, acquire("k", "s1")).unwrap();
+        s.apply(4, 10_000, Command::SessionDestroy { id: "s1".into() })
+            .unwrap();
+        // A clock stepping back does not shorten the lock-delay.
+        s.apply(5, 0, Command::ResetSessionTimers).unwrap();
+        assert_eq!(s.clock_ms(), 10_000);
+        assert_eq!(s.kv_lock_delay("k"), Some(11_000));
+    }
+
+    #[test]
+    fn critical_check_invalidates_linked_sessions() {
+        let mut s = base();
+        s.apply(2, 0, create("s1", SessionBehavior::Release, 0))
+            .unwrap();
+        let mut other = create("s2", SessionBehavior::Release, 0);
+        if let Command::SessionCreate(r) = &mut other {
+            r.node_checks = Some(Vec::new());
+        }
+        s.apply(3, 0, other).unwrap();
+        s.apply(4, 0, acquire("k", "s1")).unwrap();
+        s.apply(
+            5,
+            0,
+            Command::UpdateCheck {
+                node: "n1".into(),
+                check_id: "serfHealth".into(),
+                status: CheckStatus::Warning,
+                output: String::new(),
+            },
+        )
+        .unwrap();
+        assert!(s.session_info("s1").0.is_some(), "warning is not critical");
+        s.apply(
+            6,
+            0,
+            Command::UpdateCheck {
+                node: "n1".into(),
+                check_id: "serfHealth".into(),
+                status: CheckStatus::Critical,
+                output: String::new(),
+            },
+        )
+        .unwrap();
+        assert!(s.session_info("s1").0.is_none());
+        assert!(
+            s.session_info("s2").0.is_some(),
+            "no checks, not invalidated"
+        );
+        assert_eq!(s.kv_get("k").0.unwrap().session, None);
+    }
+
+    #[test]
+    fn node_deregistration_invalidates_its_sessions() {
+        let mut s = base();
+        s.apply(2, 0, create("s1", SessionBehavior::Delete, 0))
+            .unwrap();
+        s.apply(3, 0, acquire("k", "s1")).unwrap();
+        s.apply(
+            4,
+            0,
+            Command::Deregister(Deregistration {
+                node: "n1".into(),
+                service_id: None,
+                check_id: None,
+            }),
+        )
+        .unwrap();
+        let (list, idx) = s.sessions();
+        assert!(list.is_empty());
+        assert_eq!(idx, 4);
+        assert!(s.kv_get("k").0.is_none());
+    }
+
+    #[test]
+    fn service_write_does_not_move_other_service_index() {
+        let mut s = base();
+        let svc = |id: &str| Service {
+            id: id.into(),
+            name: id.into(),
+            tags: vec![],
+            address: String::new(),
+            port: 1,
+            meta: BTreeMap::new(),
+            enable_tag_override: false,
+            weights: Weights::default(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        for (i, name) in [(2, "a"), (3, "b")] {
+            let Command::Register(mut r) = node_reg("n1", vec![]) else {
+                unreachable!()
+            };
+            r.service = Some(svc(name));
+            s.apply(i, 0, Command::Register(r)).unwrap();
+        }
+        let (_, b_before) = s.health_service("b", &[], false);
+        let Command::Register(mut r) = node_reg("n1", vec![]) else {
+            unreachable!()
+        };
+        let mut a = svc("a");
+        a.port = 2;
+        r.service = Some(a);
+        s.apply(4, 0, Command::Register(r)).unwrap();
+        assert_eq!(s.health_service("b", &[], false).1, b_before);
+        assert_eq!(s.catalog_service("a", &[]).1, 4);
+        assert_eq!(s.catalog_services().1, 4);
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_json() {
+        let mut s = base();
+        s.apply(2, 5, create("s1", SessionBehavior::Delete, 20_000_000_000))
+            .unwrap();
+        s.apply(3, 5, acquire("k", "s1")).unwrap();
+        s.apply(4, 5, Command::KvDelete { key: "k".into() })
+            .unwrap();
+        let snap = s.snapshot();
+        let text = serde_json::to_string(&snap).unwrap();
+        let back: Snapshot = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.format, SNAPSHOT_FORMAT);
+        let restored = State::restore(back);
+        assert_eq!(restored, s);
+        assert_eq!(restored.kv_key_index("k"), 4);
+        assert_eq!(restored.next_session_deadline(), Some(40_005));
+    }
+
+    #[test]
+    fn go_quote_escapes_like_go() {
+        assert_eq!(go_quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        assert_eq!(
+            StateError::InvalidSession("x".into()).to_string(),
+            "invalid session \"x\""
+        );
+    }
+}
