@@ -5,6 +5,7 @@
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod discovery;
 pub mod events;
 pub mod interfaces;
 pub mod logging;

@@ -1,0 +1,773 @@
+//! The catalog: nodes, their services and their checks, with Consul's catalog
+//! register/deregister semantics, check status updates, and the reads behind
+//! `/v1/catalog/*` and `/v1/health/*`.
+//!
+//! Index rules (consul-wire.md §3.2): every catalog change raises the catalog
+//! table index; a change that touches a service's instances, their checks, or
+//! the node-level data of a node hosting it (node fields, node checks) also
+//! sets that service name's index. A service name with no instance left loses
+//! its entry and reads fall back to the table index, which is never lower, so
+//! per-service indexes never go backwards and a write to service A never moves
+//! the index of service B. Service names compare case-insensitively.
+//!
+//! Writes whose content equals what is stored change nothing (no index bump),
+//! so a TTL heartbeat that repeats the same status and output wakes nobody.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::checks::{CheckStatus, HealthCheck, StatusFilter};
+use super::session::SERF_HEALTH;
+use super::StateError;
+
+/// A catalog node. Indexes are ignored on input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    /// Node ID (uuid text; may be empty for externally registered nodes).
+    pub id: String,
+    pub address: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// DNS SRV weights (`Weights`); Consul's default is 1/1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+/// A service instance on a node (`AgentService`). Indexes are ignored on input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Defaults to `name` when empty.
+    pub id: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    /// `""` = use the node address.
+    pub address: String,
+    pub port: u16,
+    pub meta: BTreeMap<String, String>,
+    pub enable_tag_override: bool,
+    pub weights: Weights,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Service {
+    fn same_as(&self, o: &Service) -> bool {
+        self.id == o.id
+            && self.name == o.name
+            && self.tags == o.tags
+            && self.address == o.address
+            && self.port == o.port
+            && self.meta == o.meta
+            && self.enable_tag_override == o.enable_tag_override
+            && self.weights == o.weights
+    }
+
+    /// Every wanted tag is present, case-insensitively (`?tag=` is an AND).
+    fn has_tags(&self, wanted: &[String]) -> bool {
+        wanted
+            .iter()
+            .all(|w| self.tags.iter().any(|t| t.eq_ignore_ascii_case(w)))
+    }
+}
+
+/// `PUT /v1/catalog/register` (also what the agent's service/check
+/// registrations become).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub node: String,
+    pub node_id: String,
+    pub address: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub node_meta: BTreeMap<String, String>,
+    /// Leave an existing node's fields alone (address may then be empty).
+    pub skip_node_update: bool,
+    pub service: Option<Service>,
+    /// `node` of each check is overwritten with the registration's node.
+    pub checks: Vec<HealthCheck>,
+}
+
+/// `PUT /v1/catalog/deregister`: neither ID ⇒ the whole node; otherwise the
+/// given service (with its checks) and/or check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deregistration {
+    pub node: String,
+    pub service_id: Option<String>,
+    pub check_id: Option<String>,
+}
+
+/// One row of `/v1/catalog/service/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInstance {
+    pub node: Node,
+    pub service: Service,
+}
+
+/// One row of `/v1/health/service/<name>`: node checks first, then the
+/// instance's own checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub node: Node,
+    pub service: Service,
+    pub checks: Vec<HealthCheck>,
+}
+
+/// `/v1/catalog/node/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeServices {
+    pub node: Node,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NodeRecord {
+    node: Node,
+    services: BTreeMap<String, Service>,
+    checks: BTreeMap<String, HealthCheck>,
+}
+
+impl NodeRecord {
+    fn service_names(&self) -> BTreeSet<String> {
+        self.services
+            .values()
+            .map(|s| s.name.to_lowercase())
+            .collect()
+    }
+
+    /// The check with its service name and tags filled in.
+    fn decorate(&self, c: &HealthCheck) -> HealthCheck {
+        let mut c = c.clone();
+        match self.services.get(&c.service_id) {
+            Some(s) if !c.service_id.is_empty() => {
+                c.service_name = s.name.clone();
+                c.service_tags = s.tags.clone();
+            }
+            _ => {
+                c.service_name = String::new();
+                c.service_tags = Vec::new();
+            }
+        }
+        c
+    }
+}
+
+/// What a catalog write means for sessions (State invalidates them).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CatalogEffects {
+    /// (node, check ID) now critical or gone: sessions watching them die.
+    pub dead_checks: Vec<(String, String)>,
+    /// Nodes that were deregistered: all their sessions die.
+    pub dead_nodes: Vec<String>,
+}
+
+/// The catalog tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Catalog {
+    nodes: BTreeMap<String, NodeRecord>,
+    table_index: u64,
+    /// lower-cased service name → last index touching it.
+    service_indexes: BTreeMap<String, u64>,
+}
+
+impl Catalog {
+    // ----- indexes -----
+
+    /// Catalog-wide index (never 0): `catalog/services`, `catalog/nodes`, `health/state`.
+    pub fn table_index(&self) -> u64 {
+        self.table_index.max(1)
+    }
+
+    /// Index of one service name (never 0); unknown names answer the table index.
+    pub fn service_index(&self, name: &str) -> u64 {
+        self.service_indexes
+            .get(&name.to_lowercase())
+            .copied()
+            .unwrap_or(self.table_index)
+            .max(1)
+    }
+
+    fn touch(&mut self, idx: u64, names: BTreeSet<String>) {
+        self.table_index = self.table_index.max(idx);
+        for name in names {
+            let alive = self
+                .nodes
+                .values()
+                .any(|r| r.services.values().any(|s| s.name.to_lowercase() == name));
+            if alive {
+                self.service_indexes.insert(name, idx);
+            } else {
+                self.service_indexes.remove(&name);
+            }
+        }
+    }
+
+    // ----- writes -----
+
+    /// Catalog register: upsert the node (a new node gets a passing
+    /// `serfHealth`), then the service, then the checks; all or nothing.
+    pub fn register(&mut self, idx: u64, reg: Registration) -> Result<CatalogEffects, StateError> {
+        if reg.node.is_empty() {
+            return Err(StateError::MissingNodeName);
+        }
+        let exists = self.nodes.contains_key(&reg.node);
+        if reg.address.is_empty() && !(reg.skip_node_update && exists) {
+            return Err(StateError::MissingAddress);
+        }
+        let mut service = reg.service;
+        if let Some(s) = service.as_mut() {
+            if s.name.is_empty() {
+                return Err(StateError::MissingServiceName);
+            }
+            if s.id.is_empty() {
+                s.id = s.name.clone();
+            }
+        }
+        for c in &reg.checks {
+            let known = c.service_id.is_empty()
+                || service.as_ref().is_some_and(|s| s.id == c.service_id)
+                || self
+                    .nodes
+                    .get(&reg.node)
+                    .is_some_and(|r| r.services.contains_key(&c.service_id));
+            if !known {
+                return Err(StateError::MissingServiceRegistration);
+            }
+        }
+
+        let mut touched = BTreeSet::new();
+        let mut node_level = false;
+        let record = self.nodes.entry(reg.node.clone()).or_insert_with(|| {
+            node_level = true;
+            let mut serf = HealthCheck::serf_health(&reg.node);
+            serf.create_index = idx;
+            serf.modify_index = idx;
+            NodeRecord {
+                node: Node {
+                    name: reg.node.clone(),
+                    id: reg.node_id.clone(),
+                    address: reg.address.clone(),
+                    tagged_addresses: reg.tagged_addresses.clone(),
+                    meta: reg.node_meta.clone(),
+                    create_index: idx,
+                    modify_index: idx,
+                },
+                services: BTreeMap::new(),
+                checks: BTreeMap::from([(SERF_HEALTH.to_string(), serf)]),
+            }
+        });
+        if exists && !reg.skip_node_update {
+            let n = &mut record.node;
+            if n.id != reg.node_id
+                || n.address != reg.address
+                || n.tagged_addresses != reg.tagged_addresses
+                || n.meta != reg.node_meta
+            {
+                n.id = reg.node_id;
+                n.address = reg.address;
+                n.tagged_addresses = reg.tagged_addresses;
+                n.meta = reg.node_meta;
+                n.modify_index = idx;
+                node_level = true;
+            }
+        }
+
+        if let Some(mut s) = service {
+            match record.services.get(&s.id) {
+                Some(old) if old.same_as(&s) => {}
+                old => {
+                    if let Some(old) = old {
+                        touched.insert(old.name.to_lowercase());
+                    }
+                    s.create_index = old.map_or(idx, |o| o.create_index);
+                    s.modify_index = idx;
+                    touched.insert(s.name.to_lowercase());
+                    record.services.insert(s.id.clone(), s);
+                }
+            }
+        }
+
+        let mut effects = CatalogEffects::default();
+        for mut c in reg.checks {
+            c.node = reg.node.clone();
+            c.service_name = String::new();
+            c.service_tags = Vec::new();
+            match record.checks.get(&c.check_id) {
+                Some(old) if old.same_as(&c) => continue,
+                old => {
+                    c.create_index = old.map_or(idx, |o| o.create_index);
+                    c.modify_index = idx;
+                }
+            }
+            if c.status == CheckStatus::Critical {
+                effects
+                    .dead_checks
+                    .push((c.node.clone(), c.check_id.clone()));
+            }
+            if c.service_id.is_empty() {
+                node_level = true;
+            } else if let Some(s) = record.services.get(&c.service_id) {
+                touched.insert(s.name.to_lowercase());
+            }
+            record.checks.insert(c.check_id.clone(), c);
+        }
+        if node_level {
+            touched.extend(record.service_names());
+            self.table_index = self.table_index.max(idx);
+        }
+        if !touched.is_empty() || !effects.dead_checks.is_empty() {
+            self.touch(idx, touched);
+        }
+        Ok(effects)
+    }
+
+    /// Catalog deregister. Unknown node, service or check: nothing happens.
+    pub fn deregister(&mut self, idx: u64, dereg: &Deregistration) -> CatalogEffects {
+        let mut effects = CatalogEffects::default();
+        let Some(record) = self.nodes.get_mut(&dereg.node) else {
+            return effects;
+        };
+        let mut touched = BTreeSet::new();
+        if dereg.service_id.is_none() && dereg.check_id.is_none() {
+            touched = record.service_names();
+            effects.dead_nodes.push(dereg.node.clone());
+            self.nodes.remove(&dereg.node);
+            self.touch(idx, touched);
+            return effects;
+        }
+        let mut changed = false;
+        if let Some(sid) = &dereg.service_id {
+            if let Some(s) = record.services.remove(sid) {
+                touched.insert(s.name.to_lowercase());
+                changed = true;
+                let gone: Vec<String> = record
+                    .checks
+                    .values()
+                    .filter(|c| &c.service_id == sid)
+                    .map(|c| c.check_id.clone())
+                    .collect();
+                for id in gone {
+                    record.checks.remove(&id);
+                    effects.dead_checks.push((dereg.node.clone(), id));
+                }
+            }
+        }
+        if let Some(cid) = &dereg.check_id {
+            if let Some(c) = record.checks.remove(cid) {
+                changed = true;
+                effects
+                    .dead_checks
+                    .push((dereg.node.clone(), c.check_id.clone()));
+                match record.services.get(&c.service_id) {
+                    Some(s) if !c.service_id.is_empty() => {
+                        touched.insert(s.name.to_lowercase());
+                    }
+                    _ => touched.extend(record.service_names()),
+                }
+            }
+        }
+        if changed {
+            self.touch(idx, touched);
+        }
+        effects
+    }
+
+    /// Set a check's status and output (TTL update, agent check result).
+    pub fn update_check(
+        &mut self,
+        idx: u64,
+        node: &str,
+        check_id: &str,
+        status: CheckStatus,
+        output: String,
+    ) -> Result<CatalogEffects, StateError> {
+        let record = self
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| StateError::UnknownCheck(check_id.to_string()))?;
+        let check = record
+            .checks
+            .get_mut(check_id)
+            .ok_or_else(|| StateError::UnknownCheck(check_id.to_string()))?;
+        let mut effects = CatalogEffects::default();
+        if check.status == status && check.output == output {
+            return Ok(effects);
+        }
+        check.status = status;
+        check.output = output;
+        check.modify_index = idx;
+        if status == CheckStatus::Critical {
+            effects
+                .dead_checks
+                .push((node.to_string(), check_id.to_string()));
+        }
+        let touched = match record.services.get(&check.service_id) {
+            Some(s) if !check.service_id.is_empty() => BTreeSet::from([s.name.to_lowercase()]),
+            _ => record.service_names(),
+        };
+        self.touch(idx, touched);
+        Ok(effects)
+    }
+
+    // ----- reads -----
+
+    /// The node, if registered.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name).map(|r| &r.node)
+    }
+
+    /// One check, decorated with its service name and tags.
+    pub fn check(&self, node: &str, check_id: &str) -> Option<HealthCheck> {
+        let r = self.nodes.get(node)?;
+        r.checks.get(check_id).map(|c| r.decorate(c))
+    }
+
+    /// All nodes, by name.
+    pub fn nodes(&self) -> Vec<&Node> {
+        self.nodes.values().map(|r| &r.node).collect()
+    }
+
+    /// A node and its services (`catalog/node/<n>`, `None` ⇒ JSON `null`).
+    pub fn node_services(&self, name: &str) -> Option<NodeServices> {
+        self.nodes.get(name).map(|r| NodeServices {
+            node: r.node.clone(),
+            services: r.services.values().cloned().collect(),
+        })
+    }
+
+    /// Service name → union of its instances' tags (sorted, deduplicated).
+    pub fn services(&self) -> BTreeMap<String, Vec<String>> {
+        let mut by_lower: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+        for s in self.nodes.values().flat_map(|r| r.services.values()) {
+            let slot = by_lower
+                .entry(s.name.to_lowercase())
+                .or_insert_with(|| (s.name.clone(), BTreeSet::new()));
+            slot.1.extend(s.tags.iter().cloned());
+        }
+        by_lower
+            .into_values()
+            .map(|(name, tags)| (name, tags.into_iter().collect()))
+            .collect()
+    }
+
+    fn instances<'a>(
+        &'a self,
+        name: &'a str,
+        tags: &'a [String],
+    ) -> impl Iterator<Item = (&'a NodeRecord, &'a Service)> {
+        self.nodes.values().flat_map(move |r| {
+            r.services
+                .values()
+                .filter(move |s| s.name.eq_ignore_ascii_case(name) && s.has_tags(tags))
+                .map(move |s| (r, s))
+        })
+    }
+
+    /// `catalog/service/<name>?tag=..`: every instance, no health filter,
+    /// ordered by node then service ID.
+    pub fn service_instances(&self, name: &str, tags: &[String]) -> Vec<ServiceInstance> {
+        self.instances(name, tags)
+            .map(|(r, s)| ServiceInstance {
+                node: r.node.clone(),
+                service: s.clone(),
+            })
+            .collect()
+    }
+
+    /// `health/service/<name>?tag=..[&passing]`: each instance with its node's
+    /// checks and its own; `passing_only` drops instances with any check that
+    /// is not passing (warning included, consul-wire.md §6.4).
+    pub fn health_service(
+        &self,
+        name: &str,
+        tags: &[String],
+        passing_only: bool,
+    ) -> Vec<ServiceEntry> {
+        self.instances(name, tags)
+            .map(|(r, s)| {
+                let node_checks = r.checks.values().filter(|c| c.service_id.is_empty());
+                let own = r.checks.values().filter(|c| c.service_id == s.id);
+                ServiceEntry {
+                    node: r.node.clone(),
+                    service: s.clone(),
+                    checks: node_checks.chain(own).map(|c| r.decorate(c)).collect(),
+                }
+            })
+            .filter(|e| !passing_only || e.checks.iter().all(|c| c.status == CheckStatus::Passing))
+            .collect()
+    }
+
+    /// `health/node/<node>`: the node's checks.
+    pub fn node_checks(&self, node: &str) -> Vec<HealthCheck> {
+        self.nodes
+            .get(node)
+            .map(|r| r.checks.values().map(|c| r.decorate(c)).collect())
+            .unwrap_or_default()
+    }
+
+    /// `health/checks/<service>`: the checks of all its instances.
+    pub fn service_checks(&self, name: &str) -> Vec<HealthCheck> {
+        self.nodes
+            .values()
+            .flat_map(|r| {
+                r.checks
+                    .values()
+                    .filter(|c| {
+                        r.services.get(&c.service_id).is_some_and(|s| {
+                            !c.service_id.is_empty() && s.name.eq_ignore_ascii_case(name)
+                        })
+                    })
+                    .map(|c| r.decorate(c))
+            })
+            .collect()
+    }
+
+    /// `health/state/<state>`: every check in that state.
+    pub fn checks_in_state(&self, filter: StatusFilter) -> Vec<HealthCheck> {
+        self.nodes
+            .values()
+            .flat_map(|r| {
+                r.checks
+                    .values()
+                    .filter(|c| filter.matches(c.status))
+                    .map(|c| r.decorate(c))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn svc(id: &str, name: &str, tags: &[&str], port: u16) -> Service {
+        Service {
+            id: id.to_string(),
+            name: name.to_string(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            address: String::new(),
+            port,
+            meta: BTreeMap::new(),
+            enable_tag_override: false,
+            weights: Weights::default(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    fn reg(node: &str, service: Option<Service>, checks: Vec<HealthCheck>) -> Registration {
+        Registration {
+            node: node.to_string(),
+            node_id: String::new(),
+            address: "10.0.0.1".to_string(),
+            tagged_addresses: BTreeMap::new(),
+            node_meta: BTreeMap::new(),
+            skip_node_update: false,
+            service,
+            checks,
+        }
+    }
+
+    fn svc_check(node: &str, sid: &str, status: CheckStatus) -> HealthCheck {
+        HealthCheck {
+            service_id: sid.to_string(),
+            check_type: "ttl".to_string(),
+            ..HealthCheck::new(node, &format!("service:{sid}"), "c", status)
+        }
+    }
+
+    #[test]
+    fn new_node_gets_passing_serf_health() {
+        let mut c = Catalog::default();
+        c.register(3, reg("n1", None, vec![])).unwrap();
+        let checks = c.node_checks("n1");
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].check_id, "serfHealth");
+        assert_eq!(checks[0].status, CheckStatus::Passing);
+        assert_eq!(c.node("n1").unwrap().create_index, 3);
+    }
+
+    #[test]
+    fn per_service_indexes_are_independent() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", Some(svc("a1", "a", &[], 80)), vec![]))
+            .unwrap();
+        c.register(3, reg("n1", Some(svc("b1", "b", &[], 81)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_index("a"), 2);
+        assert_eq!(c.service_index("b"), 3);
+        c.register(4, reg("n1", Some(svc("a1", "a", &["x"], 80)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_index("a"), 4);
+        assert_eq!(c.service_index("b"), 3, "a write to a must not move b");
+        assert_eq!(c.table_index(), 4);
+        // Service-check change touches only its service.
+        c.register(
+            5,
+            reg(
+                "n1",
+                None,
+                vec![svc_check("n1", "b1", CheckStatus::Passing)],
+            ),
+        )
+        .unwrap();
+        assert_eq!((c.service_index("a"), c.service_index("b")), (4, 5));
+        // Identical re-registration changes nothing.
+        c.register(6, reg("n1", Some(svc("a1", "a", &["x"], 80)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_index("a"), 4);
+        assert_eq!(c.table_index(), 5);
+        // A node-level change touches every service on the node.
+        let mut r = reg("n1", None, vec![]);
+        r.address = "10.0.0.2".to_string();
+        c.register(7, r).unwrap();
+        assert_eq!((c.service_index("a"), c.service_index("b")), (7, 7));
+        assert_eq!(c.service_index("A"), 7, "names are case-insensitive");
+    }
+
+    #[test]
+    fn removed_service_index_never_goes_backwards() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", Some(svc("a1", "a", &[], 80)), vec![]))
+            .unwrap();
+        c.register(3, reg("n2", Some(svc("z", "z", &[], 80)), vec![]))
+            .unwrap();
+        let d = Deregistration {
+            node: "n1".into(),
+            service_id: Some("a1".into()),
+            check_id: None,
+        };
+        c.deregister(4, &d);
+        assert!(c.service_index("a") >= 4);
+        assert!(c.service_instances("a", &[]).is_empty());
+        assert_eq!(c.service_index("unknown"), c.table_index());
+    }
+
+    #[test]
+    fn health_passing_filter_and_tags() {
+        let mut c = Catalog::default();
+        c.register(
+            2,
+            reg(
+                "n1",
+                Some(svc("w1", "web", &["Primary"], 80)),
+                vec![svc_check("n1", "w1", CheckStatus::Passing)],
+            ),
+        )
+        .unwrap();
+        c.register(
+            3,
+            reg(
+                "n2",
+                Some(svc("w2", "web", &["replica"], 80)),
+                vec![svc_check("n2", "w2", CheckStatus::Warning)],
+            ),
+        )
+        .unwrap();
+        let all = c.health_service("web", &[], false);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].checks.len(), 2, "serfHealth + service check");
+        assert_eq!(all[0].checks[0].check_id, "serfHealth");
+        assert_eq!(all[0].checks[1].service_name, "web");
+        assert_eq!(all[0].checks[1].service_tags, vec!["Primary".to_string()]);
+        let passing = c.health_service("web", &[], true);
+        assert_eq!(passing.len(), 1, "warning is not passing");
+        assert_eq!(passing[0].service.id, "w1");
+        assert_eq!(c.health_service("WEB", &["primary".into()], false).len(), 1);
+        assert!(c
+            .health_service("web", &["primary".into(), "replica".into()], false)
+            .is_empty());
+        // A critical node check hides every instance on that node.
+        c.update_check(4, "n1", "serfHealth", CheckStatus::Critical, "down".into())
+            .unwrap();
+        assert!(c.health_service("web", &[], true).is_empty());
+        assert_eq!(
+            c.checks_in_state(StatusFilter::Only(CheckStatus::Critical))
+                .len(),
+            1
+        );
+        assert_eq!(c.services().get("web").unwrap(), &["Primary", "replica"]);
+    }
+
+    #[test]
+    fn check_update_no_op_and_unknown() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", None, vec![])).unwrap();
+        let fx = c
+            .update_check(
+                3,
+                "n1",
+                "serfHealth",
+                CheckStatus::Passing,
+                "Agent alive and reachable".into(),
+            )
+            .unwrap();
+        assert_eq!(fx, CatalogEffects::default());
+        assert_eq!(c.table_index(), 2, "same status and output: no write");
+        assert_eq!(
+            c.update_check(4, "n1", "nope", CheckStatus::Passing, String::new())
+                .unwrap_err()
+                .to_string(),
+            "Unknown check ID \"nope\""
+        );
+    }
+
+    #[test]
+    fn register_is_atomic_and_validates() {
+        let mut c = Catalog::default();
+        let err = c
+            .register(
+                2,
+                reg(
+                    "n1",
+                    None,
+                    vec![svc_check("n1", "ghost", CheckStatus::Passing)],
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(err, StateError::MissingServiceRegistration);
+        assert!(c.node("n1").is_none(), "nothing applied");
+        let mut r = reg("n1", None, vec![]);
+        r.address.clear();
+        assert_eq!(c.register(2, r).unwrap_err(), StateError::MissingAddress);
+        // Service ID defaults to the name.
+        c.register(3, reg("n1", Some(svc("", "db", &[], 5432)), vec![]))
+            .unwrap();
+        assert_eq!(c.service_instances("db", &[])[0].service.id, "db");
+    }
+
+    #[test]
+    fn deregister_node_removes_everything() {
+        let mut c = Catalog::default();
+        c.register(2, reg("n1", Some(svc("w1", "web", &[], 80)), vec![]))
+            .unwrap();
+        let fx = c.deregister(
+            3,
+            &Deregistration {
+                node: "n1".into(),
+                service_id: None,
+                check_id: None,
+            },
+        );
+        assert_eq!(fx.dead_nodes, vec!["n1".to_string()]);
+        assert!(c.nodes().is_empty());
+        assert!(c.node_services("n1").is_none());
+        assert!(c.service_index("web") >= 3);
+    }
+}
