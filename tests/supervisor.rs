@@ -21,7 +21,10 @@ fn drain(stream: impl Read + Send + 'static, into: std::sync::Arc<std::sync::Mut
     std::thread::spawn(move || {
         let mut reader = std::io::BufReader::new(stream);
         let mut line = String::new();
-        while std::io::BufRead::read_line(&mut reader, &mut line).map(|n| n > 0).unwrap_or(false) {
+        while std::io::BufRead::read_line(&mut reader, &mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
             if let Ok(mut out) = into.lock() {
                 out.push_str(&line);
             }
@@ -41,7 +44,12 @@ impl Pilotfish {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_config(dir.path(), config);
         let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
-        argv.extend([BIN.to_string(), "run".into(), "--config".into(), path.display().to_string()]);
+        argv.extend([
+            BIN.to_string(),
+            "run".into(),
+            "--config".into(),
+            path.display().to_string(),
+        ]);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdout(Stdio::piped())
@@ -95,19 +103,33 @@ impl Pilotfish {
                 let out = self.output.lock().map(|o| o.clone()).unwrap_or_default();
                 return (status, out);
             }
-            assert!(start.elapsed() < limit, "pilotfish did not exit within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "pilotfish did not exit within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Poll until the control socket answers.
     fn wait_ready(&self) {
-        wait_for("control socket", || self.cli(&["ping"]).status.success());
+        let start = Instant::now();
+        while !self.cli(&["ping"]).status.success() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let log = self.output.lock().map(|o| o.clone()).unwrap_or_default();
+                panic!("control socket never answered; pilotfish said:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     fn status_json(&self) -> serde_json::Value {
         let out = self.cli(&["status", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
 
@@ -120,8 +142,11 @@ impl Pilotfish {
 impl Drop for Pilotfish {
     fn drop(&mut self) {
         if let Ok(pgid) = i32::try_from(self.child.id()) {
-            // SAFETY-free: plain kill(2) through the kill command keeps tests simple.
-            let _ = Command::new("kill").args(["-KILL", &format!("-{pgid}")]).status();
+            // The whole group: pilotfish, and with unshare the namespace's init.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = self.child.wait();
     }
@@ -129,10 +154,11 @@ impl Drop for Pilotfish {
 
 fn write_config(dir: &Path, config: &str) -> PathBuf {
     let path = dir.join("pilotfish.toml");
+    // The control table goes last so top-level keys of `config` stay top-level.
     let text = format!(
-        "[control]\nsocket = \"{}/pf.sock\"\n\n{}",
-        dir.display(),
-        config.replace("{dir}", &dir.display().to_string())
+        "{}\n\n[control]\nsocket = \"{}/pf.sock\"\n",
+        config.replace("{dir}", &dir.display().to_string()),
+        dir.display()
     );
     std::fs::write(&path, text).expect("write config");
     path
@@ -141,7 +167,10 @@ fn write_config(dir: &Path, config: &str) -> PathBuf {
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -209,7 +238,7 @@ fn killed_primary_exits_128_plus_signal() {
         r#"
         [[jobs]]
         name = "app"
-        exec = ["sh", "-c", "kill -USR1 $$; sleep 5"]
+        exec = ["sh", "-c", "kill -USR1 $$$$; sleep 5"]  # $$ is a literal $, as in compose
         primary = true
     "#,
     );
@@ -239,16 +268,27 @@ fn three_config_mistakes_are_all_reported_and_nothing_starts() {
         marker = marker.display()
     );
     let path = write_config(dir.path(), &config);
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&path).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains("has 3 errors"), "{err}");
     assert!(err.contains("jobs[0].restarts"), "{err}");
     assert!(err.contains("jobs[1].health.ttl"), "{err}");
     assert!(err.contains("jobs[2].when.source"), "{err}");
-    assert!(!marker.exists(), "a job ran although the config was invalid");
+    assert!(
+        !marker.exists(),
+        "a job ran although the config was invalid"
+    );
 
-    let check = Command::new(BIN).args(["config", "check"]).arg(&path).output().expect("check");
+    let check = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .expect("check");
     assert_eq!(check.status.code(), Some(64));
     assert_eq!(String::from_utf8_lossy(&check.stderr), err);
 }
@@ -318,7 +358,11 @@ fn exit_statuses_are_never_stolen_while_orphans_are_reaped() {
     );
     let (status, log) = pf.wait(Duration::from_secs(120));
     assert_eq!(status.code(), Some(0), "{log}");
-    assert_eq!(log.matches("job seven exited with status 7").count(), 199, "{log}");
+    assert_eq!(
+        log.matches("job seven exited with status 7").count(),
+        199,
+        "{log}"
+    );
     assert!(!log.contains("No child processes"), "{log}");
 }
 
@@ -339,16 +383,23 @@ fn sigterm_kills_a_job_that_ignores_it_after_its_own_grace() {
     pf.signal("TERM");
     let (status, log) = pf.wait(Duration::from_secs(30));
     let took = sent.elapsed();
-    assert!(log.contains("did not exit 1s after SIGTERM; sending SIGKILL"), "{log}");
+    assert!(
+        log.contains("did not exit 1s after SIGTERM; sending SIGKILL"),
+        "{log}"
+    );
     // Not the 60 s global stop_timeout, and no fixed sleep on top.
     assert!(took < Duration::from_secs(30), "{took:?}");
     eprintln!("exited {took:?} after SIGTERM");
-    assert_eq!(status.code(), Some(1), "a SIGKILLed job makes the shutdown unclean: {log}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a SIGKILLed job makes the shutdown unclean: {log}"
+    );
 }
 
 #[test]
 fn a_stuck_health_check_does_not_delay_other_jobs() {
-    let mut pf = Pilotfish::start(
+    let pf = Pilotfish::start(
         r#"
         [[jobs]]
         name = "stuck"
@@ -365,15 +416,23 @@ fn a_stuck_health_check_does_not_delay_other_jobs() {
     "#,
     );
     // The stuck check never returns, yet events from other jobs keep flowing.
-    wait_for("follower runs", || read(&pf.dir().join("follower")).lines().count() >= 10);
+    wait_for("follower runs", || {
+        read(&pf.dir().join("follower")).lines().count() >= 10
+    });
     let status = pf.status_json();
-    let stuck = status["jobs"].as_array().and_then(|j| j.iter().find(|j| j["name"] == "stuck")).cloned();
-    assert_eq!(stuck.map(|j| j["health"].clone()), Some(serde_json::json!("unknown")));
+    let stuck = status["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["name"] == "stuck"))
+        .cloned();
+    assert_eq!(
+        stuck.map(|j| j["health"].clone()),
+        Some(serde_json::json!("unknown"))
+    );
 }
 
 #[test]
 fn reload_with_a_broken_config_keeps_every_job_and_pid() {
-    let mut pf = Pilotfish::start(
+    let pf = Pilotfish::start(
         r#"
         [[jobs]]
         name = "a"
@@ -384,21 +443,34 @@ fn reload_with_a_broken_config_keeps_every_job_and_pid() {
     "#,
     );
     pf.wait_ready();
-    wait_for("jobs running", || pf.pid_of("a").is_some() && pf.pid_of("b").is_some());
+    wait_for("jobs running", || {
+        pf.pid_of("a").is_some() && pf.pid_of("b").is_some()
+    });
     let before = (pf.pid_of("a"), pf.pid_of("b"));
     let path = pf.dir().join("pilotfish.toml");
     let good = read(&path);
-    std::fs::write(&path, format!("{good}\n[[jobs]]\nname = \"a\"\nexec = \"x\"\nstop_signal = \"SIGNOPE\"\n")).expect("write");
+    std::fs::write(
+        &path,
+        format!("{good}\n[[jobs]]\nname = \"a\"\nexec = \"x\"\nstop_signal = \"SIGNOPE\"\n"),
+    )
+    .expect("write");
     let out = pf.cli(&["reload"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("jobs[2].name") && err.contains("jobs[2].stop_signal"), "{err}");
+    assert!(
+        err.contains("jobs[2].name") && err.contains("jobs[2].stop_signal"),
+        "{err}"
+    );
     assert_eq!((pf.pid_of("a"), pf.pid_of("b")), before);
 
     // A valid change applies per job: b is untouched, a is replaced by c.
     std::fs::write(&path, good.replacen("name = \"a\"", "name = \"c\"", 1)).expect("write");
     let out = pf.cli(&["reload"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for("c running", || pf.pid_of("c").is_some());
     assert_eq!(pf.pid_of("b"), before.1);
     assert_eq!(pf.pid_of("a"), None);
@@ -432,7 +504,7 @@ fn prestop_runs_before_the_stop_signal_and_poststop_after_exit() {
 
 #[test]
 fn forwarded_signals_and_signal_jobs() {
-    let mut pf = Pilotfish::start(
+    let pf = Pilotfish::start(
         r#"
         [[jobs]]
         name = "app"
@@ -447,10 +519,14 @@ fn forwarded_signals_and_signal_jobs() {
     pf.wait_ready();
     wait_for("app running", || pf.pid_of("app").is_some());
     pf.signal("HUP");
-    wait_for("app got SIGHUP", || read(&pf.dir().join("app")).contains("got-hup"));
+    wait_for("app got SIGHUP", || {
+        read(&pf.dir().join("app")).contains("got-hup")
+    });
     pf.signal("USR2");
     pf.signal("USR2");
-    wait_for("two hook runs", || read(&pf.dir().join("hook")).lines().count() == 2);
+    wait_for("two hook runs", || {
+        read(&pf.dir().join("hook")).lines().count() == 2
+    });
 }
 
 #[test]
@@ -471,13 +547,17 @@ fn restart_backoff_and_environment() {
     assert_eq!(status.code(), Some(1), "{log}");
     let runs = read(&pf.dir().join("runs"));
     assert_eq!(runs.lines().count(), 3, "{runs}");
-    assert!(runs.lines().all(|l| l.starts_with("hello ") && l.ends_with(" /tmp")), "{runs}");
+    assert!(
+        runs.lines()
+            .all(|l| l.starts_with("hello ") && l.ends_with(" /tmp")),
+        "{runs}"
+    );
     assert_eq!(log.matches("restarting in").count(), 2, "{log}");
 }
 
 #[test]
 fn maintenance_and_putenv_through_the_control_socket() {
-    let mut pf = Pilotfish::start(
+    let pf = Pilotfish::start(
         r#"
         [[jobs]]
         name = "web"
@@ -490,21 +570,27 @@ fn maintenance_and_putenv_through_the_control_socket() {
     "#,
     );
     pf.wait_ready();
-    wait_for("healthy", || pf.status_json()["jobs"][0]["health"] == "healthy");
+    wait_for("healthy", || {
+        pf.status_json()["jobs"][0]["health"] == "healthy"
+    });
     assert!(pf.cli(&["putenv", "EXTRA=a=b"]).status.success());
     assert!(pf.cli(&["maintenance", "enable"]).status.success());
-    wait_for("maintenance hook ran", || read(&pf.dir().join("maint")) == "a=b\n");
+    wait_for("maintenance hook ran", || {
+        read(&pf.dir().join("maint")) == "a=b\n"
+    });
     let s = pf.status_json();
     assert_eq!(s["maintenance"], true);
     assert_eq!(s["jobs"][0]["health"], "maintenance");
     assert!(pf.cli(&["maintenance", "disable"]).status.success());
-    wait_for("healthy again", || pf.status_json()["jobs"][0]["health"] == "healthy");
+    wait_for("healthy again", || {
+        pf.status_json()["jobs"][0]["health"] == "healthy"
+    });
 }
 
 #[test]
 fn telemetry_serves_metrics_and_status() {
     let port = free_port();
-    let mut pf = Pilotfish::start(&format!(
+    let pf = Pilotfish::start(&format!(
         r#"
         [telemetry]
         port = {port}
@@ -525,7 +611,10 @@ fn telemetry_serves_metrics_and_status() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("queue_depth"));
     let metrics = http_get(port, "/metrics");
     assert!(metrics.contains("queue_depth 7"), "{metrics}");
-    assert!(metrics.contains("pilotfish_job_starts_total{job=\"web\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("pilotfish_job_starts_total{job=\"web\"} 1"),
+        "{metrics}"
+    );
     let status = http_get(port, "/status");
     assert!(status.contains("\"name\":\"web\""), "{status}");
 }
@@ -555,7 +644,10 @@ fn http_get(port: u16, path: &str) -> String {
     let mut last = String::new();
     for _ in 0..100 {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
             let mut body = String::new();
             let _ = s.read_to_string(&mut body);
             return body;

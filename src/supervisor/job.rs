@@ -421,7 +421,7 @@ impl Job {
                 let all = matches!(self.cfg.when.trigger, Trigger::All(_));
                 let mut newly = false;
                 for (i, c) in conds.iter().enumerate() {
-                    if c.source == ev.source && c.event == ev.kind && !(self.used[i] && !c.repeat) {
+                    if c.source == ev.source && c.event == ev.kind && (c.repeat || !self.used[i]) {
                         self.met[i] = true;
                         if !c.repeat {
                             self.used[i] = true;

@@ -267,9 +267,10 @@ impl Supervisor {
             .map(|s| (s.id, s.job.name().to_string()))
             .collect();
         for (id, name) in waiting {
-            let hook_active = self.slots.iter().any(|s| {
-                s.job.is_active() && job::guarded_by_hook(&s.job.cfg).iter().any(|g| *g == name)
-            });
+            let hook_active = self
+                .slots
+                .iter()
+                .any(|s| s.job.is_active() && job::guarded_by_hook(&s.job.cfg).contains(&name));
             if !hook_active {
                 self.feed(id, Input::HooksDone, now, out);
             }

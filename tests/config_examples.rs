@@ -1,0 +1,34 @@
+//! Every file in config-examples/ is parsed and validated, through the library
+//! and through `pilotfish config check`, so the shipped examples never rot.
+
+use std::process::Command;
+
+#[test]
+fn every_example_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config-examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let cfg = pilotfish::config::load(&path)
+            .unwrap_or_else(|e| panic!("{}:\n{}", path.display(), e.messages().join("\n")));
+        assert!(!cfg.jobs.is_empty(), "{} has no jobs", path.display());
+        let out = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .expect("config check");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "expected the shipped examples, found {checked}"
+    );
+}
