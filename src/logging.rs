@@ -1,6 +1,10 @@
 //! Log output: text or JSON lines on stderr through `tracing`, with a level that
 //! a reload can change. Job output goes through the same subscriber (target
 //! `job`), each line prefixed with `job[pid]` unless the job asks for raw output.
+//!
+//! Lines are written by a separate thread from a bounded queue, and dropped when
+//! the queue is full: a log reader that stalls (a full pipe, a stuck log driver)
+//! must never stall supervision.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -19,20 +23,31 @@ impl LevelHandle {
     }
 }
 
+/// Keep it alive until exit: dropping it flushes queued lines.
+pub type FlushGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Lines queued for the writer thread before new ones are dropped.
+const QUEUED_LINES: usize = 64 * 1024;
+
 /// Install the global subscriber. `PILOTFISH_LOG` (an EnvFilter string) overrides the level.
-pub fn init(cfg: &LoggingConfig) -> LevelHandle {
+pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
     let filter = std::env::var("PILOTFISH_LOG")
         .ok()
         .map(EnvFilter::new)
         .unwrap_or_else(|| EnvFilter::new(&cfg.level));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("pilotfish-log")
+        .finish(std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false);
     match cfg.format {
         LogFormat::Text => registry.with(fmt.with_ansi(false)).init(),
         LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
     }
-    LevelHandle(handle)
+    (LevelHandle(handle), guard)
 }

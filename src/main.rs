@@ -89,7 +89,9 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     // Before anything else, and before any thread exists.
     if pilotfish::pid1::is_pid1() {
-        return exit(pilotfish::pid1::keep());
+        if let Some(status) = pilotfish::pid1::keep() {
+            return exit(status);
+        }
     }
     let cli = Cli::parse();
     match cli.command {
@@ -170,7 +172,7 @@ fn run(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&path, &e),
     };
-    let level = pilotfish::logging::init(&cfg.logging);
+    let (level, _flush) = pilotfish::logging::init(&cfg.logging);
     // One thread: the supervisor's work is small and never blocks, and it keeps
     // pilotfish's footprint next to tini's.
     let rt = match runtime(false) {
@@ -181,7 +183,9 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     let on_reload = Box::new(move |c: &config::Config| level.set(&c.logging.level));
-    exit(rt.block_on(pilotfish::app::run(cfg, Some(path), on_reload)))
+    let code = rt.block_on(pilotfish::app::run(cfg, Some(path), on_reload));
+    drop(rt);
+    exit(code)
 }
 
 fn import(file: &std::path::Path, output: Option<PathBuf>) -> ExitCode {

@@ -1,5 +1,5 @@
 //! The PID-1 keeper. When pilotfish is PID 1 it stays a tiny synchronous process
-//! that starts a copy of itself (same argv) as the worker, forwards every
+//! that forks the worker (which goes on to do the real work), forwards every
 //! catchable signal to it, reaps every process that is re-parented to it, and
 //! exits with the worker's status (128+N if the worker died of signal N).
 //!
@@ -10,12 +10,10 @@
 //! worker's, so only the worker waits for them. Orphans re-parent to PID 1, the
 //! keeper. This runs before any thread or runtime exists.
 
-use std::process::Command;
-
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{ForkResult, Pid};
 use signal_hook::iterator::Signals;
 
 use crate::signals::FORWARDED;
@@ -24,10 +22,36 @@ pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
-/// Run as the keeper; returns the worker's exit status.
-pub fn keep() -> i32 {
-    // Handlers first, so a signal that arrives while the worker starts is queued
-    // and forwarded, never lost.
+/// Split into keeper and worker. Returns `Some(status)` in the keeper, once the
+/// worker has exited; returns `None` in the worker, which carries on as a normal
+/// `pilotfish` process.
+///
+/// The worker is a `fork()` of this process rather than a re-exec: no second
+/// program load, and the keeper's pages stay shared with the worker. Signals are
+/// blocked across the fork so one that arrives meanwhile stays pending and is
+/// forwarded once the keeper's handlers are in place, never lost.
+pub fn keep() -> Option<i32> {
+    let mut set = SigSet::empty();
+    for s in FORWARDED.iter().chain(std::iter::once(&Signal::SIGCHLD)) {
+        set.add(*s);
+    }
+    let mut old = SigSet::empty();
+    if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+    {
+        eprintln!("pilotfish: cannot block signals as PID 1: {e}");
+        return Some(1);
+    }
+    let worker = match fork_worker() {
+        Ok(ForkResult::Child) => {
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+            return None;
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            eprintln!("pilotfish: cannot start the worker: {e}");
+            return Some(1);
+        }
+    };
     let wanted = FORWARDED
         .iter()
         .map(|s| *s as i32)
@@ -36,25 +60,16 @@ pub fn keep() -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pilotfish: cannot install signal handlers as PID 1: {e}");
-            return 1;
+            let _ = kill(worker, Signal::SIGKILL);
+            return Some(1);
         }
     };
-    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
-    let worker = match Command::new(&exe).args(std::env::args_os().skip(1)).spawn() {
-        Ok(child) => child.id(),
-        Err(e) => {
-            eprintln!("pilotfish: cannot start the worker {}: {e}", exe.display());
-            return 1;
-        }
-    };
-    let Ok(worker) = i32::try_from(worker).map(Pid::from_raw) else {
-        return 1;
-    };
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     loop {
         for sig in signals.wait() {
             if sig == Signal::SIGCHLD as i32 {
                 if let Some(code) = reap(worker) {
-                    return code;
+                    return Some(code);
                 }
             } else if let Ok(s) = Signal::try_from(sig) {
                 // The worker may already be gone; its exit arrives as SIGCHLD.
@@ -64,6 +79,13 @@ pub fn keep() -> i32 {
     }
 }
 
+#[allow(unsafe_code)]
+fn fork_worker() -> nix::Result<ForkResult> {
+    // SAFETY: called first thing in `main`, before any thread, runtime or lock
+    // exists, so the child is a complete copy with nothing half-held; the child
+    // returns straight into ordinary single-threaded start-up.
+    unsafe { nix::unistd::fork() }
+}
 /// Reap every exited child; Some(status) once the worker is among them.
 fn reap(worker: Pid) -> Option<i32> {
     let mut worker_status = None;

@@ -192,6 +192,8 @@ pub struct Job {
     stop_after_spawn: bool,
     /// The stop signal was ignored and SIGKILL had to be sent.
     killed: bool,
+    /// An overlap (run or health check still going) was already logged.
+    overlap_logged: bool,
     generations: [u64; TIMER_KINDS],
     rng: u64,
 }
@@ -222,6 +224,7 @@ impl Job {
             gave_up: false,
             stop_after_spawn: false,
             killed: false,
+            overlap_logged: false,
             generations: [0; TIMER_KINDS],
             rng: seed | 1,
         }
@@ -508,6 +511,7 @@ impl Job {
     }
 
     fn run_ended(&mut self, status: ExitStatus, now: Instant, out: &mut Vec<Action>) {
+        self.overlap_logged = false;
         let was_stopping = matches!(self.phase, Phase::StopHooks { .. } | Phase::Stopping { .. });
         self.last_exit = Some(status);
         self.cancel(TimerKind::RunTimeout);
@@ -605,6 +609,7 @@ impl Job {
 
     fn on_health(&mut self, ok: bool, out: &mut Vec<Action>) {
         self.health_in_flight = false;
+        self.overlap_logged = false;
         let active =
             matches!(self.phase, Phase::Running { .. } | Phase::Idle) && self.cfg.health.is_some();
         if self.maintenance || !active {
@@ -676,14 +681,13 @@ impl Job {
                     self.arm(TimerKind::Tick, d, out);
                     match self.phase {
                         Phase::Running { .. } => {
-                            self.log(
-                                out,
-                                true,
-                                format!(
-                                    "job {}: previous run still going; skipping this interval",
+                            if !std::mem::replace(&mut self.overlap_logged, true) {
+                                let msg = format!(
+                                    "job {}: previous run still going; skipping intervals until it ends",
                                     self.cfg.name
-                                ),
-                            );
+                                );
+                                self.log(out, true, msg);
+                            }
                         }
                         Phase::Idle if self.restarts_left() => {
                             self.restarts += 1;
@@ -707,14 +711,13 @@ impl Job {
                     return;
                 }
                 if self.health_in_flight {
-                    self.log(
-                        out,
-                        true,
-                        format!(
-                            "job {}: health check still running; skipping this interval",
+                    if !std::mem::replace(&mut self.overlap_logged, true) {
+                        let msg = format!(
+                            "job {}: health check still running; skipping checks until it ends",
                             self.cfg.name
-                        ),
-                    );
+                        );
+                        self.log(out, true, msg);
+                    }
                 } else if h.exec.is_some() {
                     self.health_in_flight = true;
                     out.push(Action::RunHealthCheck);

@@ -8,7 +8,7 @@
 #   3. a summary table against the goal "within 4 MiB and 3 ms of tini".
 #
 # Usage:   tests/bench/pid1.sh
-# Env:     PILOTFISH=path/to/pilotfish  (default: target/release/pilotfish, built if missing)
+# Env:     PILOTFISH=path/to/pilotfish  (default: the static release build, built here)
 #          TINI=/usr/bin/tini  RUNS=300  WARMUP=20  BUDGET_S=12 (max seconds per hyperfine command)
 #          PID1_LATENCY=0 skips the namespace latency rows; LATENCY=0 skips all latency runs.
 #
@@ -52,11 +52,11 @@ command -v pgrep >/dev/null || die "pgrep (procps) not found"
 command -v jq >/dev/null || die "jq not found"
 
 if [[ -z ${PILOTFISH:-} ]]; then
-    PILOTFISH=$REPO_ROOT/target/release/pilotfish
-    if [[ ! -x $PILOTFISH ]]; then
-        log "building $PILOTFISH (cargo build --release)"
-        (cd "$REPO_ROOT" && cargo build --release -q) || die "cargo build --release failed"
-    fi
+    # The shipped form: one static binary (what images/ copies into FROM scratch).
+    PILOTFISH=$REPO_ROOT/target/x86_64-unknown-linux-gnu/release/pilotfish
+    log "building the static $PILOTFISH"
+    (cd "$REPO_ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --release -q --target x86_64-unknown-linux-gnu) || die "static release build failed"
 fi
 [[ -x $PILOTFISH ]] || die "PILOTFISH=$PILOTFISH is not an executable"
 PILOTFISH=$(cd "$(dirname "$PILOTFISH")" && pwd)/$(basename "$PILOTFISH")
