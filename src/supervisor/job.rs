@@ -680,14 +680,13 @@ impl Job {
                     }
                     self.arm(TimerKind::Tick, d, out);
                     match self.phase {
-                        Phase::Running { .. } => {
-                            if !std::mem::replace(&mut self.overlap_logged, true) {
-                                let msg = format!(
-                                    "job {}: previous run still going; skipping intervals until it ends",
-                                    self.cfg.name
-                                );
-                                self.log(out, true, msg);
-                            }
+                        Phase::Running { .. } if !self.overlap_logged => {
+                            self.overlap_logged = true;
+                            let msg = format!(
+                                "job {}: previous run still going; skipping intervals until it ends",
+                                self.cfg.name
+                            );
+                            self.log(out, true, msg);
                         }
                         Phase::Idle if self.restarts_left() => {
                             self.restarts += 1;
