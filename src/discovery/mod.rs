@@ -1,5 +1,4 @@
-//! Service discovery: the Consul-compatible embedded server (and, in other
-//! modules, the Consul wire types, client and agent). This branch contributes
-//! only `server::state`, the deterministic state machine behind the server.
+//! Service discovery: the Consul-compatible embedded server (`server`), and
+//! (in later parts) the Consul wire types, client and agent.
 
 pub mod server;

@@ -1,0 +1,1 @@
+//! Consul DNS answers from the catalog (hickory-server). Written next.

@@ -1,0 +1,296 @@
+//! The wire conventions every endpoint shares (consul-wire.md §0 and §3): query
+//! flags true by presence, Go durations, the token in three places, index
+//! headers that are never 0, plain-text error bodies with Consul's status codes,
+//! and the blocking-query wait rules.
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::discovery::server::Server;
+
+/// Default and maximum blocking wait (Consul's).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// The query string and headers of a request, decoded once.
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    params: Vec<(String, String)>,
+    pub token: Option<String>,
+    /// `?index=`: 0 when absent (no blocking).
+    pub index: u64,
+    /// `?wait=`, clamped to [`MAX_WAIT`]; [`DEFAULT_WAIT`] when absent.
+    pub wait: Duration,
+    pub stale: bool,
+    pub consistent: bool,
+    pub pretty: bool,
+    pub dc: Option<String>,
+}
+
+impl QueryOptions {
+    pub fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<QueryOptions, ApiError> {
+        let params: Vec<(String, String)> = query.map(|q| url_pairs(q)).unwrap_or_default();
+        let mut o = QueryOptions {
+            params,
+            ..Default::default()
+        };
+        o.token = headers
+            .get("x-consul-token")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .or_else(|| {
+                headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(String::from)
+            })
+            .or_else(|| o.get("token").map(String::from));
+        o.index = match o.get("index") {
+            None => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("Invalid index '{v}'")))?,
+        };
+        o.wait = match o.get("wait") {
+            None => DEFAULT_WAIT,
+            Some(v) => parse_go_duration(v)
+                .map_err(|e| ApiError::bad_request(format!("Invalid wait time: {e}")))?
+                .min(MAX_WAIT),
+        };
+        o.stale = o.flag("stale");
+        o.consistent = o.flag("consistent");
+        o.pretty = o.flag("pretty");
+        o.dc = o.get("dc").filter(|d| !d.is_empty()).map(String::from);
+        Ok(o)
+    }
+
+    /// The first value of a parameter (`Some("")` for `?recurse`).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeatable parameter (`?tag=a&tag=b`).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.params
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// True by presence: `?recurse`, `?recurse=`, `?recurse=1`, `?keys=True`.
+    pub fn flag(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Go `strconv.ParseBool`, for `passing` and `enable`; empty means true.
+    pub fn bool_param(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("" | "1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(Some(true)),
+            Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(Some(false)),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "strconv.ParseBool: parsing \"{v}\": invalid syntax"
+            ))),
+        }
+    }
+
+    /// A blocking wait with Consul's jitter: up to wait/16 is added.
+    pub fn jittered_wait(&self) -> Duration {
+        let jitter = self.wait / 16;
+        let frac: f64 = rand::random();
+        self.wait + jitter.mul_f64(frac)
+    }
+
+    /// Reject any datacenter but ours (empty = ours).
+    pub fn check_dc(&self, server: &Server) -> Result<(), ApiError> {
+        match &self.dc {
+            Some(dc) if !dc.eq_ignore_ascii_case(&server.config().datacenter) => {
+                Err(ApiError::internal("No path to datacenter"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn url_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Decode `%XX` and `+` (as a space) in a query component.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryOptions {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        QueryOptions::parse(parts.uri.query(), &parts.headers)
+    }
+}
+
+/// Go's `time.ParseDuration`: a unit is required except for "0"; decimals allowed.
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if t.is_empty() || t.parse::<f64>().is_ok() {
+        return Err(format!("time: missing unit in duration \"{s}\""));
+    }
+    let t = t.strip_prefix('+').unwrap_or(t);
+    if t.starts_with('-') {
+        return Err(format!("time: invalid duration \"{s}\""));
+    }
+    crate::config::duration::parse_duration(t)
+        .map_err(|_| format!("time: invalid duration \"{s}\""))
+}
+
+/// An error answered the way Consul answers it: a status and a plain-text body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, m)
+    }
+    pub fn internal(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+    }
+    pub fn forbidden() -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "Permission denied")
+    }
+    pub fn too_large(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, m)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, self.message).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    }
+}
+
+impl From<crate::discovery::server::WriteError> for ApiError {
+    fn from(e: crate::discovery::server::WriteError) -> ApiError {
+        ApiError::internal(e.to_string())
+    }
+}
+
+/// The headers of a query endpoint: `X-Consul-Index` (never 0),
+/// `X-Consul-KnownLeader`, `X-Consul-LastContact`.
+pub fn query_headers(resp: &mut Response, index: u64) {
+    let h = resp.headers_mut();
+    h.insert("x-consul-index", HeaderValue::from(index.max(1)));
+    h.insert("x-consul-knownleader", HeaderValue::from_static("true"));
+    h.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+}
+
+/// A JSON body (indented with `?pretty`).
+pub fn json<T: Serialize>(value: &T, opts: &QueryOptions) -> Response {
+    let body = if opts.pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    match body {
+        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+/// A JSON body with the query headers.
+pub fn json_with_index<T: Serialize>(value: &T, index: u64, opts: &QueryOptions) -> Response {
+    let mut r = json(value, opts);
+    query_headers(&mut r, index);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_need_units() {
+        assert_eq!(parse_go_duration("9.87s"), Ok(Duration::from_millis(9870)));
+        assert_eq!(parse_go_duration("60000ms"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn presence_flags_and_tokens() {
+        let mut h = HeaderMap::new();
+        let o = QueryOptions::parse(
+            Some("recurse&keys=True&index=7&wait=1s&tag=a&tag=b&token=t"),
+            &h,
+        )
+        .unwrap();
+        assert!(o.flag("recurse") && o.flag("keys") && !o.flag("raw"));
+        assert_eq!((o.index, o.wait), (7, Duration::from_secs(1)));
+        assert_eq!(o.all("tag"), ["a", "b"]);
+        assert_eq!(o.token.as_deref(), Some("t"));
+        h.insert("x-consul-token", HeaderValue::from_static("hdr"));
+        let o = QueryOptions::parse(Some("token=q"), &h).unwrap();
+        assert_eq!(o.token.as_deref(), Some("hdr"));
+        assert_eq!(
+            QueryOptions::parse(Some("wait=10"), &h).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(percent_decode("scope%2Fname"), "scope/name");
+    }
+}
