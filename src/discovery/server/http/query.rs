@@ -34,7 +34,7 @@ pub struct QueryOptions {
 
 impl QueryOptions {
     pub fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<QueryOptions, ApiError> {
-        let params: Vec<(String, String)> = query.map(|q| url_pairs(q)).unwrap_or_default();
+        let params: Vec<(String, String)> = query.map(url_pairs).unwrap_or_default();
         let mut o = QueryOptions {
             params,
             ..Default::default()
