@@ -27,7 +27,7 @@ impl LevelHandle {
 pub type FlushGuard = tracing_appender::non_blocking::WorkerGuard;
 
 /// Lines queued for the writer thread before new ones are dropped.
-const QUEUED_LINES: usize = 64 * 1024;
+const QUEUED_LINES: usize = 2048;
 
 /// Install the global subscriber. `PILOTFISH_LOG` (an EnvFilter string) overrides the level.
 pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
