@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod discovery;

@@ -64,6 +64,10 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Run the Consul-compatible discovery server/agent.
+    Agent(pilotfish::discovery::server::run::AgentArgs),
+    #[command(flatten)]
+    Consul(pilotfish::cli::ConsulCommand),
 }
 
 #[derive(clap::Args)]
@@ -134,6 +138,20 @@ fn main() -> ExitCode {
         }
         Command::Ping(s) => client(s.socket, ClientCommand::Ping),
         Command::Status { json, socket } => client(socket.socket, ClientCommand::Status { json }),
+        Command::Agent(args) => match runtime(true) {
+            Ok(rt) => exit(rt.block_on(pilotfish::discovery::server::run::run(args))),
+            Err(e) => {
+                eprintln!("pilotfish: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Consul(cmd) => match runtime(false) {
+            Ok(rt) => exit(rt.block_on(pilotfish::cli::run(cmd))),
+            Err(e) => {
+                eprintln!("pilotfish: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

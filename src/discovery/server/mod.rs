@@ -5,8 +5,10 @@
 //! the state under a read lock. The HTTP API (`http`) and DNS (`dns`) only ever
 //! use these three entry points: `write`, `read` and `block`.
 
+pub mod checks;
 pub mod dns;
 pub mod http;
+pub mod run;
 pub mod state;
 pub mod store;
 

@@ -1,0 +1,1 @@
+//! Consul wire types for `/v1/health` (being written).
