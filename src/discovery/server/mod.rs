@@ -346,3 +346,109 @@ impl Server {
         self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn dev() -> Server {
+        Server::open(ServerConfig::default()).await.unwrap()
+    }
+
+    /// A write that changes `key` (an identical write is a no-op).
+    fn set(key: &str) -> Command {
+        Command::KvSet {
+            key: key.to_string(),
+            value: now_ms().to_le_bytes().to_vec(),
+            flags: rand::random(),
+        }
+    }
+
+    fn parked_ids(server: &Server) -> Vec<u64> {
+        let mut ids: Vec<u64> = server.waiters().parked.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Park a blocking read of one key at its current index.
+    fn watch(server: &Server, key: &'static str) -> tokio::task::JoinHandle<(bool, u64)> {
+        let server = server.clone();
+        let index = server.read(|s| s.kv_key_index(key));
+        tokio::spawn(async move {
+            server
+                .block_on(
+                    index,
+                    Duration::from_secs(60),
+                    move |s| s.kv_key_index(key),
+                    move |s| s.kv_get(key).0.is_some(),
+                )
+                .await
+        })
+    }
+
+    // Real time: a paused clock auto-advances past the waits while the test
+    // yields for the waiters to park.
+    #[tokio::test]
+    async fn a_write_wakes_only_the_queries_whose_index_moved() {
+        let server = dev().await;
+        server.write(set("a")).await.unwrap();
+        server.write(set("b")).await.unwrap();
+        let a = watch(&server, "a");
+        let b = watch(&server, "b");
+        while server.parked_queries() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let before = parked_ids(&server);
+        let w = server.write(set("a")).await.unwrap();
+        assert_eq!(a.await.unwrap(), (true, w.index));
+        // b was never woken: still parked under its first registration.
+        assert_eq!(parked_ids(&server), before[1..].to_vec());
+        assert!(!b.is_finished());
+        let w = server.write(set("b")).await.unwrap();
+        assert_eq!(b.await.unwrap(), (true, w.index));
+        assert_eq!(server.parked_queries(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timed_out_queries_leave_the_table() {
+        let server = dev().await;
+        let index = server.read(|s| s.kv_key_index("k"));
+        let (found, at) = server
+            .block_on(
+                index,
+                Duration::from_secs(5),
+                |s| s.kv_key_index("k"),
+                |s| s.kv_get("k").0.is_some(),
+            )
+            .await;
+        assert_eq!((found, at), (false, index));
+        assert_eq!(server.parked_queries(), 0);
+    }
+
+    #[tokio::test]
+    async fn abandoned_queries_leave_the_table() {
+        let server = dev().await;
+        let abandoned = watch(&server, "k");
+        while server.parked_queries() < 1 {
+            tokio::task::yield_now().await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        assert_eq!(server.parked_queries(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_index_ahead_of_the_log_answers_at_once() {
+        let server = dev().await;
+        let (_, index) = server
+            .block_on(
+                1_000,
+                Duration::from_secs(60),
+                |s| s.kv_key_index("k"),
+                |_| (),
+            )
+            .await;
+        assert!(index < 1_000);
+    }
+}
