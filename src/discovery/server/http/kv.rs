@@ -10,6 +10,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -33,30 +34,43 @@ pub fn routes() -> Router<Server> {
 }
 
 async fn kv(State(server): State<Server>, req: Request) -> Response {
-    // Keep nothing of the request head across the wait: a parked query
-    // should hold its key and options, not headers.
     let (parts, body) = req.into_parts();
-    let parsed = QueryOptions::parse(parts.uri.query(), &parts.headers)
-        .and_then(|o| o.check_dc(&server).map(|()| o));
-    let opts = match parsed {
-        Ok(o) => o,
+    let (method, key, opts, length) = match head(parts, &server) {
+        Ok(h) => h,
         Err(e) => return e.into_response(),
     };
+    // A parked query keeps only its key and options: the request head
+    // (headers, URI, extensions) and the empty GET body are gone by now.
+    let result = match method {
+        Method::GET => {
+            drop(body);
+            get(server, key, opts).await
+        }
+        Method::PUT => put(server, key, opts, body, length).await,
+        Method::DELETE => {
+            drop(body);
+            delete(server, key, opts).await
+        }
+        other => Err(query::method_not_allowed(&other)),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The method, key, options and Content-Length of a KV request; consumes
+/// the head so none of it outlives parsing.
+fn head(
+    parts: Parts,
+    server: &Server,
+) -> Result<(Method, String, QueryOptions, Option<u64>), ApiError> {
+    let opts = QueryOptions::parse(parts.uri.query(), &parts.headers)?;
+    opts.check_dc(server)?;
     let key = query::path_rest(parts.uri.path(), "/v1/kv/").unwrap_or_default();
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let method = parts.method;
-    drop(parts.headers);
-    let result = match method {
-        Method::GET => get(server, key, opts).await,
-        Method::PUT => put(server, key, opts, body, length).await,
-        Method::DELETE => delete(server, key, opts).await,
-        other => Err(query::method_not_allowed(&other)),
-    };
-    result.unwrap_or_else(IntoResponse::into_response)
+    Ok((parts.method, key, opts, length))
 }
 
 async fn get(server: Server, key: String, opts: QueryOptions) -> Result<Response, ApiError> {
