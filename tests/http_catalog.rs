@@ -210,9 +210,15 @@ async fn containerpilot_register_and_heartbeat() {
             r#"{"Status":"bogus"}"#,
         )
         .await;
-    assert_eq!((r.status, r.text.as_str()), (400, "Invalid check status: 'bogus'"));
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (400, "Invalid check status: 'bogus'")
+    );
     let r = a
-        .put("/v1/agent/check/update/service:nope", r#"{"Status":"passing"}"#)
+        .put(
+            "/v1/agent/check/update/service:nope",
+            r#"{"Status":"passing"}"#,
+        )
         .await;
     assert_eq!(r.status, 404);
 
@@ -362,7 +368,11 @@ async fn script_checks_need_the_flag() {
         )
         .await;
     assert_eq!(r.status, 500);
-    assert!(r.text.starts_with("Scripts are disabled on this agent"), "{}", r.text);
+    assert!(
+        r.text.starts_with("Scripts are disabled on this agent"),
+        "{}",
+        r.text
+    );
     assert_eq!(a.get("/v1/agent/services").await.json(), json!({}));
     let r = a
         .put(
@@ -416,18 +426,28 @@ async fn blocking_health_query_wakes_only_for_its_service() {
             .send()
             .await
             .unwrap();
-        let idx: u64 = r.headers()["x-consul-index"].to_str().unwrap().parse().unwrap();
+        let idx: u64 = r.headers()["x-consul-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         (idx, r.json::<Value>().await.unwrap())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A change to y must not answer the watcher of x...
-    a.put_ok("/v1/agent/service/register", r#"{"Name":"y","Tags":["v2"]}"#)
-        .await;
+    a.put_ok(
+        "/v1/agent/service/register",
+        r#"{"Name":"y","Tags":["v2"]}"#,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!watch.is_finished(), "woke on a change to another service");
     // ...a change to x does.
-    a.put_ok("/v1/agent/service/register", r#"{"Name":"x","Tags":["v2"]}"#)
-        .await;
+    a.put_ok(
+        "/v1/agent/service/register",
+        r#"{"Name":"x","Tags":["v2"]}"#,
+    )
+    .await;
     let (idx, body) = watch.await.unwrap();
     assert!(idx > index);
     assert_eq!(body[0]["Service"]["Tags"], json!(["v2"]));
@@ -445,7 +465,10 @@ async fn maintenance_mode_adds_and_removes_a_critical_check() {
     assert_eq!(a.passing("web").await.len(), 1);
 
     let r = a.put("/v1/agent/service/maintenance/web-1", "").await;
-    assert_eq!((r.status, r.text.as_str()), (400, "Missing value for enable"));
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (400, "Missing value for enable")
+    );
     let r = a
         .put("/v1/agent/service/maintenance/web-1?enable=yes", "")
         .await;
@@ -552,7 +575,10 @@ async fn catalog_reads_and_writes() {
     let unknown = a.get("/v1/catalog/node/ghost").await;
     assert_eq!((unknown.status, unknown.text.as_str()), (200, "null"));
     assert!(unknown.index.unwrap() > 0);
-    assert_eq!(a.get("/v1/catalog/datacenters").await.json(), json!(["dc1"]));
+    assert_eq!(
+        a.get("/v1/catalog/datacenters").await.json(),
+        json!(["dc1"])
+    );
     let r = a.get("/v1/catalog/services?dc=elsewhere").await;
     assert_eq!((r.status, r.text.as_str()), (500, "No path to datacenter"));
     assert_eq!(a.get("/v1/catalog/services?dc=DC1").await.status, 200);
@@ -572,7 +598,11 @@ async fn catalog_reads_and_writes() {
     assert_eq!(a.get("/v1/health/state/bogus").await.status, 400);
     let r = a.get("/v1/health/service/search?passing=maybe").await;
     assert_eq!(r.status, 400);
-    assert_eq!(a.passing("SEARCH").await.len(), 1, "names are case-insensitive");
+    assert_eq!(
+        a.passing("SEARCH").await.len(),
+        1,
+        "names are case-insensitive"
+    );
 
     let r = a
         .put(
@@ -593,15 +623,24 @@ async fn check_register_and_deregister() {
             r#"{"Name":"mem","ServiceID":"ghost","TTL":"10s"}"#,
         )
         .await;
-    assert_eq!((r.status, r.text.as_str()), (500, "ServiceID \"ghost\" does not exist"));
+    assert_eq!(
+        (r.status, r.text.as_str()),
+        (500, "ServiceID \"ghost\" does not exist")
+    );
     let r = a.put("/v1/agent/check/register", r#"{"TTL":"10s"}"#).await;
     assert_eq!((r.status, r.text.as_str()), (400, "Missing check name"));
     let r = a
-        .put("/v1/agent/check/register", r#"{"Name":"x","HTTP":"http://a/"}"#)
+        .put(
+            "/v1/agent/check/register",
+            r#"{"Name":"x","HTTP":"http://a/"}"#,
+        )
         .await;
     assert_eq!(
         (r.status, r.text.as_str()),
-        (400, "Invalid check: Interval must be > 0 for Script, HTTP, or TCP checks")
+        (
+            400,
+            "Invalid check: Interval must be > 0 for Script, HTTP, or TCP checks"
+        )
     );
     // python-consul: lowercase, `ttl` as a Go string, explicit id.
     a.put_ok(

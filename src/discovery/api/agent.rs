@@ -426,7 +426,7 @@ mod tests {
         .unwrap();
         assert_eq!(def.name.as_deref(), Some("web"));
         assert_eq!(def.enable_tag_override, Some(true));
-        assert_eq!(def.meta.unwrap()["Check_HTTP"], "/h");
+        assert_eq!(def.meta.as_ref().unwrap()["Check_HTTP"], "/h");
         let checks = def.check_definitions();
         assert_eq!(checks.len(), 1);
         let plan = checks[0].plan(false).unwrap();

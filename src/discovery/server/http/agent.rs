@@ -680,9 +680,11 @@ async fn join(
         Ok(ip) => vec![(ip, port).into()],
         Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
             Ok(a) => a.collect(),
-            Err(_) => return Err(ApiError::internal(format!(
+            Err(_) => {
+                return Err(ApiError::internal(format!(
                 "1 error occurred:\n\t* Failed to resolve {host}: lookup {host}: no such host\n\n"
-            ))),
+            )))
+            }
         },
     };
     if targets.iter().any(|t| is_self(&server, t.ip())) {
