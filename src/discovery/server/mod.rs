@@ -41,6 +41,14 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     pub enable_script_checks: bool,
     pub recursors: Vec<SocketAddr>,
+}
+
+/// How this node takes part in the cluster and which ports it announces
+/// (`status/leader`, `status/peers`, `agent/members`). Kept apart from
+/// [`ServerConfig`] so code that builds a `ServerConfig` literal keeps
+/// compiling; [`Server::open`] uses the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
     /// `--server`: this node takes part in raft (always true for `--dev`).
     pub server: bool,
     /// `--bootstrap-expect`: servers to wait for before bootstrapping.
@@ -56,17 +64,10 @@ pub struct ServerConfig {
     pub retry_join: Vec<String>,
 }
 
-impl Default for ServerConfig {
-    /// A `--dev` node named `node` on loopback with Consul's default ports.
-    fn default() -> ServerConfig {
-        ServerConfig {
-            node: "node".to_string(),
-            datacenter: "dc1".to_string(),
-            domain: "consul.".to_string(),
-            advertise: IpAddr::from([127, 0, 0, 1]),
-            data_dir: None,
-            enable_script_checks: false,
-            recursors: Vec::new(),
+impl Default for ClusterConfig {
+    /// A lone server with Consul's default ports.
+    fn default() -> ClusterConfig {
+        ClusterConfig {
             server: true,
             bootstrap_expect: 0,
             server_port: 8300,
@@ -78,11 +79,18 @@ impl Default for ServerConfig {
     }
 }
 
-impl ServerConfig {
-    /// `<advertise>:<server-port>`, this server's raft address as Consul
-    /// shows it (`status/leader`, `status/peers`).
-    pub fn rpc_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.advertise, self.server_port)
+impl Default for ServerConfig {
+    /// A `--dev` node named `node` on loopback.
+    fn default() -> ServerConfig {
+        ServerConfig {
+            node: "node".to_string(),
+            datacenter: "dc1".to_string(),
+            domain: "consul.".to_string(),
+            advertise: IpAddr::from([127, 0, 0, 1]),
+            data_dir: None,
+            enable_script_checks: false,
+            recursors: Vec::new(),
+        }
     }
 }
 
@@ -119,6 +127,7 @@ pub struct Server {
 
 struct Inner {
     cfg: ServerConfig,
+    cluster: ClusterConfig,
     state: RwLock<State>,
     /// Serialises writes: index assignment, persistence and apply happen in
     /// log order.
@@ -168,6 +177,14 @@ pub fn now_ms() -> u64 {
 impl Server {
     /// Open the node's state (from the data dir, if any) and register the node.
     pub async fn open(cfg: ServerConfig) -> Result<Server, ServerError> {
+        Server::open_with(cfg, ClusterConfig::default()).await
+    }
+
+    /// [`Server::open`] with this node's cluster role and ports (the agent).
+    pub async fn open_with(
+        cfg: ServerConfig,
+        cluster: ClusterConfig,
+    ) -> Result<Server, ServerError> {
         let (store, state) =
             store::Store::open(cfg.data_dir.as_deref()).map_err(ServerError::Store)?;
         let last = state.last_applied();
@@ -175,6 +192,7 @@ impl Server {
         let server = Server {
             inner: Arc::new(Inner {
                 cfg,
+                cluster,
                 state: RwLock::new(state),
                 commit: tokio::sync::Mutex::new(store),
                 applied,
@@ -200,6 +218,16 @@ impl Server {
 
     pub fn config(&self) -> &ServerConfig {
         &self.inner.cfg
+    }
+
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.inner.cluster
+    }
+
+    /// `<advertise>:<server-port>`, this server's raft address as Consul
+    /// shows it (`status/leader`, `status/peers`).
+    pub fn rpc_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.inner.cfg.advertise, self.inner.cluster.server_port)
     }
 
     /// Apply one command in log order; durable before it is applied.

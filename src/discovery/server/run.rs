@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::state::Command;
-use super::{now_ms, Server, ServerConfig};
+use super::{now_ms, ClusterConfig, Server, ServerConfig};
 use crate::config::{LogFormat, LoggingConfig};
 
 /// `pilotfish agent` flags (Consul's vocabulary, double-dash spelling).
@@ -161,6 +161,12 @@ pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
         },
         enable_script_checks: args.enable_script_checks,
         recursors,
+    })
+}
+
+/// The node's cluster role and ports from the flags.
+pub fn cluster_config(args: &AgentArgs) -> ClusterConfig {
+    ClusterConfig {
         server: args.server || args.dev,
         bootstrap_expect: args.bootstrap_expect,
         server_port: args.server_port,
@@ -168,7 +174,7 @@ pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
         http_port: args.http_port,
         dns_port: args.dns_port,
         retry_join: args.retry_join.clone(),
-    })
+    }
 }
 
 /// `host[:port]` with port 53 by default; names are resolved once, now.
@@ -228,7 +234,9 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("raising the open file limit: {e}"),
     }
     let node = cfg.node.clone();
-    let server = Server::open(cfg).await.context("starting the server")?;
+    let server = Server::open_with(cfg, cluster_config(args))
+        .await
+        .context("starting the server")?;
     // This node just became leader: Consul restarts every TTL at full 2×TTL.
     server
         .write(Command::ResetSessionTimers)
@@ -418,7 +426,8 @@ mod tests {
         let cfg = server_config(&parse(&["--dev", "--node", "n1", "--domain", "cluster"])).unwrap();
         assert_eq!((cfg.node.as_str(), cfg.domain.as_str()), ("n1", "cluster."));
         assert_eq!(cfg.advertise, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert!(cfg.server && cfg.data_dir.is_none());
+        assert!(cfg.data_dir.is_none());
+        assert!(cluster_config(&parse(&["--dev"])).server);
     }
 
     #[test]
@@ -443,8 +452,9 @@ mod tests {
             "18500",
         ]);
         let cfg = server_config(&a).unwrap();
-        assert_eq!(cfg.bootstrap_expect, 3);
-        assert_eq!(cfg.rpc_addr().to_string(), "10.0.0.1:8300");
+        let cluster = cluster_config(&a);
+        assert_eq!(cluster.bootstrap_expect, 3);
+        assert_eq!(cfg.advertise.to_string(), "10.0.0.1");
         assert_eq!(
             cfg.recursors,
             vec![
@@ -452,7 +462,7 @@ mod tests {
                 "1.1.1.1:5353".parse().unwrap()
             ]
         );
-        assert_eq!(cfg.retry_join, ["consul.svc", "10.0.0.2"]);
-        assert_eq!(cfg.http_port, 18500);
+        assert_eq!(cluster.retry_join, ["consul.svc", "10.0.0.2"]);
+        assert_eq!(cluster.http_port, 18500);
     }
 }

@@ -47,7 +47,7 @@ async fn configuration(
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     let cfg = server.config();
-    let addr = cfg.rpc_addr().to_string();
+    let addr = server.rpc_addr().to_string();
     let body = RaftConfiguration {
         servers: vec![RaftServer {
             // Consul's raft ID is the node ID; the address stands in until

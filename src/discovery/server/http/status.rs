@@ -23,9 +23,9 @@ pub fn routes() -> Router<Server> {
 }
 
 async fn leader(State(server): State<Server>, opts: QueryOptions) -> Response {
-    json(&server.config().rpc_addr().to_string(), &opts)
+    json(&server.rpc_addr().to_string(), &opts)
 }
 
 async fn peers(State(server): State<Server>, opts: QueryOptions) -> Response {
-    json(&[server.config().rpc_addr().to_string()], &opts)
+    json(&[server.rpc_addr().to_string()], &opts)
 }
