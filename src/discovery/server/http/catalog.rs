@@ -90,7 +90,12 @@ async fn datacenters(State(server): State<Server>, opts: QueryOptions) -> Respon
 async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     check_read(&opts, &server)?;
     let (map, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| s.catalog_services())
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            |s| s.catalog_index(),
+            |s| s.catalog_services().0,
+        )
         .await;
     Ok(json_with_index(&map, index, &opts))
 }
@@ -111,15 +116,21 @@ async fn service(
     check_read(&opts, &server)?;
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
+    // Woken only by writes that touch this service.
+    let probe_name = name.clone();
     let (rows, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| {
-            let (instances, index) = s.catalog_service(&name, &tags);
-            let rows: Vec<CatalogService> = instances
-                .iter()
-                .map(|i| CatalogService::from_state(i, &dc))
-                .collect();
-            (rows, index)
-        })
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            move |s| s.service_index(&probe_name),
+            |s| {
+                let (instances, _) = s.catalog_service(&name, &tags);
+                instances
+                    .iter()
+                    .map(|i| CatalogService::from_state(i, &dc))
+                    .collect::<Vec<CatalogService>>()
+            },
+        )
         .await;
     Ok(json_with_index(&rows, index, &opts))
 }
@@ -128,11 +139,18 @@ async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Respo
     check_read(&opts, &server)?;
     let dc = server.config().datacenter.clone();
     let (rows, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| {
-            let (nodes, index) = s.catalog_nodes();
-            let rows: Vec<Node> = nodes.iter().map(|n| Node::from_state(n, &dc)).collect();
-            (rows, index)
-        })
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            |s| s.catalog_index(),
+            |s| {
+                let (nodes, _) = s.catalog_nodes();
+                nodes
+                    .iter()
+                    .map(|n| Node::from_state(n, &dc))
+                    .collect::<Vec<Node>>()
+            },
+        )
         .await;
     Ok(json_with_index(&rows, index, &opts))
 }
@@ -146,10 +164,15 @@ async fn node(
     check_read(&opts, &server)?;
     let dc = server.config().datacenter.clone();
     let (answer, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| {
-            let (ns, index) = s.catalog_node(&name);
-            (ns.map(|ns| NodeServices::from_state(&ns, &dc)), index)
-        })
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            |s| s.catalog_index(),
+            |s| {
+                let (ns, _) = s.catalog_node(&name);
+                ns.map(|ns| NodeServices::from_state(&ns, &dc))
+            },
+        )
         .await;
     Ok(json_with_index(&answer, index, &opts))
 }

@@ -51,15 +51,21 @@ async fn service(
         .unwrap_or(false);
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
+    // Woken only by writes that touch this service.
+    let probe_name = name.clone();
     let (rows, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| {
-            let (entries, index) = s.health_service(&name, &tags, passing);
-            let rows: Vec<ServiceEntry> = entries
-                .iter()
-                .map(|e| ServiceEntry::from_state(e, &dc))
-                .collect();
-            (rows, index)
-        })
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            move |s| s.service_index(&probe_name),
+            |s| {
+                let (entries, _) = s.health_service(&name, &tags, passing);
+                entries
+                    .iter()
+                    .map(|e| ServiceEntry::from_state(e, &dc))
+                    .collect::<Vec<ServiceEntry>>()
+            },
+        )
         .await;
     Ok(json_with_index(&rows, index, &opts))
 }
@@ -74,11 +80,14 @@ async fn service_checks(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     check_read(&opts, &server)?;
+    let probe_name = name.clone();
     let (rows, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| {
-            let (checks, index) = s.health_service_checks(&name);
-            (wire(checks), index)
-        })
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            move |s| s.service_index(&probe_name),
+            |s| wire(s.health_service_checks(&name).0),
+        )
         .await;
     Ok(json_with_index(&rows, index, &opts))
 }
@@ -90,10 +99,12 @@ async fn node_checks(
 ) -> Result<Response, ApiError> {
     check_read(&opts, &server)?;
     let (rows, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| {
-            let (checks, index) = s.health_node(&node);
-            (wire(checks), index)
-        })
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            |s| s.catalog_index(),
+            |s| wire(s.health_node(&node).0),
+        )
         .await;
     Ok(json_with_index(&rows, index, &opts))
 }
@@ -107,10 +118,12 @@ async fn state(
     let filter = StatusFilter::parse(&state)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid state: {state}")))?;
     let (rows, index) = server
-        .block(opts.index, opts.jittered_wait(), |s| {
-            let (checks, index) = s.health_state(filter);
-            (wire(checks), index)
-        })
+        .block_on(
+            opts.index,
+            opts.jittered_wait(),
+            |s| s.catalog_index(),
+            |s| wire(s.health_state(filter).0),
+        )
         .await;
     Ok(json_with_index(&rows, index, &opts))
 }
