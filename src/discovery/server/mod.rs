@@ -136,6 +136,8 @@ struct Inner {
     applied: tokio::sync::watch::Sender<u64>,
     /// Parked blocking queries.
     waiters: Mutex<Waiters>,
+    /// Cancelled when the API asks the agent to leave (`PUT /v1/agent/leave`).
+    leave: tokio_util::sync::CancellationToken,
 }
 
 /// A blocking query's index as a function of the state.
@@ -197,6 +199,7 @@ impl Server {
                 commit: tokio::sync::Mutex::new(store),
                 applied,
                 waiters: Mutex::new(Waiters::default()),
+                leave: tokio_util::sync::CancellationToken::new(),
             }),
         };
         let node = state::catalog::Registration {
@@ -253,6 +256,16 @@ impl Server {
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
         f(&state)
+    }
+
+    /// Ask the process running this node to leave and shut down.
+    pub fn request_leave(&self) {
+        self.inner.leave.cancel();
+    }
+
+    /// Completes once a leave was requested.
+    pub async fn leave_requested(&self) {
+        self.inner.leave.cancelled().await;
     }
 
     pub fn last_index(&self) -> u64 {

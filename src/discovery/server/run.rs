@@ -286,6 +286,7 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        () = server.leave_requested() => tracing::info!("leave requested through the API: shutting down"),
     }
     shutdown.cancel();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())

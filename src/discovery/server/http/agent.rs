@@ -743,10 +743,9 @@ async fn force_leave(Path(_node): Path<String>) -> Response {
     ok()
 }
 
-/// Answers 200. Shutting the agent down after a leave needs a hook from the
-/// process (`Server` has none yet), so the agent keeps running.
-async fn leave() -> Response {
-    tracing::warn!("PUT /v1/agent/leave: acknowledged; this agent keeps running (single server)");
+/// Answers 200, then the agent shuts down gracefully (as `consul leave`).
+async fn leave(State(server): State<Server>) -> Response {
+    server.request_leave();
     ok()
 }
 
