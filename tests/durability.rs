@@ -223,6 +223,38 @@ fn snapshots_mid_run_then_more_appends_recover_and_compact() {
 }
 
 #[test]
+fn a_batch_is_stored_whole_and_replayed_in_order() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_path_buf();
+    let mut node = Node::open(&dir);
+    workload(&mut node, 10);
+    let first = node.state.last_applied() + 1;
+    let cmds: Vec<Command> = (0..100).map(|i| set("batched", &format!("v{i}"))).collect();
+    let batch: Vec<(u64, u64, &Command)> = cmds
+        .iter()
+        .zip(first..)
+        .map(|(cmd, index)| (index, node.now + index, cmd))
+        .collect();
+    node.store.append_batch(&batch).expect("append a batch");
+    for &(index, now, cmd) in &batch {
+        let _ = node.state.apply(index, now, cmd.clone());
+    }
+    // A batch that does not follow the log is refused whole.
+    let stale = [(first + 99, 0, &cmds[0]), (first + 100, 0, &cmds[1])];
+    assert!(node.store.append_batch(&stale).is_err());
+    let before = node.state.clone();
+    drop(node);
+    let node = reopen_and_compare(&dir, &before);
+    assert_eq!(
+        node.state
+            .kv_get("batched")
+            .0
+            .map(|e| (e.value.clone(), e.modify_index)),
+        Some((b"v99".to_vec(), first + 99))
+    );
+}
+
+#[test]
 fn a_corrupt_snapshot_is_a_clear_error_naming_the_file() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().to_path_buf();

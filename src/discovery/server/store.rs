@@ -190,7 +190,19 @@ impl Store {
     pub fn append(&mut self, index: u64, now_ms: u64, cmd: &Command) -> Result<(), String> {
         match &mut self.disk {
             None => Ok(()),
-            Some(disk) => disk.append(index, now_ms, cmd).map_err(|e| e.to_string()),
+            Some(disk) => disk
+                .append(&[(index, now_ms, cmd)])
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Make several commands durable with one fsync (group commit): each
+    /// entry is `(index, now_ms, command)`, indexes ascending and above every
+    /// index appended before. All or none are stored.
+    pub fn append_batch(&mut self, entries: &[(u64, u64, &Command)]) -> Result<(), StoreError> {
+        match &mut self.disk {
+            None => Ok(()),
+            Some(disk) => disk.append(entries),
         }
     }
 
@@ -470,17 +482,27 @@ impl Disk {
         Ok((disk, state))
     }
 
-    fn append(&mut self, index: u64, now_ms: u64, cmd: &Command) -> Result<(), StoreError> {
-        if index <= self.last_index {
-            return Err(StoreError::IndexNotAfter {
-                path: self.log_path.clone(),
-                index,
-                last: self.last_index,
-            });
+    /// Append `entries` (consecutive, ascending indexes) in one transaction.
+    fn append(&mut self, entries: &[(u64, u64, &Command)]) -> Result<(), StoreError> {
+        let mut last = self.last_index;
+        let mut records = Vec::with_capacity(entries.len());
+        for &(index, now_ms, cmd) in entries {
+            if index <= last {
+                return Err(StoreError::IndexNotAfter {
+                    path: self.log_path.clone(),
+                    index,
+                    last,
+                });
+            }
+            last = index;
+            let record = serde_json::to_vec(&LogRecordRef { now_ms, cmd })
+                .map_err(|source| StoreError::Encode { index, source })?;
+            records.push((index, record));
+        }
+        if records.is_empty() {
+            return Ok(());
         }
         self.collect_snapshot();
-        let record = serde_json::to_vec(&LogRecordRef { now_ms, cmd })
-            .map_err(|source| StoreError::Encode { index, source })?;
         let path = self.log_path.as_path();
         let mut txn = self
             .db
@@ -490,14 +512,16 @@ impl Disk {
             .map_err(|e| log_error("appending to", path, e))?;
         let purge = self.purge_to > self.purged;
         {
-            let mut entries = txn
+            let mut table = txn
                 .open_table(ENTRIES)
                 .map_err(|e| log_error("appending to", path, e))?;
-            entries
-                .insert(index, record.as_slice())
-                .map_err(|e| log_error("appending to", path, e))?;
+            for (index, record) in &records {
+                table
+                    .insert(*index, record.as_slice())
+                    .map_err(|e| log_error("appending to", path, e))?;
+            }
             if purge {
-                entries
+                table
                     .retain_in(..=self.purge_to, |_, _| false)
                     .map_err(|e| log_error("appending to", path, e))?;
                 let mut meta = txn
@@ -509,8 +533,8 @@ impl Disk {
         }
         txn.commit()
             .map_err(|e| log_error("appending to", path, e))?;
-        self.last_index = index;
-        self.since_snapshot += 1;
+        self.last_index = last;
+        self.since_snapshot += records.len() as u64;
         if purge {
             self.purged = self.purge_to;
         }
