@@ -412,6 +412,11 @@ fn kill9_during_appends_loses_no_acknowledged_entry() {
             let index: u64 = words.next().and_then(|w| w.parse().ok()).expect("index");
             acked = Some((i, index));
             seen += 1;
+            if seen == 1 {
+                // The child holds the data dir: another process is refused.
+                let err = Store::open(Some(&dir)).err().expect("opened a dir in use");
+                assert!(err.contains("in use"), "{err}");
+            }
             if seen == 150 + 40 * round {
                 child.kill().expect("SIGKILL the child");
             }
