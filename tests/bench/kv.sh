@@ -139,7 +139,7 @@ run_phase() { # system url op
     log "$system $op: $line"
 }
 
-log "pilotfish $("$PILOTFISH" --version 2>/dev/null | head -1) at $PF_URL, etcd $etcd_version at $ETCD_URL"
+log "$("$PILOTFISH" --version 2>/dev/null | head -1) at $PF_URL, etcd $etcd_version at $ETCD_URL"
 log "data dirs under $TMP ($fs_type); $CONNS connections, $THREADS wrk threads, $DURATION per phase"
 # Alternate the systems so neither always runs on a warmer machine.
 run_phase pilotfish "$PF_URL" put
