@@ -3,7 +3,15 @@
 //! which stamps the log index and the time, makes the command durable
 //! (`store`), applies it and wakes the blocking queries it affects. Reads take
 //! the state under a read lock. The HTTP API (`http`) and DNS (`dns`) only ever
-//! use these three entry points: `write`, `read` and `block`.
+//! use these entry points: `write`, `read` and `block`/`block_on`.
+//!
+//! Blocking queries cost memory, not threads: each parked query is one entry
+//! in a waiter table holding the index it last saw and a *probe* (a function
+//! of the state returning the query's index, e.g. one key's ModifyIndex).
+//! After every apply the writer runs each probe once under the state's read
+//! lock and wakes only the waiters whose probe moved. A waiter registers
+//! while it holds the read lock it computed its index under, so a write either
+//! happened before it looked or runs its probe afterwards: no lost wakeups.
 
 pub mod checks;
 pub mod dns;
@@ -12,9 +20,10 @@ pub mod run;
 pub mod state;
 pub mod store;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use state::{Command, Outcome, State, StateError};
@@ -32,6 +41,57 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     pub enable_script_checks: bool,
     pub recursors: Vec<SocketAddr>,
+}
+
+/// How this node takes part in the cluster and which ports it announces
+/// (`status/leader`, `status/peers`, `agent/members`). Kept apart from
+/// [`ServerConfig`] so code that builds a `ServerConfig` literal keeps
+/// compiling; [`Server::open`] uses the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `--server`: this node takes part in raft (always true for `--dev`).
+    pub server: bool,
+    /// `--bootstrap-expect`: servers to wait for before bootstrapping.
+    pub bootstrap_expect: u32,
+    /// `--server-port` (8300): the RPC port in `status/leader` and `peers`.
+    pub server_port: u16,
+    /// The serf LAN port Consul shows in `agent/members` (8301).
+    pub serf_lan_port: u16,
+    /// `--http-port` (8500) and `--dns-port` (8600), as configured.
+    pub http_port: u16,
+    pub dns_port: u16,
+    /// `--retry-join` addresses or names, for clustering.
+    pub retry_join: Vec<String>,
+}
+
+impl Default for ClusterConfig {
+    /// A lone server with Consul's default ports.
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            server: true,
+            bootstrap_expect: 0,
+            server_port: 8300,
+            serf_lan_port: 8301,
+            http_port: 8500,
+            dns_port: 8600,
+            retry_join: Vec::new(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    /// A `--dev` node named `node` on loopback.
+    fn default() -> ServerConfig {
+        ServerConfig {
+            node: "node".to_string(),
+            datacenter: "dc1".to_string(),
+            domain: "consul.".to_string(),
+            advertise: IpAddr::from([127, 0, 0, 1]),
+            data_dir: None,
+            enable_script_checks: false,
+            recursors: Vec::new(),
+        }
+    }
 }
 
 /// A write that was applied.
@@ -67,12 +127,43 @@ pub struct Server {
 
 struct Inner {
     cfg: ServerConfig,
+    cluster: ClusterConfig,
     state: RwLock<State>,
     /// Serialises writes: index assignment, persistence and apply happen in
     /// log order.
     commit: tokio::sync::Mutex<store::Store>,
-    /// The last applied index; blocking queries wait for it to move.
+    /// The last applied index, for the node's own tasks (session timers).
     applied: tokio::sync::watch::Sender<u64>,
+    /// Parked blocking queries.
+    waiters: Mutex<Waiters>,
+}
+
+/// A blocking query's index as a function of the state.
+type Probe = Arc<dyn Fn(&State) -> u64 + Send + Sync>;
+
+#[derive(Default)]
+struct Waiters {
+    next_id: u64,
+    parked: HashMap<u64, Waiter>,
+}
+
+struct Waiter {
+    /// The probe's value when the query parked.
+    seen: u64,
+    probe: Probe,
+    wake: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Removes a parked query that stopped waiting (timeout, client gone).
+struct Parked<'a> {
+    server: &'a Server,
+    id: u64,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.server.waiters().parked.remove(&self.id);
+    }
 }
 
 /// Milliseconds since the Unix epoch: the time stamped into commands.
@@ -86,6 +177,14 @@ pub fn now_ms() -> u64 {
 impl Server {
     /// Open the node's state (from the data dir, if any) and register the node.
     pub async fn open(cfg: ServerConfig) -> Result<Server, ServerError> {
+        Server::open_with(cfg, ClusterConfig::default()).await
+    }
+
+    /// [`Server::open`] with this node's cluster role and ports (the agent).
+    pub async fn open_with(
+        cfg: ServerConfig,
+        cluster: ClusterConfig,
+    ) -> Result<Server, ServerError> {
         let (store, state) =
             store::Store::open(cfg.data_dir.as_deref()).map_err(ServerError::Store)?;
         let last = state.last_applied();
@@ -93,9 +192,11 @@ impl Server {
         let server = Server {
             inner: Arc::new(Inner {
                 cfg,
+                cluster,
                 state: RwLock::new(state),
                 commit: tokio::sync::Mutex::new(store),
                 applied,
+                waiters: Mutex::new(Waiters::default()),
             }),
         };
         let node = state::catalog::Registration {
@@ -119,6 +220,16 @@ impl Server {
         &self.inner.cfg
     }
 
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.inner.cluster
+    }
+
+    /// `<advertise>:<server-port>`, this server's raft address as Consul
+    /// shows it (`status/leader`, `status/peers`).
+    pub fn rpc_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.inner.cfg.advertise, self.inner.cluster.server_port)
+    }
+
     /// Apply one command in log order; durable before it is applied.
     pub async fn write(&self, cmd: Command) -> Result<Written, WriteError> {
         let mut store = self.inner.commit.lock().await;
@@ -130,6 +241,7 @@ impl Server {
             state.apply(index, now, cmd)
         };
         // A refused command still used its index (it is in the log).
+        self.read(|state| self.wake(state));
         self.inner.applied.send_replace(index);
         Ok(Written {
             index,
@@ -147,8 +259,23 @@ impl Server {
         *self.inner.applied.borrow()
     }
 
+    /// Every applied index, for the node's own tasks (e.g. re-arming the
+    /// session timer after writes). Blocking queries use [`Server::block_on`].
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.applied.subscribe()
+    }
+
+    /// How many blocking queries are parked (telemetry, tests).
+    pub fn parked_queries(&self) -> usize {
+        self.waiters().parked.len()
+    }
+
     /// A blocking query: answer as soon as `query`'s index is above
     /// `min_index`, or when `wait` has passed, whichever is first.
+    ///
+    /// The query cannot be kept while parked (it may borrow), so this one is
+    /// woken by every write and re-checks; prefer [`Server::block_on`], which
+    /// is woken only when its own index moves.
     pub async fn block<R>(
         &self,
         min_index: u64,
@@ -156,19 +283,200 @@ impl Server {
         query: impl Fn(&State) -> (R, u64),
     ) -> (R, u64) {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut changes = self.inner.applied.subscribe();
+        let any_write: Probe = Arc::new(State::last_applied);
         loop {
-            changes.borrow_and_update();
-            let (result, index) = self.read(&query);
-            if min_index == 0 || index > min_index || tokio::time::Instant::now() >= deadline {
-                return (result, index);
-            }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
-            {
+            let parked = self.read(|state| {
+                let (result, index) = query(state);
+                if min_index == 0 || index > min_index || min_index > state.last_applied() {
+                    return Err((result, index));
+                }
+                Ok(self.park(state, any_write.clone()))
+            });
+            let (id, woken) = match parked {
+                Err(answer) => return answer,
+                Ok(p) => p,
+            };
+            let _parked = Parked { server: self, id };
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
                 return self.read(&query);
             }
         }
+    }
+
+    /// A blocking query woken only when `probe`, the query's own index (one
+    /// key's ModifyIndex, a prefix's max, a table index), moves. Answers
+    /// `(query(state), probe(state))` as soon as the index is above
+    /// `min_index`, when `wait` has passed, or at once when `min_index` is 0
+    /// or ahead of the whole log (a client that saw an older incarnation of
+    /// this server: a lower index makes it reset instead of hanging a wait).
+    pub async fn block_on<R>(
+        &self,
+        min_index: u64,
+        wait: Duration,
+        probe: impl Fn(&State) -> u64 + Send + Sync + 'static,
+        query: impl Fn(&State) -> R,
+    ) -> (R, u64) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let probe: Probe = Arc::new(probe);
+        loop {
+            let parked = self.read(|state| {
+                let index = probe(state);
+                if min_index == 0 || index > min_index || min_index > state.last_applied() {
+                    return Err((query(state), index));
+                }
+                Ok(self.park(state, probe.clone()))
+            });
+            let (id, woken) = match parked {
+                Err(answer) => return answer,
+                Ok(p) => p,
+            };
+            let _parked = Parked { server: self, id };
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return self.read(|state| (query(state), probe(state)));
+            }
+        }
+    }
+
+    /// Park a query; called under the state read lock (see the module doc).
+    fn park(&self, state: &State, probe: Probe) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let seen = probe(state);
+        let mut w = self.waiters();
+        let id = w.next_id;
+        w.next_id += 1;
+        w.parked.insert(
+            id,
+            Waiter {
+                seen,
+                probe,
+                wake: Some(tx),
+            },
+        );
+        (id, rx)
+    }
+
+    /// Wake the parked queries whose index moved; called after each apply
+    /// under the state read lock.
+    fn wake(&self, state: &State) {
+        self.waiters().parked.retain(|_, w| {
+            if (w.probe)(state) == w.seen {
+                return true;
+            }
+            if let Some(tx) = w.wake.take() {
+                // The receiver may be gone already (timed out); nothing to do.
+                let _ = tx.send(());
+            }
+            false
+        });
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn dev() -> Server {
+        Server::open(ServerConfig::default()).await.unwrap()
+    }
+
+    /// A write that changes `key` (an identical write is a no-op).
+    fn set(key: &str) -> Command {
+        Command::KvSet {
+            key: key.to_string(),
+            value: now_ms().to_le_bytes().to_vec(),
+            flags: rand::random(),
+        }
+    }
+
+    fn parked_ids(server: &Server) -> Vec<u64> {
+        let mut ids: Vec<u64> = server.waiters().parked.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Park a blocking read of one key at its current index.
+    fn watch(server: &Server, key: &'static str) -> tokio::task::JoinHandle<(bool, u64)> {
+        let server = server.clone();
+        let index = server.read(|s| s.kv_key_index(key));
+        tokio::spawn(async move {
+            server
+                .block_on(
+                    index,
+                    Duration::from_secs(60),
+                    move |s| s.kv_key_index(key),
+                    move |s| s.kv_get(key).0.is_some(),
+                )
+                .await
+        })
+    }
+
+    // Real time: a paused clock auto-advances past the waits while the test
+    // yields for the waiters to park.
+    #[tokio::test]
+    async fn a_write_wakes_only_the_queries_whose_index_moved() {
+        let server = dev().await;
+        server.write(set("a")).await.unwrap();
+        server.write(set("b")).await.unwrap();
+        let a = watch(&server, "a");
+        let b = watch(&server, "b");
+        while server.parked_queries() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let before = parked_ids(&server);
+        let w = server.write(set("a")).await.unwrap();
+        assert_eq!(a.await.unwrap(), (true, w.index));
+        // b was never woken: still parked under its first registration.
+        assert_eq!(parked_ids(&server), before[1..].to_vec());
+        assert!(!b.is_finished());
+        let w = server.write(set("b")).await.unwrap();
+        assert_eq!(b.await.unwrap(), (true, w.index));
+        assert_eq!(server.parked_queries(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timed_out_queries_leave_the_table() {
+        let server = dev().await;
+        let index = server.read(|s| s.kv_key_index("k"));
+        let (found, at) = server
+            .block_on(
+                index,
+                Duration::from_secs(5),
+                |s| s.kv_key_index("k"),
+                |s| s.kv_get("k").0.is_some(),
+            )
+            .await;
+        assert_eq!((found, at), (false, index));
+        assert_eq!(server.parked_queries(), 0);
+    }
+
+    #[tokio::test]
+    async fn abandoned_queries_leave_the_table() {
+        let server = dev().await;
+        let abandoned = watch(&server, "k");
+        while server.parked_queries() < 1 {
+            tokio::task::yield_now().await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        assert_eq!(server.parked_queries(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_index_ahead_of_the_log_answers_at_once() {
+        let server = dev().await;
+        let (_, index) = server
+            .block_on(
+                1_000,
+                Duration::from_secs(60),
+                |s| s.kv_key_index("k"),
+                |_| (),
+            )
+            .await;
+        assert!(index < 1_000);
     }
 }

@@ -1,15 +1,468 @@
-//! `pilotfish agent`: flags, listeners and the node's tasks (being written).
+//! `pilotfish agent`: Consul's agent flags, the listeners (HTTP and DNS on
+//! `--client`), and the node's own tasks: the check runner, the session TTL
+//! timer and the tombstone reaper. Startup and shutdown order are written
+//! down in [`run`].
 
-/// `pilotfish agent` flags (Consul's vocabulary).
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::state::Command;
+use super::{now_ms, ClusterConfig, Server, ServerConfig};
+use crate::config::{LogFormat, LoggingConfig};
+
+/// `pilotfish agent` flags (Consul's vocabulary, double-dash spelling).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
+    /// Run as a server (takes part in raft and holds the state).
+    #[arg(long)]
+    pub server: bool,
     /// One node, in memory, no data dir.
     #[arg(long)]
     pub dev: bool,
+    /// Servers to wait for before bootstrapping the cluster.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub bootstrap_expect: u32,
+    /// Where the server keeps its state (required unless --dev).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This node's name (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    #[arg(long, value_name = "DC", default_value = "dc1")]
+    pub datacenter: String,
+    /// DNS domain served (a trailing dot is added if missing).
+    #[arg(long, value_name = "DOMAIN", default_value = "consul.")]
+    pub domain: String,
+    /// Address for cluster communication.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Address advertised to other nodes and in the catalog (default: the
+    /// bind address, or the first private IPv4 when binding to 0.0.0.0).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<IpAddr>,
+    /// Address the HTTP API and DNS listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub client: IpAddr,
+    #[arg(long, value_name = "PORT", default_value_t = 8500)]
+    pub http_port: u16,
+    #[arg(long, value_name = "PORT", default_value_t = 8600)]
+    pub dns_port: u16,
+    /// Server RPC port, as shown by /v1/status/leader and peers.
+    #[arg(long, value_name = "PORT", default_value_t = 8300)]
+    pub server_port: u16,
+    /// Upstream DNS server for names outside the domain (repeatable; port 53 by default).
+    #[arg(long = "recursor", value_name = "ADDR")]
+    pub recursors: Vec<String>,
+    /// Address or DNS name of a server to join (repeatable).
+    #[arg(long = "retry-join", value_name = "ADDR")]
+    pub retry_join: Vec<String>,
+    /// Allow script checks (`Args`/`ScriptArgs`).
+    #[arg(long)]
+    pub enable_script_checks: bool,
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
 }
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+/// How long deleted keys keep a tombstone (Consul's `tombstone_ttl` is of
+/// this order): long enough for every blocked reader to have seen the delete.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
+/// How often the reaper samples the applied index and reaps.
+const REAP_EVERY: Duration = Duration::from_secs(60);
+/// How long the node's tasks get to stop after the listeners close.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Run the agent until SIGTERM/SIGINT; returns the exit status.
-pub async fn run(_args: AgentArgs) -> i32 {
-    eprintln!("pilotfish agent: not available yet");
-    1
+pub async fn run(args: AgentArgs) -> i32 {
+    let cfg = match server_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pilotfish agent: {e}");
+            return 1;
+        }
+    };
+    let logging = LoggingConfig {
+        level: args.log_level.clone(),
+        format: match args.log_format {
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Text => LogFormat::Text,
+        },
+    };
+    let (_level, _flush) = crate::logging::init(&logging);
+    match serve(&args, cfg).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pilotfish agent: {e:#}");
+            1
+        }
+    }
+}
+
+/// Validate the flags into the node's config; every problem is reported.
+pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
+    let mut errors = Vec::new();
+    if !args.dev && args.data_dir.is_none() {
+        errors.push(
+            "--data-dir is required (where the server keeps its state); use --dev to run in memory"
+                .to_string(),
+        );
+    }
+    let mut recursors = Vec::new();
+    for r in &args.recursors {
+        match recursor_addr(r) {
+            Ok(a) => recursors.push(a),
+            Err(e) => errors.push(e),
+        }
+    }
+    let node = match &args.node {
+        Some(n) if n.is_empty() => {
+            errors.push("--node must not be empty".to_string());
+            String::new()
+        }
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "pilotfish".to_string()),
+    };
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    let mut domain = args.domain.clone();
+    if !domain.ends_with('.') {
+        domain.push('.');
+    }
+    Ok(ServerConfig {
+        node,
+        datacenter: args.datacenter.clone(),
+        domain,
+        advertise: advertise_addr(args),
+        data_dir: if args.dev {
+            None
+        } else {
+            args.data_dir.clone()
+        },
+        enable_script_checks: args.enable_script_checks,
+        recursors,
+    })
+}
+
+/// The node's cluster role and ports from the flags.
+pub fn cluster_config(args: &AgentArgs) -> ClusterConfig {
+    ClusterConfig {
+        server: args.server || args.dev,
+        bootstrap_expect: args.bootstrap_expect,
+        server_port: args.server_port,
+        serf_lan_port: 8301,
+        http_port: args.http_port,
+        dns_port: args.dns_port,
+        retry_join: args.retry_join.clone(),
+    }
+}
+
+/// `host[:port]` with port 53 by default; names are resolved once, now.
+fn recursor_addr(r: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = r.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = r.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    let with_port = if r.contains(':') {
+        r.to_string()
+    } else {
+        format!("{r}:53")
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("--recursor {r:?} is not an address or a resolvable name"))
+}
+
+/// Consul's rule: the advertise address, else the bind address, else (bind
+/// 0.0.0.0) the first private IPv4 address; `--dev` falls back to loopback.
+fn advertise_addr(args: &AgentArgs) -> IpAddr {
+    if let Some(a) = args.advertise {
+        return a;
+    }
+    if !args.bind.is_unspecified() {
+        return args.bind;
+    }
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    if args.dev {
+        return loopback;
+    }
+    crate::interfaces::local_addresses()
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .find(|ip| matches!(ip, IpAddr::V4(v4) if v4.is_private()))
+        .unwrap_or(loopback)
+}
+
+/// Startup, then wait for a signal, then shutdown, in this order:
+/// 1. raise RLIMIT_NOFILE (each blocking query is a connection);
+/// 2. open the server (state, store, node registration), reset session timers;
+/// 3. bind HTTP and DNS on `--client` (a bind error stops here, exit 1);
+/// 4. spawn HTTP, DNS, the check runner, the session timer and the reaper;
+/// 5. on SIGTERM/SIGINT cancel the root token: listeners stop accepting,
+///    in-flight requests get a short grace, tasks stop, all under a deadline.
+async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    match raise_nofile_limit() {
+        Ok(n) => tracing::debug!("open file limit {n}"),
+        Err(e) => tracing::warn!("raising the open file limit: {e}"),
+    }
+    let node = cfg.node.clone();
+    let server = Server::open_with(cfg, cluster_config(args))
+        .await
+        .context("starting the server")?;
+    // This node just became leader: Consul restarts every TTL at full 2×TTL.
+    server
+        .write(Command::ResetSessionTimers)
+        .await
+        .context("resetting session timers")?;
+
+    let http_addr = SocketAddr::new(args.client, args.http_port);
+    let http = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("binding http on {http_addr}"))?;
+    let dns_addr = SocketAddr::new(args.client, args.dns_port);
+    let dns_udp = UdpSocket::bind(dns_addr)
+        .await
+        .with_context(|| format!("binding dns (udp) on {dns_addr}"))?;
+    let dns_tcp = TcpListener::bind(dns_addr)
+        .await
+        .with_context(|| format!("binding dns (tcp) on {dns_addr}"))?;
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    {
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = super::http::serve(http, server, shutdown).await {
+                tracing::error!("http server: {e}");
+            }
+        });
+    }
+    {
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = dns_serve(dns_udp, dns_tcp, server, shutdown).await {
+                tracing::error!("dns server: {e}");
+            }
+        });
+    }
+    tasks.spawn(super::checks::run(server.clone(), shutdown.clone()));
+    tasks.spawn(expire_sessions(server.clone(), shutdown.clone()));
+    tasks.spawn(reap_tombstones(server.clone(), shutdown.clone()));
+    tasks.close();
+    tracing::info!(
+        "agent {node} started (datacenter {}, server {})",
+        args.datacenter,
+        args.server || args.dev
+    );
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks still running after {SHUTDOWN_DEADLINE:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+// TEMPORARY: stands in for `super::dns::serve` (same signature) until the DNS
+// server lands on main; it holds the bound sockets so the port is taken.
+async fn dns_serve(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    _server: Server,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let _sockets = (udp, tcp);
+    shutdown.cancelled().await;
+    Ok(())
+}
+
+/// Sleep until the earliest session TTL deadline, then propose
+/// `ExpireSessions`; re-armed after every write (creates and renews move it).
+async fn expire_sessions(server: Server, shutdown: CancellationToken) {
+    let mut applied = server.applied();
+    let mut fired: Option<u64> = None;
+    loop {
+        let deadline = server.read(|s| s.next_session_deadline());
+        let wait = match deadline {
+            // Already proposed for this deadline and nothing expired (clock
+            // rounding): don't spin, the next write or second re-checks.
+            Some(d) if fired == Some(d) => Duration::from_secs(1),
+            Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = applied.changed() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(wait) => {
+                if let Some(d) = deadline {
+                    fired = Some(d);
+                    match server.write(Command::ExpireSessions).await {
+                        Ok(w) => tracing::debug!("session expiry at index {}: {:?}", w.index, w.outcome),
+                        Err(e) => tracing::warn!("expiring sessions: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every [`REAP_EVERY`], remember the applied index; reap the tombstones at or
+/// below the index seen [`TOMBSTONE_TTL`] ago (the rule in `state::kv`).
+async fn reap_tombstones(server: Server, shutdown: CancellationToken) {
+    let mut seen: VecDeque<(tokio::time::Instant, u64)> = VecDeque::new();
+    let mut reaped = 0;
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            now = tick.tick() => {
+                seen.push_back((now, server.last_index()));
+                let mut up_to = None;
+                while let Some(&(at, index)) = seen.front() {
+                    if now.duration_since(at) < TOMBSTONE_TTL {
+                        break;
+                    }
+                    up_to = Some(index);
+                    seen.pop_front();
+                }
+                let Some(up_to) = up_to.filter(|u| *u > reaped) else { continue };
+                if server.read(|s| s.kv_tombstones()) == 0 {
+                    continue;
+                }
+                match server.write(Command::ReapTombstones { up_to }).await {
+                    Ok(_) => reaped = up_to,
+                    Err(e) => tracing::warn!("reaping tombstones: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Raise the soft open-file limit to the hard limit: every parked blocking
+/// query holds a socket. Returns the new soft limit.
+#[allow(unsafe_code)]
+fn raise_nofile_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass, which
+    // lives on this stack frame for the duration of each call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    fn parse(args: &[&str]) -> AgentArgs {
+        Cli::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+            .unwrap()
+            .agent
+    }
+
+    #[test]
+    fn needs_dev_or_a_data_dir() {
+        let e = server_config(&parse(&[])).unwrap_err();
+        assert!(e.contains("--data-dir is required"), "{e}");
+        let cfg = server_config(&parse(&["--dev", "--node", "n1", "--domain", "cluster"])).unwrap();
+        assert_eq!((cfg.node.as_str(), cfg.domain.as_str()), ("n1", "cluster."));
+        assert_eq!(cfg.advertise, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(cfg.data_dir.is_none());
+        assert!(cluster_config(&parse(&["--dev"])).server);
+    }
+
+    #[test]
+    fn consul_flags_parse() {
+        let a = parse(&[
+            "--server",
+            "--bootstrap-expect",
+            "3",
+            "--data-dir",
+            "/tmp/x",
+            "--advertise",
+            "10.0.0.1",
+            "--recursor",
+            "8.8.8.8",
+            "--recursor",
+            "1.1.1.1:5353",
+            "--retry-join",
+            "consul.svc",
+            "--retry-join",
+            "10.0.0.2",
+            "--http-port",
+            "18500",
+        ]);
+        let cfg = server_config(&a).unwrap();
+        let cluster = cluster_config(&a);
+        assert_eq!(cluster.bootstrap_expect, 3);
+        assert_eq!(cfg.advertise.to_string(), "10.0.0.1");
+        assert_eq!(
+            cfg.recursors,
+            vec![
+                "8.8.8.8:53".parse::<SocketAddr>().unwrap(),
+                "1.1.1.1:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(cluster.retry_join, ["consul.svc", "10.0.0.2"]);
+        assert_eq!(cluster.http_port, 18500);
+    }
 }

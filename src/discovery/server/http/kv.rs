@@ -1,9 +1,244 @@
-//! `/v1/kv` endpoints (being written).
+//! `/v1/kv/<key>`: GET (single key, `?recurse`, `?keys[&separator]`, `?raw`,
+//! blocking), PUT (`?flags`, `?cas`, `?acquire`, `?release`) and DELETE
+//! (`?recurse`, `?cas`), with Consul's status codes and texts
+//! (consul-wire.md §4). The key is the raw remainder of the decoded path, so
+//! it may contain `/` and may be empty (`GET /v1/kv/?recurse`).
+//!
+//! Blocking indexes are per query (§3.2): a single key answers with its own
+//! ModifyIndex (or its tombstone's), a prefix with the max under it including
+//! tombstones, so a write to one key wakes only the queries watching it.
 
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use axum::Router;
 
+use super::query::{self, json, json_with_index, not_found_with_index, ApiError, QueryOptions};
+use crate::discovery::api::kv::KvPair;
+use crate::discovery::server::state::{Command, Outcome};
 use crate::discovery::server::Server;
+
+/// Consul's default `kv_max_value_size`.
+pub const MAX_VALUE_SIZE: usize = 512 * 1024;
+
+const VALUE_SIZE_DOC: &str =
+    "https://www.consul.io/docs/agent/config/config-files#kv_max_value_size";
 
 pub fn routes() -> Router<Server> {
     Router::new()
+        .route("/v1/kv/", any(kv))
+        .route("/v1/kv/{*key}", any(kv))
+}
+
+async fn kv(State(server): State<Server>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let (method, key, opts, length) = match head(parts, &server) {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    // A parked query keeps only its key and options: the request head
+    // (headers, URI, extensions) and the empty GET body are gone by now.
+    let result = match method {
+        Method::GET => {
+            drop(body);
+            get(server, key, opts).await
+        }
+        Method::PUT => put(server, key, opts, body, length).await,
+        Method::DELETE => {
+            drop(body);
+            delete(server, key, opts).await
+        }
+        other => Err(query::method_not_allowed(&other)),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The method, key, options and Content-Length of a KV request; consumes
+/// the head so none of it outlives parsing.
+fn head(
+    parts: Parts,
+    server: &Server,
+) -> Result<(Method, String, QueryOptions, Option<u64>), ApiError> {
+    let opts = QueryOptions::parse(parts.uri.query(), &parts.headers)?;
+    opts.check_dc(server)?;
+    let key = query::path_rest(parts.uri.path(), "/v1/kv/").unwrap_or_default();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    Ok((parts.method, key, opts, length))
+}
+
+async fn get(server: Server, key: String, opts: QueryOptions) -> Result<Response, ApiError> {
+    let wait = opts.jittered_wait();
+    if opts.flag("keys") {
+        // Consul reads the historic misspelling too; `separator` wins.
+        let sep = opts
+            .get("separator")
+            .or_else(|| opts.get("seperator"))
+            .map(String::from);
+        let prefix = key.clone();
+        let (keys, index) = server
+            .block_on(
+                opts.index,
+                wait,
+                move |s| s.kv_prefix_index(&prefix),
+                |s| s.kv_keys(&key, sep.as_deref()).0,
+            )
+            .await;
+        // The root answers `[]`, any other empty prefix 404.
+        if keys.is_empty() && !key.is_empty() {
+            return Ok(not_found_with_index(index));
+        }
+        return Ok(json_with_index(&keys, index, &opts));
+    }
+    if opts.flag("recurse") {
+        let prefix = key.clone();
+        let (pairs, index) = server
+            .block_on(
+                opts.index,
+                wait,
+                move |s| s.kv_prefix_index(&prefix),
+                |s| {
+                    s.kv_list(&key)
+                        .0
+                        .into_iter()
+                        .map(KvPair::from)
+                        .collect::<Vec<_>>()
+                },
+            )
+            .await;
+        if pairs.is_empty() {
+            return Ok(not_found_with_index(index));
+        }
+        return Ok(json_with_index(&pairs, index, &opts));
+    }
+    if key.is_empty() {
+        return Err(ApiError::bad_request("Missing key name"));
+    }
+    let raw = opts.flag("raw");
+    let probe_key = key.clone();
+    let (entry, index) = server
+        .block_on(
+            opts.index,
+            wait,
+            move |s| s.kv_key_index(&probe_key),
+            |s| {
+                s.kv_get(&key).0.map(|e| {
+                    if raw {
+                        (KvPair::from(e), e.value.clone())
+                    } else {
+                        (KvPair::from(e), Vec::new())
+                    }
+                })
+            },
+        )
+        .await;
+    let Some((pair, value)) = entry else {
+        return Ok(not_found_with_index(index));
+    };
+    if raw {
+        let mut r = Body::from(value).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static("sandbox"),
+        );
+        query::query_headers(&mut r, index);
+        return Ok(r);
+    }
+    Ok(json_with_index(&[pair], index, &opts))
+}
+
+async fn put(
+    server: Server,
+    key: String,
+    opts: QueryOptions,
+    body: Body,
+    length: Option<u64>,
+) -> Result<Response, ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::bad_request("Missing key name"));
+    }
+    opts.conflicting(&["cas", "acquire", "release"])?;
+    let flags = opts.uint_param("flags")?.unwrap_or(0);
+    let cas = opts.uint_param("cas")?;
+    if let Some(n) = length.filter(|n| *n > MAX_VALUE_SIZE as u64) {
+        return Err(too_large(n));
+    }
+    let value = axum::body::to_bytes(body, MAX_VALUE_SIZE)
+        .await
+        .map_err(|_| too_large(length.unwrap_or(MAX_VALUE_SIZE as u64 + 1)))?
+        .to_vec();
+    let cmd = if let Some(index) = cas {
+        Command::KvCas {
+            key,
+            value,
+            flags,
+            index,
+        }
+    } else if let Some(session) = opts.get("acquire") {
+        Command::KvAcquire {
+            key,
+            value,
+            flags,
+            session: session.to_string(),
+        }
+    } else if let Some(session) = opts.get("release") {
+        Command::KvRelease {
+            key,
+            value,
+            flags,
+            session: session.to_string(),
+        }
+    } else {
+        Command::KvSet { key, value, flags }
+    };
+    write_bool(&server, cmd, &opts).await
+}
+
+async fn delete(server: Server, key: String, opts: QueryOptions) -> Result<Response, ApiError> {
+    opts.conflicting(&["recurse", "cas"])?;
+    let cmd = if opts.flag("recurse") {
+        Command::KvDeleteTree { prefix: key }
+    } else if key.is_empty() {
+        return Err(ApiError::bad_request("Missing key name"));
+    } else if let Some(index) = opts.uint_param("cas")? {
+        Command::KvDeleteCas { key, index }
+    } else {
+        Command::KvDelete { key }
+    };
+    write_bool(&server, cmd, &opts).await
+}
+
+/// Apply a KV write and answer its `true`/`false`.
+async fn write_bool(
+    server: &Server,
+    cmd: Command,
+    opts: &QueryOptions,
+) -> Result<Response, ApiError> {
+    match server.write(cmd).await {
+        Ok(w) => match w.outcome {
+            Outcome::Bool(b) => Ok(json(&b, opts)),
+            other => Err(ApiError::internal(format!(
+                "unexpected outcome of a KV write: {other:?}"
+            ))),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn too_large(n: u64) -> ApiError {
+    ApiError::too_large(format!(
+        "Request body({n} bytes) too large, max size: {MAX_VALUE_SIZE} bytes. See {VALUE_SIZE_DOC}."
+    ))
 }

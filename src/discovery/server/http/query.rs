@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -65,6 +65,11 @@ impl QueryOptions {
         };
         o.stale = o.flag("stale");
         o.consistent = o.flag("consistent");
+        if o.stale && o.consistent {
+            return Err(ApiError::bad_request(
+                "Cannot specify ?stale with ?consistent, conflicting semantics.",
+            ));
+        }
         o.pretty = o.flag("pretty");
         o.dc = o.get("dc").filter(|d| !d.is_empty()).map(String::from);
         Ok(o)
@@ -76,6 +81,38 @@ impl QueryOptions {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A `u64` parameter parsed like Go's `strconv.ParseUint` (`?cas=`,
+    /// `?flags=`); Consul answers a bad one with 500 and Go's error text.
+    pub fn uint_param(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => parse_uint(v).map(Some),
+        }
+    }
+
+    /// The query string re-encoded like Go's `url.Values.Encode()` (keys
+    /// sorted), as Consul prints it in `Conflicting flags: ...`.
+    pub fn encode(&self) -> String {
+        let mut pairs: Vec<&(String, String)> = self.params.iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// 400 `Conflicting flags: ...` when more than one of `flags` is present.
+    pub fn conflicting(&self, flags: &[&str]) -> Result<(), ApiError> {
+        if flags.iter().filter(|f| self.flag(f)).count() > 1 {
+            return Err(ApiError::bad_request(format!(
+                "Conflicting flags: {}",
+                self.encode()
+            )));
+        }
+        Ok(())
     }
 
     /// Every value of a repeatable parameter (`?tag=a&tag=b`).
@@ -120,6 +157,79 @@ impl QueryOptions {
             _ => Ok(()),
         }
     }
+}
+
+/// Go's `strconv.ParseUint(v, 10, 64)` with its error text.
+pub fn parse_uint(v: &str) -> Result<u64, ApiError> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse().map_err(|_| {
+            ApiError::internal(format!(
+                "strconv.ParseUint: parsing {}: value out of range",
+                crate::discovery::server::state::go_quote(v)
+            ))
+        })
+    } else {
+        Err(ApiError::internal(format!(
+            "strconv.ParseUint: parsing {}: invalid syntax",
+            crate::discovery::server::state::go_quote(v)
+        )))
+    }
+}
+
+/// Go's `url.QueryEscape`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// What follows `prefix` in a request path, percent-decoded the way Go's
+/// `URL.Path` is (`%2F` becomes `/`, `+` stays `+`); `None` if the path does
+/// not start with `prefix`. Consul just trims the route prefix, so IDs and
+/// keys may contain `/` and `:` and may be empty.
+pub fn path_rest(path: &str, prefix: &str) -> Option<String> {
+    path.strip_prefix(prefix).map(path_decode)
+}
+
+/// Percent-decode a path (no `+` rule).
+pub fn path_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Consul's answer to a method a route does not serve.
+pub fn method_not_allowed(method: &Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} not allowed"),
+    )
+}
+
+/// A `MethodRouter` fallback answering [`method_not_allowed`].
+pub async fn reject_method(method: Method) -> ApiError {
+    method_not_allowed(&method)
 }
 
 fn url_pairs(q: &str) -> Vec<(String, String)> {
@@ -230,6 +340,14 @@ impl From<crate::discovery::server::WriteError> for ApiError {
     }
 }
 
+/// A 404 with an empty body and the query headers (KV not found: clients
+/// need `X-Consul-Index` to keep blocking).
+pub fn not_found_with_index(index: u64) -> Response {
+    let mut r = StatusCode::NOT_FOUND.into_response();
+    query_headers(&mut r, index);
+    r
+}
+
 /// The headers of a query endpoint: `X-Consul-Index` (never 0),
 /// `X-Consul-KnownLeader`, `X-Consul-LastContact`.
 pub fn query_headers(resp: &mut Response, index: u64) {
@@ -292,5 +410,35 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(percent_decode("scope%2Fname"), "scope/name");
+        assert_eq!(
+            QueryOptions::parse(Some("stale&consistent"), &h)
+                .unwrap_err()
+                .message,
+            "Cannot specify ?stale with ?consistent, conflicting semantics."
+        );
+    }
+
+    #[test]
+    fn paths_uints_and_conflicts_read_like_go() {
+        assert_eq!(
+            path_rest("/v1/kv/a%2Fb+c%3A", "/v1/kv/"),
+            Some("a/b+c:".into())
+        );
+        assert_eq!(path_rest("/v1/kv/", "/v1/kv/"), Some(String::new()));
+        assert_eq!(path_decode("100%"), "100%");
+        assert_eq!(path_decode("%4"), "%4");
+        assert_eq!(parse_uint("12").unwrap(), 12);
+        assert_eq!(
+            parse_uint("").unwrap_err().message,
+            "strconv.ParseUint: parsing \"\": invalid syntax"
+        );
+        let h = HeaderMap::new();
+        let o = QueryOptions::parse(Some("release=s%201&cas=0"), &h).unwrap();
+        assert_eq!(
+            o.conflicting(&["cas", "acquire", "release"])
+                .unwrap_err()
+                .message,
+            "Conflicting flags: cas=0&release=s+1"
+        );
     }
 }

@@ -1,0 +1,700 @@
+//! The agent's KV, txn, session, status and operator endpoints, driven over
+//! real HTTP against the real binary (`pilotfish agent --dev`) on free
+//! loopback ports, with Consul's codes, texts, shapes and index headers.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// A running agent, killed when dropped.
+struct Agent {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let (http_port, dns_port) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+            .args(["agent", "--dev", "--node", "n1", "--client", "127.0.0.1"])
+            .args(["--http-port", &http_port.to_string()])
+            .args(["--dns-port", &dns_port.to_string()])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "agent did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            child,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let index = resp
+            .headers()
+            .get("x-consul-index")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.bytes().await.unwrap().to_vec();
+        Reply {
+            status,
+            index,
+            content_type,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn put(&self, path: &str, body: &str) -> Reply {
+        self.call(Method::PUT, path, Some(body.as_bytes().to_vec()))
+            .await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// A session without checks (Patroni's shape); returns its ID.
+    async fn session(&self, behavior: &str) -> String {
+        let r = self
+            .put(
+                "/v1/session/create",
+                &json!({"name": "t", "checks": [], "lockdelay": "0.001s", "behavior": behavior})
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        r.json()["ID"].as_str().unwrap().to_string()
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    index: Option<u64>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn ok_true(&self) {
+        assert_eq!(
+            (self.status, self.text().as_str()),
+            (StatusCode::OK, "true")
+        );
+    }
+    fn ok_false(&self) {
+        assert_eq!(
+            (self.status, self.text().as_str()),
+            (StatusCode::OK, "false")
+        );
+    }
+}
+
+#[tokio::test]
+async fn kv_crud_keeps_exact_shapes_flags_and_indexes() {
+    let a = Agent::start();
+    a.put("/v1/kv/svc/config", "hello").await.ok_true();
+    let r = a.get("/v1/kv/svc/config").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    let pair = &r.json()[0];
+    assert_eq!(pair["Key"], "svc/config");
+    assert_eq!(pair["Value"], "aGVsbG8=");
+    assert_eq!(pair["Flags"], 0);
+    assert!(pair.get("Session").is_none(), "no Session when unlocked");
+    let modify = pair["ModifyIndex"].as_u64().unwrap();
+    assert_eq!(r.index, Some(modify), "single key answers its ModifyIndex");
+
+    // Go's api.Lock flag survives as an exact 64-bit integer.
+    a.put("/v1/kv/svc/config?flags=3304740253564472344", "")
+        .await
+        .ok_true();
+    let r = a.get("/v1/kv/svc/config").await;
+    assert!(String::from_utf8_lossy(&r.body).contains("\"Flags\":3304740253564472344"));
+    assert_eq!(r.json()[0]["Value"], Value::Null, "empty body stores nil");
+    // A plain PUT resets flags to 0.
+    a.put("/v1/kv/svc/config", "x").await.ok_true();
+    assert_eq!(a.get("/v1/kv/svc/config").await.json()[0]["Flags"], 0);
+
+    // Another key's write does not move this key's index.
+    let before = a.get("/v1/kv/svc/config").await.index.unwrap();
+    a.put("/v1/kv/other", "y").await.ok_true();
+    assert_eq!(a.get("/v1/kv/svc/config").await.index, Some(before));
+
+    a.delete("/v1/kv/svc/config").await.ok_true();
+    let r = a.get("/v1/kv/svc/config").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.is_empty());
+    assert!(
+        r.index.unwrap() > before,
+        "404 carries the tombstone's index"
+    );
+    // A key never written still answers with an index (never 0).
+    let r = a.get("/v1/kv/never").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.index.unwrap() >= 1);
+
+    // Errors.
+    let r = a.get("/v1/kv/").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (StatusCode::BAD_REQUEST, "Missing key name")
+    );
+    let r = a.put("/v1/kv/", "v").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (StatusCode::BAD_REQUEST, "Missing key name")
+    );
+    let r = a.call(Method::POST, "/v1/kv/a", None).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method POST not allowed")
+    );
+    let r = a.put("/v1/kv/a?flags=x", "v").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "strconv.ParseUint: parsing \"x\": invalid syntax"
+        )
+    );
+    let r = a.get("/v1/kv/a?stale&consistent").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = a.get("/v1/kv/a?dc=dc2").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter")
+    );
+}
+
+#[tokio::test]
+async fn kv_cas_creates_once_and_checks_modify_index() {
+    let a = Agent::start();
+    a.put("/v1/kv/init?cas=0", "sys1").await.ok_true();
+    a.put("/v1/kv/init?cas=0", "sys2").await.ok_false();
+    let idx = a.get("/v1/kv/init").await.json()[0]["ModifyIndex"]
+        .as_u64()
+        .unwrap();
+    a.put(&format!("/v1/kv/init?cas={}", idx + 100), "z")
+        .await
+        .ok_false();
+    a.put(&format!("/v1/kv/init?cas={idx}"), "sys3")
+        .await
+        .ok_true();
+    let r = a.get("/v1/kv/init?raw").await;
+    assert_eq!(r.text(), "sys3");
+    let idx = r.index.unwrap();
+    a.delete(&format!("/v1/kv/init?cas={}", idx - 1))
+        .await
+        .ok_false();
+    a.delete(&format!("/v1/kv/init?cas={idx}")).await.ok_true();
+    // Absent key + cas ⇒ true.
+    a.delete("/v1/kv/init?cas=5").await.ok_true();
+    let r = a.put("/v1/kv/k?cas=0&acquire=s", "v").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "Conflicting flags: acquire=s&cas=0"
+        )
+    );
+    let r = a.delete("/v1/kv/k?cas=0&recurse").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().starts_with("Conflicting flags: "));
+    let r = a.put("/v1/kv/k?cas=", "v").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn kv_recurse_keys_separator_and_raw() {
+    let a = Agent::start();
+    // The root of an empty store: keys ⇒ [], recurse ⇒ 404.
+    let r = a.get("/v1/kv/?keys").await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!([])));
+    assert_eq!(a.get("/v1/kv/?recurse").await.status, StatusCode::NOT_FOUND);
+    for k in ["web/a", "web/b/c", "web/b/d", "webx", "db/x"] {
+        a.put(&format!("/v1/kv/{k}"), k).await.ok_true();
+    }
+    let r = a.get("/v1/kv/web?recurse").await;
+    let keys: Vec<&str> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["Key"].as_str().unwrap().to_owned().leak() as &str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["web/a", "web/b/c", "web/b/d", "webx"],
+        "byte prefix, sorted"
+    );
+    let r = a.get("/v1/kv/?recurse=1").await;
+    assert_eq!(r.json().as_array().unwrap().len(), 5);
+    let r = a.get("/v1/kv/web/?keys&separator=/").await;
+    assert_eq!(r.json(), json!(["web/a", "web/b/"]));
+    let r = a.get("/v1/kv/web/?keys=True").await;
+    assert_eq!(r.json(), json!(["web/a", "web/b/c", "web/b/d"]));
+    let r = a.get("/v1/kv/nothing/?keys").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.index.is_some());
+
+    let r = a.get("/v1/kv/web/b/c?raw").await;
+    assert_eq!(r.text(), "web/b/c");
+    assert_eq!(r.content_type.as_deref(), Some("text/plain"));
+
+    // A prefix index covers deletes (tombstones).
+    let idx = a.get("/v1/kv/web/?recurse").await.index.unwrap();
+    a.delete("/v1/kv/web/?recurse").await.ok_true();
+    let r = a.get("/v1/kv/web/?recurse").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.index.unwrap() > idx);
+    assert_eq!(a.get("/v1/kv/webx").await.status, StatusCode::OK);
+    a.delete("/v1/kv/?recurse").await.ok_true();
+    assert_eq!(a.get("/v1/kv/?keys").await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn kv_percent_encoded_keys_keep_their_slashes() {
+    let a = Agent::start();
+    a.put("/v1/kv/service/scope%2Fname:1", "v").await.ok_true();
+    let r = a.get("/v1/kv/service/scope/name:1").await;
+    assert_eq!(r.json()[0]["Key"], "service/scope/name:1");
+    let r = a.get("/v1/kv/service%2Fscope%2F?keys").await;
+    assert_eq!(r.json(), json!(["service/scope/name:1"]));
+    a.put("/v1/kv/sp%20ace+plus", "v").await.ok_true();
+    assert_eq!(a.get("/v1/kv/sp ace+plus").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn kv_values_over_512_kib_are_refused_with_413() {
+    let a = Agent::start();
+    let max = 512 * 1024;
+    let r = a
+        .call(Method::PUT, "/v1/kv/big", Some(vec![b'x'; max + 1]))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        r.text(),
+        "Request body(524289 bytes) too large, max size: 524288 bytes. \
+         See https://www.consul.io/docs/agent/config/config-files#kv_max_value_size."
+    );
+    assert_eq!(a.get("/v1/kv/big").await.status, StatusCode::NOT_FOUND);
+    a.call(Method::PUT, "/v1/kv/big", Some(vec![b'x'; max]))
+        .await
+        .ok_true();
+    assert_eq!(a.get("/v1/kv/big?raw").await.body.len(), max);
+}
+
+#[tokio::test]
+async fn kv_acquire_release_and_session_behaviors() {
+    let a = Agent::start();
+    let s1 = a.session("release").await;
+    let s2 = a.session("delete").await;
+    a.put(&format!("/v1/kv/leader?acquire={s1}"), "n1")
+        .await
+        .ok_true();
+    let p = a.get("/v1/kv/leader").await.json()[0].clone();
+    assert_eq!(
+        (p["Session"].as_str(), p["LockIndex"].as_u64()),
+        (Some(s1.as_str()), Some(1))
+    );
+    // The holder re-acquiring (Patroni every loop) gets true, LockIndex kept.
+    a.put(&format!("/v1/kv/leader?acquire={s1}"), "n1b")
+        .await
+        .ok_true();
+    let p = a.get("/v1/kv/leader").await.json()[0].clone();
+    assert_eq!(
+        (p["LockIndex"].as_u64(), p["Value"].as_str()),
+        (Some(1), Some("bjFi"))
+    );
+    // Another session cannot take or release it.
+    a.put(&format!("/v1/kv/leader?acquire={s2}"), "n2")
+        .await
+        .ok_false();
+    a.put(&format!("/v1/kv/leader?release={s2}"), "n2")
+        .await
+        .ok_false();
+    // A plain PUT keeps the holder.
+    a.put("/v1/kv/leader", "n1c").await.ok_true();
+    assert_eq!(
+        a.get("/v1/kv/leader").await.json()[0]["Session"],
+        s1.as_str()
+    );
+    a.put(&format!("/v1/kv/leader?release={s1}"), "n1")
+        .await
+        .ok_true();
+    assert!(a.get("/v1/kv/leader").await.json()[0]
+        .get("Session")
+        .is_none());
+
+    let r = a.put("/v1/kv/leader?acquire=nope", "x").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid session \"nope\""
+        )
+    );
+    let r = a.put("/v1/kv/leader?acquire=", "x").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "missing session")
+    );
+
+    // Destroying a delete-behavior session deletes its keys.
+    a.put(&format!("/v1/kv/members/n2?acquire={s2}"), "m")
+        .await
+        .ok_true();
+    a.put(&format!("/v1/session/destroy/{s2}"), "")
+        .await
+        .ok_true();
+    assert_eq!(
+        a.get("/v1/kv/members/n2").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn txn_commits_atomically_or_rolls_back_with_409() {
+    let a = Agent::start();
+    let ops = json!([
+        {"KV": {"Verb": "set", "Key": "t/a", "Value": "YQ=="}},
+        {"KV": {"Verb": "set", "Key": "t/b", "Value": "Yg==", "Flags": 7}},
+    ]);
+    let r = a.put("/v1/txn", &ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["Errors"], Value::Null);
+    assert_eq!(body["Results"][1]["KV"]["Key"], "t/b");
+    assert_eq!(body["Results"][1]["KV"]["Flags"], 7);
+
+    // One failing check rolls back the set before it.
+    let ops = json!([
+        {"KV": {"Verb": "set", "Key": "t/a", "Value": "eg=="}},
+        {"KV": {"Verb": "check-not-exists", "Key": "t/b"}},
+    ]);
+    let r = a.put("/v1/txn", &ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let body = r.json();
+    assert_eq!(body["Results"], Value::Null);
+    assert_eq!(body["Errors"][0]["OpIndex"], 1);
+    assert_eq!(a.get("/v1/kv/t/a?raw").await.text(), "a");
+
+    // Reads alone are served without a write, with index headers.
+    let before = a.get("/v1/kv/t/?recurse").await.index;
+    let r = a
+        .put(
+            "/v1/txn",
+            &json!([{"KV": {"Verb": "get", "Key": "t/a"}}]).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["Results"][0]["KV"]["Value"], "YQ==");
+    assert!(r.index.is_some());
+    assert_eq!(a.get("/v1/kv/t/?recurse").await.index, before);
+
+    let r = a.put("/v1/txn", "{nope").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().starts_with("Failed to parse body: "));
+    let many: Vec<Value> = (0..65)
+        .map(|i| json!({"KV": {"Verb": "get", "Key": format!("k{i}")}}))
+        .collect();
+    let r = a.put("/v1/txn", &Value::Array(many).to_string()).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Transaction contains too many operations (65 > 64)"
+        )
+    );
+}
+
+#[tokio::test]
+async fn sessions_create_renew_destroy_and_validate_ttl() {
+    let a = Agent::start();
+    // Patroni's body: lowercase keys, fractional TTL, no checks.
+    let r = a
+        .put(
+            "/v1/session/create",
+            r#"{"name":"pg-n1","checks":[],"lockdelay":"0.001s","behavior":"delete", "ttl": "15.0s"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let id = r.json()["ID"].as_str().unwrap().to_string();
+    let r = a.put(&format!("/v1/session/renew/{id}"), "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let s = &r.json()[0];
+    assert_eq!(s["TTL"], "15.0s", "TTL verbatim");
+    assert_eq!(s["Behavior"], "delete");
+    assert_eq!(s["LockDelay"], 1_000_000);
+    assert_eq!(s["Node"], "n1");
+    assert_eq!(s["NodeChecks"], json!([]));
+
+    let r = a.get(&format!("/v1/session/info/{id}")).await;
+    assert_eq!(r.json()[0]["ID"], id.as_str());
+    assert!(r.index.is_some());
+    // No body ⇒ defaults (serfHealth, 15 s lock-delay, release).
+    let r = a.put("/v1/session/create", "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let list = a.get("/v1/session/list").await.json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let dflt = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ID"] != id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(dflt["Checks"], json!(["serfHealth"]));
+    assert_eq!(dflt["LockDelay"], 15_000_000_000u64);
+    assert_eq!(dflt["Behavior"], "release");
+    assert_eq!(
+        a.get("/v1/session/node/n1")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(a.get("/v1/session/node/other").await.json(), json!([]));
+
+    a.put(&format!("/v1/session/destroy/{id}"), "")
+        .await
+        .ok_true();
+    a.put(&format!("/v1/session/destroy/{id}"), "")
+        .await
+        .ok_true();
+    assert_eq!(
+        a.get(&format!("/v1/session/info/{id}")).await.json(),
+        json!([])
+    );
+    let r = a.put(&format!("/v1/session/renew/{id}"), "").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            StatusCode::NOT_FOUND,
+            format!("Session id '{id}' not found")
+        )
+    );
+
+    let r = a.put("/v1/session/create", r#"{"TTL":"5s"}"#).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]"
+        )
+    );
+    let r = a.put("/v1/session/create", r#"{"ttl":"10"}"#).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Session TTL '10' invalid: time: missing unit in duration \"10\""
+        )
+    );
+    let r = a.put("/v1/session/create", r#"{"Behavior":"keep"}"#).await;
+    assert_eq!(r.text(), "Invalid Behavior setting 'keep'");
+    let r = a.put("/v1/session/create", "{").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().starts_with("Request decode failed: "));
+    let r = a.put("/v1/session/create", r#"{"Checks":["web"]}"#).await;
+    assert_eq!(r.text(), "Missing check 'web' registration");
+    let r = a.get("/v1/session/create").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn blocking_get_returns_on_change_and_times_out_without_one() {
+    let a = Agent::start();
+    a.put("/v1/kv/svc/leader", "n1").await.ok_true();
+    let idx = a.get("/v1/kv/svc/leader").await.index.unwrap();
+
+    // No change: waits the whole wait (≤ wait × 17/16), then 200 with the same index.
+    let t = Instant::now();
+    let r = a
+        .get(&format!("/v1/kv/svc/leader?index={idx}&wait=400ms"))
+        .await;
+    let took = t.elapsed();
+    assert_eq!((r.status, r.index), (StatusCode::OK, Some(idx)));
+    assert!(
+        took >= Duration::from_millis(400),
+        "returned early: {took:?}"
+    );
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+
+    // A write elsewhere does not wake it; a write to the key does.
+    let waiter = {
+        let url = format!("{}/v1/kv/svc/leader?index={idx}&wait=10s", a.base);
+        let http = a.http.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = http.get(url).send().await.unwrap();
+            let index = r.headers()["x-consul-index"].to_str().unwrap().to_string();
+            let body: Value = r.json().await.unwrap();
+            (t.elapsed(), index, body)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.put("/v1/kv/svc/other", "x").await.ok_true();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "woken by a write to another key");
+    a.put("/v1/kv/svc/leader", "n2").await.ok_true();
+    let (took, index, body) = waiter.await.unwrap();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(index.parse::<u64>().unwrap() > idx);
+    assert_eq!(body[0]["Value"], "bjI=");
+
+    // A missing key blocks until it appears; the 404 carried the index to block on.
+    let r = a.get("/v1/kv/svc/new").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let missing_idx = r.index.unwrap();
+    let waiter = {
+        let url = format!("{}/v1/kv/svc/new?index={missing_idx}&wait=10s", a.base);
+        let http = a.http.clone();
+        tokio::spawn(async move { http.get(url).send().await.unwrap().status() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished());
+    a.put("/v1/kv/svc/new", "v").await.ok_true();
+    assert_eq!(waiter.await.unwrap(), StatusCode::OK);
+
+    // A prefix watcher wakes on a delete under it.
+    let pidx = a.get("/v1/kv/svc/?recurse").await.index.unwrap();
+    let waiter = {
+        let url = format!("{}/v1/kv/svc/?recurse&index={pidx}&wait=10s", a.base);
+        let http = a.http.clone();
+        tokio::spawn(async move {
+            let r = http.get(url).send().await.unwrap();
+            r.headers()["x-consul-index"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.delete("/v1/kv/svc/other").await.ok_true();
+    assert!(waiter.await.unwrap() > pidx);
+
+    let r = a.get("/v1/kv/svc/leader?index=1&wait=10").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn blocking_session_list_wakes_on_create() {
+    let a = Agent::start();
+    let idx = a.get("/v1/session/list").await.index.unwrap();
+    let waiter = {
+        let url = format!("{}/v1/session/list?index={idx}&wait=10s", a.base);
+        let http = a.http.clone();
+        tokio::spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished());
+    let id = a.session("release").await;
+    assert_eq!(waiter.await.unwrap()[0]["ID"], id.as_str());
+}
+
+#[tokio::test]
+async fn status_and_raft_configuration_name_this_server() {
+    let a = Agent::start();
+    let r = a.get("/v1/status/leader").await;
+    assert_eq!(
+        (r.status, r.json()),
+        (StatusCode::OK, json!("127.0.0.1:8300"))
+    );
+    assert_eq!(r.index, None, "status endpoints send no index");
+    assert_eq!(
+        a.get("/v1/status/peers").await.json(),
+        json!(["127.0.0.1:8300"])
+    );
+    let r = a.get("/v1/operator/raft/configuration").await.json();
+    assert_eq!(r["Servers"][0]["Node"], "n1");
+    assert_eq!(r["Servers"][0]["Leader"], true);
+    assert_eq!(r["Servers"][0]["Voter"], true);
+    assert_eq!(r["Servers"][0]["Address"], "127.0.0.1:8300");
+}
+
+#[test]
+fn agent_refuses_to_start_without_dev_or_data_dir_and_stops_on_sigterm() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+        .args(["agent", "--http-port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir is required"));
+
+    let mut a = Agent::start();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
