@@ -584,14 +584,12 @@ fn agent_has_data_dir() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs once `pilotfish agent --data-dir` exists (the agent command is
-/// being written on another branch); until then it says so and passes.
 #[test]
 fn agent_killed_mid_write_loop_keeps_every_acknowledged_put() {
-    if !agent_has_data_dir() {
-        eprintln!("SKIPPED: `pilotfish agent --help` does not list --data-dir yet");
-        return;
-    }
+    assert!(
+        agent_has_data_dir(),
+        "`pilotfish agent --help` does not list --data-dir"
+    );
     let tmp = tempfile::tempdir().expect("temp dir");
     let data: PathBuf = tmp.path().join("data");
     let port = free_port();
