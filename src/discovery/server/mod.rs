@@ -138,6 +138,23 @@ struct Inner {
     waiters: Mutex<Waiters>,
     /// Cancelled when the API asks the agent to leave (`PUT /v1/agent/leave`).
     leave: tokio_util::sync::CancellationToken,
+    /// Writes waiting for the next group commit.
+    pending: Mutex<Vec<Pending>>,
+}
+
+/// A write waiting to be committed, and where its answer goes.
+struct Pending {
+    cmd: Command,
+    reply: tokio::sync::oneshot::Sender<Result<Written, WriteError>>,
+}
+
+/// Run a blocking call (an fsync) without stalling other tasks where the
+/// runtime allows it (multi-thread); inline on a current-thread runtime.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// A blocking query's index as a function of the state.
@@ -200,6 +217,7 @@ impl Server {
                 applied,
                 waiters: Mutex::new(Waiters::default()),
                 leave: tokio_util::sync::CancellationToken::new(),
+                pending: Mutex::new(Vec::new()),
             }),
         };
         let node = state::catalog::Registration {
@@ -235,21 +253,73 @@ impl Server {
 
     /// Apply one command in log order; durable before it is applied.
     pub async fn write(&self, cmd: Command) -> Result<Written, WriteError> {
-        let mut store = self.inner.commit.lock().await;
-        let index = self.read(|s| s.last_applied()) + 1;
-        let now = now_ms();
-        store.append(index, now, &cmd).map_err(WriteError::Store)?;
-        let result = {
-            let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
-            state.apply(index, now, cmd)
-        };
-        // A refused command still used its index (it is in the log).
-        self.read(|state| self.wake(state));
-        self.inner.applied.send_replace(index);
-        Ok(Written {
-            index,
-            outcome: result?,
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.pending().push(Pending { cmd, reply });
+        {
+            // Group commit: whoever holds the commit lock takes every write
+            // queued so far (its own, unless an earlier holder already took
+            // it) and makes them durable with one fsync.
+            let mut store = self.inner.commit.lock().await;
+            let batch = std::mem::take(&mut *self.pending());
+            if !batch.is_empty() {
+                self.commit(&mut store, batch);
+            }
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(WriteError::Store(
+                "the write was dropped before it was committed".into(),
+            ))
         })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append a batch (one fsync), apply it in log order, snapshot when due,
+    /// wake the blocking queries whose index moved, answer every writer.
+    fn commit(&self, store: &mut store::Store, batch: Vec<Pending>) {
+        let first = self.read(|s| s.last_applied()) + 1;
+        let now = now_ms();
+        let appended = {
+            let entries: Vec<(u64, u64, &Command)> = batch
+                .iter()
+                .zip(first..)
+                .map(|(p, index)| (index, now, &p.cmd))
+                .collect();
+            blocking(|| store.append_batch(&entries))
+        };
+        if let Err(e) = appended {
+            for p in batch {
+                let _ = p.reply.send(Err(WriteError::Store(e.to_string())));
+            }
+            return;
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut last = first;
+        {
+            let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
+            for (p, index) in batch.into_iter().zip(first..) {
+                // A refused command still used its index (it is in the log).
+                let result = state.apply(index, now, p.cmd);
+                answers.push((p.reply, index, result));
+                last = index;
+            }
+        }
+        if let Err(e) = self.read(|state| store.snapshot_if_due(state)) {
+            tracing::warn!(
+                "state snapshot failed; the log keeps every entry until one succeeds: {e}"
+            );
+        }
+        self.read(|state| self.wake(state));
+        self.inner.applied.send_replace(last);
+        for (reply, index, result) in answers {
+            let _ = reply.send(
+                result
+                    .map(|outcome| Written { index, outcome })
+                    .map_err(WriteError::from),
+            );
+        }
     }
 
     /// Run `f` on the current state.
