@@ -425,3 +425,135 @@ pub fn reverse(state: &State, zone: &Zone, ip: IpAddr, owner: &Name) -> Option<A
         .collect();
     (!answers.is_empty()).then(|| Answer::records(answers, Vec::new()))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use hickory_proto::op::Query;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::discovery::server::state::catalog::{Registration, Service, Weights};
+    use crate::discovery::server::state::Command;
+
+    fn zone() -> Zone {
+        Zone::new("Consul", "dc1", "server1", "127.0.0.1".parse().unwrap())
+    }
+
+    /// `count` instances of `name`, each on its own node with a long name.
+    fn state_with(name: &str, count: usize) -> State {
+        let mut state = State::new();
+        for i in 0..count {
+            let reg = Registration {
+                node: format!("a-rather-long-node-name-for-size-tests-{i}"),
+                node_id: String::new(),
+                address: format!("10.0.{}.{}", i / 250, i % 250),
+                tagged_addresses: BTreeMap::new(),
+                node_meta: BTreeMap::new(),
+                skip_node_update: false,
+                service: Some(Service {
+                    id: format!("{name}{i}"),
+                    name: name.to_string(),
+                    tags: Vec::new(),
+                    address: String::new(),
+                    port: 80,
+                    meta: BTreeMap::new(),
+                    enable_tag_override: false,
+                    weights: Weights::default(),
+                    create_index: 0,
+                    modify_index: 0,
+                }),
+                checks: Vec::new(),
+            };
+            state
+                .apply(i as u64 + 1, 1, Command::Register(reg))
+                .unwrap();
+        }
+        state
+    }
+
+    fn ask(state: &State, qname: &str, qtype: RecordType) -> (Answer, Query) {
+        let owner = Name::from_ascii(qname).unwrap();
+        let labels: Vec<String> = owner
+            .iter()
+            .take(owner.num_labels() as usize - 1)
+            .map(|l| String::from_utf8_lossy(l).to_lowercase())
+            .collect();
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let lookup = super::super::name::parse(&labels, "dc1");
+        let mut rng = StdRng::seed_from_u64(7);
+        let answer = super::lookup(
+            state,
+            &zone(),
+            &lookup,
+            qtype,
+            &owner,
+            1_700_000_000,
+            &mut rng,
+        );
+        (answer, Query::query(owner, qtype))
+    }
+
+    #[test]
+    fn zone_normalises_the_domain() {
+        let z = zone();
+        assert_eq!(z.domain_text, "consul.");
+        let soa = z.soa(1_700_000_000);
+        assert_eq!(soa.name.to_ascii(), "consul.");
+        let RData::SOA(soa) = soa.data else {
+            panic!("not a SOA")
+        };
+        assert_eq!(soa.mname.to_ascii(), "ns.consul.");
+        assert_eq!(soa.rname.to_ascii(), "hostmaster.consul.");
+        assert_eq!(
+            (soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum),
+            (1_700_000_000, 3600, 600, 86400, 0)
+        );
+    }
+
+    #[test]
+    fn edns_answers_are_trimmed_to_the_advertised_size() {
+        let state = state_with("big", 200);
+        let (mut answer, query) = ask(&state, "big.service.consul.", RecordType::A);
+        assert_eq!(answer.answers.len(), 200);
+        let full = answer.clone();
+        answer.fit(&query, None, 1232);
+        let kept = answer.answers.len();
+        assert!(kept > 3 && kept < 200, "kept {kept}");
+        assert!(answer.encoded_len(&query, kept) <= 1232);
+        assert!(
+            full.encoded_len(&query, kept + 1) > 1232,
+            "one more would still fit"
+        );
+    }
+
+    #[test]
+    fn srv_without_edns_keeps_three_and_their_additionals() {
+        let state = state_with("web", 8);
+        let (mut answer, query) = ask(&state, "web.service.consul.", RecordType::SRV);
+        assert_eq!((answer.answers.len(), answer.additionals.len()), (8, 8));
+        answer.fit(&query, Some(UDP_ANSWER_LIMIT), 512);
+        assert_eq!(answer.answers.len(), 3);
+        let targets: HashSet<Name> = answer
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::SRV(srv) => srv.target.clone(),
+                other => panic!("not SRV: {other:?}"),
+            })
+            .collect();
+        let extra: HashSet<Name> = answer.additionals.iter().map(|r| r.name.clone()).collect();
+        assert_eq!(targets, extra);
+        assert!(answer.encoded_len(&query, 3) <= 512);
+    }
+
+    #[test]
+    fn meta_txt_escapes_rfc1464_keys() {
+        assert_eq!(meta_txt("rack", "r1"), "rack=r1");
+        assert_eq!(meta_txt("a=b", "c"), "a`=b=c");
+        assert_eq!(meta_txt("rfc1035-raw", "v=1"), "v=1");
+    }
+}
