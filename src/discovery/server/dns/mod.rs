@@ -228,13 +228,8 @@ impl ConsulDns {
         metadata.response_code = reply.metadata.response_code;
         metadata.truncation = reply.metadata.truncation;
         metadata.authentic_data = reply.metadata.authentic_data;
-        // Relay the recursor's OPT only to clients that sent one.
-        let reply_edns = match (edns, reply.edns.as_ref()) {
-            (Some(_), Some(theirs)) => Some(theirs),
-            (Some(ours), None) => Some(ours),
-            _ => None,
-        };
-        let response = MessageResponseBuilder::new(&request.queries, reply_edns).build(
+        // Our OPT, not the recursor's: its size is what the client can take.
+        let response = MessageResponseBuilder::new(&request.queries, edns).build(
             metadata,
             reply.answers.iter(),
             reply.authorities.iter(),
