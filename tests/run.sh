@@ -4,13 +4,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# System tools the tests use: unshare (PID-1 tests in a fresh pid namespace),
-# python3 (examples), procps. Installed with apt-get when missing and root.
+# System packages the tests use: unshare (PID-1 tests in a fresh pid
+# namespace), dig (DNS tests), Debian's python3 with python-consul 0.7 and
+# pytest, and venv for py-consul from PyPI. Installed with apt-get when
+# missing and root.
 need=()
-command -v unshare >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-command -v pgrep >/dev/null || need+=(procps)
-command -v cc >/dev/null || need+=(gcc)
+for pkg in util-linux procps gcc bind9-dnsutils python3 python3-venv python3-pytest python3-consul; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         echo "tests/run.sh: installing ${need[*]}"
@@ -28,3 +29,6 @@ if ! command -v cargo >/dev/null; then
 fi
 
 cargo test --all-targets --locked
+
+# Real Consul clients against `pilotfish agent --dev` (the binary cargo test built).
+tests/python/run.sh

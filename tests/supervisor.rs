@@ -657,3 +657,90 @@ fn http_get(port: u16, path: &str) -> String {
     }
     panic!("GET {path}: {last}");
 }
+
+#[test]
+fn user_group_raw_logging_and_run_timeout() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: switching user needs root");
+        return;
+    }
+    let mut pf = Pilotfish::start(
+        r#"
+        [logging]
+        format = "json"
+        [[jobs]]
+        name = "as-nobody"
+        exec = ["sh", "-c", "echo uid=$(id -u) gid=$(id -g)"]
+        user = "nobody"
+        [[jobs]]
+        name = "raw"
+        exec = ["sh", "-c", "echo raw-line"]
+        logging = { raw = true }
+        [[jobs]]
+        name = "slow"
+        exec = "sleep 30"
+        timeout = "200ms"
+        [[jobs]]
+        name = "done"
+        primary = true
+        exec = "true"
+        when = { source = "slow", once = "exitFailed" }
+    "#,
+    );
+    let (status, log) = pf.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{log}");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("nobody exists");
+    assert!(
+        log.contains("as-nobody[")
+            && log.contains(&format!("uid={} gid={}", nobody.uid, nobody.gid)),
+        "{log}"
+    );
+    // Raw output is the job's own line, not a JSON log record.
+    assert!(log.lines().any(|l| l == "raw-line"), "{log}");
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("as-nobody"))
+            .all(|l| l.starts_with('{')),
+        "json logs: {log}"
+    );
+    assert!(
+        log.contains("job slow timed out after 200ms; killing it"),
+        "{log}"
+    );
+}
+
+#[test]
+fn importing_a_containerpilot_config_yields_a_valid_one() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/containerpilot/nginx.json5");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("pilotfish.toml");
+    let import = Command::new(BIN)
+        .args(["config", "import"])
+        .arg(&fixture)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("import");
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(String::from_utf8_lossy(&import.stderr).contains("note:"));
+    let check = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&out)
+        .env("CONSUL", "consul")
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&check.stderr),
+        read(&out)
+    );
+}

@@ -1,11 +1,706 @@
-//! Consul-style CLI commands over the HTTP API (`info`, `members`, `join`,
-//! `leave`, `kv`, `catalog`) (being written).
+//! Consul-style CLI commands over the HTTP API: `info`, `members`, `join`,
+//! `leave`, `kv get|put|delete`, `catalog services`. Like the `consul` CLI they
+//! are plain HTTP clients of `--http-addr` / `$CONSUL_HTTP_ADDR` (host:port or
+//! a URL; default 127.0.0.1:8500) with the token from `$CONSUL_HTTP_TOKEN`, and
+//! they print exactly what `consul` prints, because scripts parse it (the
+//! autopilot Consul image reads `\tnum_peers = N` from `consul info`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::Value;
+
+/// Where the agent is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpArgs {
+    /// The agent's HTTP address: host:port or a URL.
+    #[arg(
+        long = "http-addr",
+        env = "CONSUL_HTTP_ADDR",
+        default_value = "127.0.0.1:8500",
+        global = true
+    )]
+    pub http_addr: String,
+    /// ACL token.
+    #[arg(long, env = "CONSUL_HTTP_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
 
 /// The Consul-style commands, flattened into `pilotfish`'s command list.
 #[derive(Debug, clap::Subcommand)]
-pub enum ConsulCommand {}
+pub enum ConsulCommand {
+    /// Print the agent's debug information, as `consul info`.
+    Info {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// List the cluster's members, as `consul members`.
+    Members {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// Show tags instead of build/protocol columns.
+        #[arg(long)]
+        detailed: bool,
+        /// Only members with one of these statuses (`alive`, `leaving`, `left`,
+        /// `failed`; `|` separates alternatives, e.g. `alive|failed`).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Join the agent to other agents; a name is resolved to all its addresses.
+    Join {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// DNS server used to resolve names (default: the system's).
+        #[arg(long)]
+        resolver: Option<SocketAddr>,
+        #[arg(long)]
+        wan: bool,
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+    /// Make the agent leave the cluster gracefully.
+    Leave {
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Read and write the key/value store.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// Query the catalog.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value (or every `key:value` under a prefix with --recurse).
+    Get {
+        #[command(flatten)]
+        http: HttpArgs,
+        #[arg(long)]
+        recurse: bool,
+        #[arg(default_value = "")]
+        key: String,
+    },
+    /// Write a value (empty when none is given).
+    Put {
+        #[command(flatten)]
+        http: HttpArgs,
+        key: String,
+        #[arg(default_value = "")]
+        value: String,
+    },
+    /// Delete a key (or everything under a prefix with --recurse).
+    Delete {
+        #[command(flatten)]
+        http: HttpArgs,
+        #[arg(long)]
+        recurse: bool,
+        key: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CatalogCommand {
+    /// List the services, one per line (with --tags, their tags too).
+    Services {
+        #[command(flatten)]
+        http: HttpArgs,
+        #[arg(long)]
+        tags: bool,
+    },
+}
 
 /// Run one command; returns the exit status.
 pub async fn run(cmd: ConsulCommand) -> i32 {
-    match cmd {}
+    let result = match cmd {
+        ConsulCommand::Info { http } => info(&Api::new(&http)).await,
+        ConsulCommand::Members {
+            http,
+            detailed,
+            status,
+        } => members(&Api::new(&http), detailed, status.as_deref()).await,
+        ConsulCommand::Join {
+            http,
+            resolver,
+            wan,
+            addresses,
+        } => join(&Api::new(&http), resolver, wan, &addresses).await,
+        ConsulCommand::Leave { http } => Api::new(&http)
+            .send(reqwest::Method::PUT, "/v1/agent/leave", None)
+            .await
+            .map(|_| Out::ok("Graceful leave complete")),
+        ConsulCommand::Kv { command } => kv(command).await,
+        ConsulCommand::Catalog {
+            command: CatalogCommand::Services { http, tags },
+        } => catalog_services(&Api::new(&http), tags).await,
+    };
+    match result {
+        Ok(out) => {
+            if !out.text.is_empty() {
+                println!("{}", out.text);
+            }
+            out.code
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// What a command prints and its exit status.
+struct Out {
+    text: String,
+    code: i32,
+}
+
+impl Out {
+    fn ok(text: impl Into<String>) -> Out {
+        Out {
+            text: text.into(),
+            code: 0,
+        }
+    }
+}
+
+/// A minimal HTTP client of the agent.
+struct Api {
+    base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl Api {
+    fn new(args: &HttpArgs) -> Api {
+        let addr = args.http_addr.trim_end_matches('/');
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        Api {
+            base,
+            token: args.token.clone().filter(|t| !t.is_empty()),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Send a request; a non-2xx answer becomes an error carrying Consul's body.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, String> {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("X-Consul-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            format!(
+                "Error connecting to the agent at {}: {e} (is `pilotfish agent` running? set --http-addr or CONSUL_HTTP_ADDR)",
+                self.base
+            )
+        })?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            Err(format!(
+                "Unexpected response code: {} ({})",
+                status.as_u16(),
+                text.trim()
+            ))
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> Result<Value, String> {
+        let resp = self.send(reqwest::Method::GET, path, None).await?;
+        resp.json()
+            .await
+            .map_err(|e| format!("Error decoding the agent's answer to {path}: {e}"))
+    }
+}
+
+/// Percent-encode a path segment (keys and IDs may hold any character).
+fn encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A JSON value printed the way Go's `%s` prints the strings of `consul info`.
+fn go_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+async fn info(api: &Api) -> Result<Out, String> {
+    let me = api.get_json("/v1/agent/self").await?;
+    let Some(stats) = me.get("Stats").and_then(Value::as_object) else {
+        return Err(format!("Agent response did not contain 'Stats' key: {me}"));
+    };
+    Ok(Out::ok(format_info(stats)))
+}
+
+/// `consul info`'s layout: sorted sections, sorted `\tkey = value` lines.
+fn format_info(stats: &serde_json::Map<String, Value>) -> String {
+    let sections: BTreeMap<&String, &Value> = stats.iter().collect();
+    let mut out = String::new();
+    for (name, values) in sections {
+        out.push_str(&format!("{name}:\n"));
+        if let Some(obj) = values.as_object() {
+            let keys: BTreeMap<&String, &Value> = obj.iter().collect();
+            for (k, v) in keys {
+                out.push_str(&format!("\t{k} = {}\n", go_string(v)));
+            }
+        }
+    }
+    out.trim_end().to_string()
+}
+
+async fn members(api: &Api, detailed: bool, status: Option<&str>) -> Result<Out, String> {
+    let members = api.get_json("/v1/agent/members?segment=_all").await?;
+    let rows = members.as_array().cloned().unwrap_or_default();
+    Ok(format_members(&rows, detailed, status))
+}
+
+fn member_status(code: i64) -> &'static str {
+    match code {
+        1 => "alive",
+        2 => "leaving",
+        3 => "left",
+        4 => "failed",
+        _ => "none",
+    }
+}
+
+fn format_members(rows: &[Value], detailed: bool, status: Option<&str>) -> Out {
+    let wanted: Option<Vec<&str>> = status.map(|s| s.split('|').map(str::trim).collect());
+    let mut table: Vec<Vec<String>> = vec![if detailed {
+        ["Node", "Address", "Status", "Tags"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        [
+            "Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Segment",
+        ]
+        .map(String::from)
+        .to_vec()
+    }];
+    let mut matched = 0;
+    let mut sorted: Vec<&Value> = rows.iter().collect();
+    sorted.sort_by_key(|m| m["Name"].as_str().unwrap_or_default().to_string());
+    for m in sorted {
+        let st = member_status(m["Status"].as_i64().unwrap_or(0));
+        if wanted.as_ref().is_some_and(|w| !w.contains(&st)) {
+            continue;
+        }
+        matched += 1;
+        let addr = m["Addr"].as_str().unwrap_or_default();
+        let port = m["Port"].as_u64().unwrap_or(0);
+        let address = match addr.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            _ => format!("{addr}:{port}"),
+        };
+        let tags = m["Tags"].as_object().cloned().unwrap_or_default();
+        let tag = |k: &str| {
+            tags.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        if detailed {
+            let kv: BTreeMap<&String, String> =
+                tags.iter().map(|(k, v)| (k, go_string(v))).collect();
+            let joined: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            table.push(vec![
+                m["Name"].as_str().unwrap_or_default().into(),
+                address,
+                st.into(),
+                joined.join(","),
+            ]);
+        } else {
+            let role = tag("role");
+            let kind = match role.as_str() {
+                "consul" => "server",
+                "node" => "client",
+                _ => "unknown",
+            };
+            let build = tag("build");
+            let build = match build.split(':').next() {
+                Some(b) if !b.is_empty() => b.to_string(),
+                _ => "< 0.3".to_string(),
+            };
+            let segment = if kind == "server" {
+                "<all>"
+            } else {
+                "<default>"
+            };
+            table.push(vec![
+                m["Name"].as_str().unwrap_or_default().into(),
+                address,
+                st.into(),
+                kind.into(),
+                build,
+                tag("vsn"),
+                tag("dc"),
+                segment.into(),
+            ]);
+        }
+    }
+    if matched == 0 && status.is_some() {
+        return Out {
+            text: String::new(),
+            code: 2,
+        };
+    }
+    Out::ok(columns(&table))
+}
+
+/// Columns padded to their widest cell, joined by two spaces (Go's columnize).
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i + 1 == r.len() {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every address a join argument stands for: an IP (with optional port) as
+/// is, a name resolved to all its A/AAAA records (Triton CNS and Docker's DNS
+/// answer a service name with every instance).
+async fn join_targets(arg: &str, resolver: Option<SocketAddr>) -> Result<Vec<String>, String> {
+    if arg.parse::<IpAddr>().is_ok() || arg.parse::<SocketAddr>().is_ok() {
+        return Ok(vec![arg.to_string()]);
+    }
+    let (host, port) = match arg.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+        _ => (arg, None),
+    };
+    let ips = resolve_all(host, resolver).await?;
+    Ok(ips
+        .into_iter()
+        .map(|ip| match (ip, port) {
+            (IpAddr::V6(v6), Some(p)) => format!("[{v6}]:{p}"),
+            (ip, Some(p)) => format!("{ip}:{p}"),
+            (ip, None) => ip.to_string(),
+        })
+        .collect())
+}
+
+/// Resolve a name to all its addresses, uncached, so every retry sees the
+/// current record set.
+pub async fn resolve_all(host: &str, resolver: Option<SocketAddr>) -> Result<Vec<IpAddr>, String> {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use hickory_resolver::Resolver;
+
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    let builder = match resolver {
+        Some(addr) => {
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut server.connections {
+                c.port = addr.port();
+            }
+            let cfg = ResolverConfig::from_name_servers(vec![server]);
+            Resolver::builder_with_config(cfg, TokioRuntimeProvider::default())
+        }
+        None => Resolver::builder_tokio()
+            .map_err(|e| format!("reading the system resolver config: {e}"))?,
+    };
+    let resolver = builder
+        .with_options(opts)
+        .build()
+        .map_err(|e| format!("building the DNS resolver: {e}"))?;
+    let answer = resolver
+        .lookup_ip(host)
+        .await
+        .map_err(|e| format!("resolving {host}: {e}"))?;
+    let mut ips: Vec<IpAddr> = answer.iter().collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        return Err(format!("resolving {host}: no addresses"));
+    }
+    Ok(ips)
+}
+
+async fn join(
+    api: &Api,
+    resolver: Option<SocketAddr>,
+    wan: bool,
+    args: &[String],
+) -> Result<Out, String> {
+    let mut joined = 0;
+    let mut errors = Vec::new();
+    for arg in args {
+        let targets = match join_targets(arg, resolver).await {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("Error joining address '{arg}': {e}"));
+                continue;
+            }
+        };
+        let mut any = false;
+        for t in &targets {
+            let path = format!(
+                "/v1/agent/join/{}{}",
+                encode_path(t),
+                if wan { "?wan=1" } else { "" }
+            );
+            match api.send(reqwest::Method::PUT, &path, None).await {
+                Ok(_) => any = true,
+                Err(e) => errors.push(format!("Error joining address '{t}': {e}")),
+            }
+        }
+        if any {
+            joined += 1;
+        }
+    }
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    if joined == 0 {
+        return Err("Failed to join any nodes.".into());
+    }
+    Ok(Out::ok(format!(
+        "Successfully joined cluster by contacting {joined} nodes."
+    )))
+}
+
+async fn kv(cmd: KvCommand) -> Result<Out, String> {
+    match cmd {
+        KvCommand::Get { http, recurse, key } => {
+            let api = Api::new(&http);
+            if recurse {
+                let path = format!("/v1/kv/{}?recurse", encode_path(&key));
+                let resp = api.client.get(format!("{}{path}", api.base));
+                let resp = match &api.token {
+                    Some(t) => resp.header("X-Consul-Token", t),
+                    None => resp,
+                };
+                let resp = resp
+                    .send()
+                    .await
+                    .map_err(|e| format!("Error querying Consul agent: {e}"))?;
+                if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(Out::ok(""));
+                }
+                if !resp.status().is_success() {
+                    return Err(format!(
+                        "Error querying Consul agent: Unexpected response code: {}",
+                        resp.status().as_u16()
+                    ));
+                }
+                let entries: Value = resp.json().await.map_err(|e| e.to_string())?;
+                let lines: Vec<String> = entries
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        format!(
+                            "{}:{}",
+                            e["Key"].as_str().unwrap_or_default(),
+                            decode_value(&e["Value"])
+                        )
+                    })
+                    .collect();
+                Ok(Out::ok(lines.join("\n")))
+            } else {
+                let path = format!("/v1/kv/{}?raw", encode_path(&key));
+                let mut req = api.client.get(format!("{}{path}", api.base));
+                if let Some(t) = &api.token {
+                    req = req.header("X-Consul-Token", t);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| format!("Error querying Consul agent: {e}"))?;
+                if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Err(format!("Error! No key exists at: {key}"));
+                }
+                if !resp.status().is_success() {
+                    return Err(format!(
+                        "Error querying Consul agent: Unexpected response code: {}",
+                        resp.status().as_u16()
+                    ));
+                }
+                let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+                Ok(Out::ok(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+        }
+        KvCommand::Put { http, key, value } => {
+            let api = Api::new(&http);
+            let resp = api
+                .send(
+                    reqwest::Method::PUT,
+                    &format!("/v1/kv/{}", encode_path(&key)),
+                    Some(value.into_bytes()),
+                )
+                .await
+                .map_err(|e| format!("Error! Failed writing data: {e}"))?;
+            let ok = resp.text().await.unwrap_or_default();
+            if ok.trim() != "true" {
+                return Err(format!("Error! Failed writing data: {}", ok.trim()));
+            }
+            Ok(Out::ok(format!("Success! Data written to: {key}")))
+        }
+        KvCommand::Delete { http, recurse, key } => {
+            let api = Api::new(&http);
+            let path = format!(
+                "/v1/kv/{}{}",
+                encode_path(&key),
+                if recurse { "?recurse" } else { "" }
+            );
+            api.send(reqwest::Method::DELETE, &path, None)
+                .await
+                .map_err(|e| format!("Error! Did not delete key {key}: {e}"))?;
+            Ok(Out::ok(if recurse {
+                format!("Success! Deleted keys with prefix: {key}")
+            } else {
+                format!("Success! Deleted key: {key}")
+            }))
+        }
+    }
+}
+
+/// A KV entry's base64 `Value` as text.
+fn decode_value(v: &Value) -> String {
+    let Some(s) = v.as_str() else {
+        return String::new();
+    };
+    let bytes = base64_decode(s);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Standard base64 (with or without padding); invalid characters are skipped.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+async fn catalog_services(api: &Api, tags: bool) -> Result<Out, String> {
+    let services = api.get_json("/v1/catalog/services").await?;
+    let map = services.as_object().cloned().unwrap_or_default();
+    let sorted: BTreeMap<String, Value> = map.into_iter().collect();
+    if !tags {
+        return Ok(Out::ok(
+            sorted.keys().cloned().collect::<Vec<_>>().join("\n"),
+        ));
+    }
+    let rows: Vec<Vec<String>> = sorted
+        .iter()
+        .map(|(name, t)| {
+            let mut list: Vec<String> = t.as_array().into_iter().flatten().map(go_string).collect();
+            list.sort();
+            vec![name.clone(), list.join(",")]
+        })
+        .collect();
+    Ok(Out::ok(columns(&rows)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_is_sorted_go_strings() {
+        let stats: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"raft":{"state":"Leader","num_peers":"2","applied_index":"14"},"consul":{"server":"true","leader":"true"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format_info(&stats),
+            "consul:\n\tleader = true\n\tserver = true\nraft:\n\tapplied_index = 14\n\tnum_peers = 2\n\tstate = Leader"
+        );
+    }
+
+    #[test]
+    fn members_table_like_consul() {
+        let rows: Vec<Value> = serde_json::from_str(
+            r#"[{"Name":"consul-1","Addr":"10.0.0.1","Port":8301,"Status":1,"Tags":{"role":"consul","build":"1.0.0:abc","vsn":"2","dc":"dc1"}}]"#,
+        )
+        .unwrap();
+        let out = format_members(&rows, false, None);
+        assert_eq!(
+            out.text,
+            "Node      Address        Status  Type    Build  Protocol  DC   Segment\nconsul-1  10.0.0.1:8301  alive   server  1.0.0  2         dc1  <all>"
+        );
+        assert_eq!(format_members(&rows, false, Some("failed")).code, 2);
+    }
+
+    #[test]
+    fn base64_and_paths() {
+        assert_eq!(base64_decode("aGVsbG8="), b"hello");
+        assert_eq!(encode_path("a b/c:d"), "a%20b/c%3Ad");
+    }
+
+    #[tokio::test]
+    async fn ip_join_targets_pass_through() {
+        assert_eq!(join_targets("10.0.0.1", None).await.unwrap(), ["10.0.0.1"]);
+        assert_eq!(
+            join_targets("127.0.0.2:8301", None).await.unwrap(),
+            ["127.0.0.2:8301"]
+        );
+    }
 }

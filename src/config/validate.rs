@@ -841,6 +841,11 @@ impl Validator<'_> {
             if let Some(sig) = self.signal(&path, s) {
                 if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGCHLD) {
                     self.err(path, format!("{sig} cannot be forwarded"));
+                } else if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+                    self.err(
+                        path,
+                        format!("{sig} starts pilotfish's shutdown, which sends each job its stop_signal; set stop_signal instead"),
+                    );
                 } else {
                     forward_signals.push(sig);
                 }
@@ -1616,6 +1621,27 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert!(
             errs[0].starts_with("jobs[0].exec[1]: environment variable MISSING is not set"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn shutdown_signals_cannot_be_forwarded() {
+        let errs = errors(
+            r#"
+            [[jobs]]
+            name = "a"
+            exec = "true"
+            forward_signals = ["SIGHUP", "SIGTERM", "SIGKILL"]
+        "#,
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with("jobs[0].forward_signals[1]: SIGTERM starts pilotfish's shutdown"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("jobs[0].forward_signals[2]: SIGKILL cannot be forwarded"),
             "{errs:?}"
         );
     }

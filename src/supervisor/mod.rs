@@ -376,6 +376,21 @@ impl Supervisor {
                 to_stop.push(s.id);
             }
         }
+        // A preStop hook that outlived the wait for it is stopped once the job
+        // it guards has stopped: nothing is waiting for it any more.
+        for s in &self.slots {
+            let guarded = job::guarded_by_hook(&s.job.cfg);
+            let late = s.job.is_active()
+                && !guarded.is_empty()
+                && guarded.iter().all(|g| {
+                    self.slots
+                        .iter()
+                        .all(|o| o.job.name() != g || o.job.is_completed())
+                });
+            if late {
+                to_stop.push(s.id);
+            }
+        }
         let rest_done = self
             .slots
             .iter()

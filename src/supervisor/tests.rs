@@ -322,6 +322,14 @@ async fn a_hung_prestop_is_bounded_by_the_stop_timeout() {
     assert_eq!(wait, Duration::from_secs(3));
     s.fire("app", TimerKind::HookWait).await;
     assert_eq!(s.signals, [("app".to_string(), Signal::SIGTERM)]);
+    // Once the app has stopped, the overrunning hook is stopped too.
+    s.exit("app", ExitStatus::Code(0));
+    assert_eq!(
+        s.signals.last(),
+        Some(&("prestop".to_string(), Signal::SIGTERM))
+    );
+    s.exit("prestop", ExitStatus::Signal(15));
+    assert_eq!(s.finished, Some(0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,1 +1,371 @@
-//! Consul wire types for `/v1/catalog` (being written).
+//! Consul wire types for `/v1/catalog`: `Node`, `AgentService` (also used by
+//! the agent and health endpoints), `CatalogService` rows, `catalog/node`
+//! answers and the `catalog/register` / `catalog/deregister` bodies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::discovery::server::state::catalog as state;
+use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
+
+/// `Node` as Consul serves it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Node")]
+    pub node: String,
+    #[serde(rename = "Address")]
+    pub address: String,
+    #[serde(rename = "Datacenter")]
+    pub datacenter: String,
+    #[serde(rename = "TaggedAddresses")]
+    pub tagged_addresses: BTreeMap<String, String>,
+    #[serde(rename = "Meta")]
+    pub meta: BTreeMap<String, String>,
+    #[serde(rename = "CreateIndex")]
+    pub create_index: u64,
+    #[serde(rename = "ModifyIndex")]
+    pub modify_index: u64,
+}
+
+impl Node {
+    pub fn from_state(n: &state::Node, datacenter: &str) -> Node {
+        Node {
+            id: n.id.clone(),
+            node: n.name.clone(),
+            address: n.address.clone(),
+            datacenter: datacenter.to_string(),
+            tagged_addresses: n.tagged_addresses.clone(),
+            meta: n.meta.clone(),
+            create_index: n.create_index,
+            modify_index: n.modify_index,
+        }
+    }
+}
+
+/// `Weights` of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    #[serde(rename = "Passing")]
+    pub passing: u32,
+    #[serde(rename = "Warning")]
+    pub warning: u32,
+}
+
+impl From<state::Weights> for Weights {
+    fn from(w: state::Weights) -> Weights {
+        Weights {
+            passing: w.passing,
+            warning: w.warning,
+        }
+    }
+}
+
+/// `AgentService`: the agent maps (without indexes) and the catalog/health
+/// answers (with them). `Tags` is `[]` and `Meta` `{}` when empty, never null.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Service")]
+    pub service: String,
+    #[serde(rename = "Tags")]
+    pub tags: Vec<String>,
+    #[serde(rename = "Meta")]
+    pub meta: BTreeMap<String, String>,
+    #[serde(rename = "Port")]
+    pub port: u16,
+    #[serde(rename = "Address")]
+    pub address: String,
+    #[serde(rename = "Weights")]
+    pub weights: Weights,
+    #[serde(rename = "EnableTagOverride")]
+    pub enable_tag_override: bool,
+    #[serde(rename = "Datacenter", skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<String>,
+    #[serde(rename = "CreateIndex", skip_serializing_if = "Option::is_none")]
+    pub create_index: Option<u64>,
+    #[serde(rename = "ModifyIndex", skip_serializing_if = "Option::is_none")]
+    pub modify_index: Option<u64>,
+}
+
+impl AgentService {
+    /// The catalog/health form, with raft indexes.
+    pub fn with_indexes(s: &state::Service) -> AgentService {
+        AgentService {
+            create_index: Some(s.create_index),
+            modify_index: Some(s.modify_index),
+            ..AgentService::agent(s, None)
+        }
+    }
+
+    /// The agent form (`/v1/agent/services`, `/v1/agent/service/<id>`).
+    pub fn agent(s: &state::Service, datacenter: Option<&str>) -> AgentService {
+        AgentService {
+            id: s.id.clone(),
+            service: s.name.clone(),
+            tags: s.tags.clone(),
+            meta: s.meta.clone(),
+            port: s.port,
+            address: s.address.clone(),
+            weights: s.weights.into(),
+            enable_tag_override: s.enable_tag_override,
+            datacenter: datacenter.map(String::from),
+            create_index: None,
+            modify_index: None,
+        }
+    }
+}
+
+/// One row of `/v1/catalog/service/<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CatalogService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Node")]
+    pub node: String,
+    #[serde(rename = "Address")]
+    pub address: String,
+    #[serde(rename = "Datacenter")]
+    pub datacenter: String,
+    #[serde(rename = "TaggedAddresses")]
+    pub tagged_addresses: BTreeMap<String, String>,
+    #[serde(rename = "NodeMeta")]
+    pub node_meta: BTreeMap<String, String>,
+    #[serde(rename = "ServiceKind")]
+    pub service_kind: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    #[serde(rename = "ServiceName")]
+    pub service_name: String,
+    #[serde(rename = "ServiceTags")]
+    pub service_tags: Vec<String>,
+    #[serde(rename = "ServiceAddress")]
+    pub service_address: String,
+    #[serde(rename = "ServiceTaggedAddresses")]
+    pub service_tagged_addresses: BTreeMap<String, String>,
+    #[serde(rename = "ServiceWeights")]
+    pub service_weights: Weights,
+    #[serde(rename = "ServiceMeta")]
+    pub service_meta: BTreeMap<String, String>,
+    #[serde(rename = "ServicePort")]
+    pub service_port: u16,
+    #[serde(rename = "ServiceEnableTagOverride")]
+    pub service_enable_tag_override: bool,
+    #[serde(rename = "ServiceProxy")]
+    pub service_proxy: serde_json::Value,
+    #[serde(rename = "ServiceConnect")]
+    pub service_connect: serde_json::Value,
+    #[serde(rename = "CreateIndex")]
+    pub create_index: u64,
+    #[serde(rename = "ModifyIndex")]
+    pub modify_index: u64,
+}
+
+impl CatalogService {
+    pub fn from_state(i: &state::ServiceInstance, datacenter: &str) -> CatalogService {
+        let (n, s) = (&i.node, &i.service);
+        let empty = || serde_json::Value::Object(Default::default());
+        CatalogService {
+            id: n.id.clone(),
+            node: n.name.clone(),
+            address: n.address.clone(),
+            datacenter: datacenter.to_string(),
+            tagged_addresses: n.tagged_addresses.clone(),
+            node_meta: n.meta.clone(),
+            service_kind: String::new(),
+            service_id: s.id.clone(),
+            service_name: s.name.clone(),
+            service_tags: s.tags.clone(),
+            service_address: s.address.clone(),
+            service_tagged_addresses: BTreeMap::new(),
+            service_weights: s.weights.into(),
+            service_meta: s.meta.clone(),
+            service_port: s.port,
+            service_enable_tag_override: s.enable_tag_override,
+            service_proxy: empty(),
+            service_connect: empty(),
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+}
+
+/// `/v1/catalog/node/<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeServices {
+    #[serde(rename = "Node")]
+    pub node: Node,
+    #[serde(rename = "Services")]
+    pub services: BTreeMap<String, AgentService>,
+}
+
+impl NodeServices {
+    pub fn from_state(ns: &state::NodeServices, datacenter: &str) -> NodeServices {
+        NodeServices {
+            node: Node::from_state(&ns.node, datacenter),
+            services: ns
+                .services
+                .iter()
+                .map(|s| (s.id.clone(), AgentService::with_indexes(s)))
+                .collect(),
+        }
+    }
+}
+
+// ----- request bodies (keys normalised by `agent::decode`) -----
+
+/// The `Service` object of a catalog registration.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CatalogServiceBody {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default, alias = "name")]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "enabletagoverride")]
+    pub enable_tag_override: Option<bool>,
+    #[serde(default)]
+    pub weights: Option<super::agent::WeightsBody>,
+}
+
+/// A check of a catalog registration (a `HealthCheck`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CatalogCheckBody {
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default, rename = "checkid")]
+    pub check_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default, rename = "serviceid")]
+    pub service_id: Option<String>,
+    #[serde(default, rename = "type")]
+    pub check_type: Option<String>,
+    #[serde(default)]
+    pub definition: Option<serde_json::Value>,
+}
+
+/// `PUT /v1/catalog/register`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CatalogRegistration {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub datacenter: Option<String>,
+    #[serde(default, rename = "taggedaddresses")]
+    pub tagged_addresses: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "nodemeta")]
+    pub node_meta: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "skipnodeupdate")]
+    pub skip_node_update: Option<bool>,
+    #[serde(default)]
+    pub service: Option<CatalogServiceBody>,
+    #[serde(default)]
+    pub check: Option<CatalogCheckBody>,
+    #[serde(default)]
+    pub checks: Option<Vec<CatalogCheckBody>>,
+}
+
+/// Why a catalog body cannot become a state registration (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogBodyError {
+    #[error("Invalid check status: '{0}'")]
+    Status(String),
+}
+
+impl CatalogRegistration {
+    /// The state command; Consul's defaults: check ID = name, status critical.
+    pub fn into_state(self) -> Result<state::Registration, CatalogBodyError> {
+        let node = self.node.unwrap_or_default();
+        let service = self.service.map(|s| state::Service {
+            id: s.id.unwrap_or_default(),
+            name: s.service.unwrap_or_default(),
+            tags: s.tags.unwrap_or_default(),
+            address: s.address.unwrap_or_default(),
+            port: s.port.unwrap_or(0),
+            meta: s.meta.unwrap_or_default(),
+            enable_tag_override: s.enable_tag_override.unwrap_or(false),
+            weights: s.weights.map(|w| w.to_state()).unwrap_or_default(),
+            create_index: 0,
+            modify_index: 0,
+        });
+        let mut checks = Vec::new();
+        for c in self
+            .check
+            .into_iter()
+            .chain(self.checks.unwrap_or_default())
+        {
+            let name = c.name.unwrap_or_default();
+            let id = c.check_id.filter(|i| !i.is_empty()).unwrap_or(name.clone());
+            let status = match c.status.as_deref() {
+                None | Some("") => CheckStatus::Critical,
+                Some(s) => {
+                    CheckStatus::parse(s).ok_or_else(|| CatalogBodyError::Status(s.to_string()))?
+                }
+            };
+            let mut hc = HealthCheck::new(&node, &id, &name, status);
+            hc.notes = c.notes.unwrap_or_default();
+            hc.output = c.output.unwrap_or_default();
+            hc.service_id = c.service_id.unwrap_or_default();
+            hc.check_type = c.check_type.unwrap_or_default();
+            hc.definition = match c.definition {
+                Some(v @ serde_json::Value::Object(_)) => v.to_string(),
+                _ => String::new(),
+            };
+            checks.push(hc);
+        }
+        Ok(state::Registration {
+            node,
+            node_id: self.id.unwrap_or_default(),
+            address: self.address.unwrap_or_default(),
+            tagged_addresses: self.tagged_addresses.unwrap_or_default(),
+            node_meta: self.node_meta.unwrap_or_default(),
+            skip_node_update: self.skip_node_update.unwrap_or(false),
+            service,
+            checks,
+        })
+    }
+}
+
+/// `PUT /v1/catalog/deregister`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CatalogDeregistration {
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub datacenter: Option<String>,
+    #[serde(default, rename = "serviceid")]
+    pub service_id: Option<String>,
+    #[serde(default, rename = "checkid")]
+    pub check_id: Option<String>,
+}
+
+impl CatalogDeregistration {
+    pub fn into_state(self) -> state::Deregistration {
+        state::Deregistration {
+            node: self.node.unwrap_or_default(),
+            service_id: self.service_id.filter(|s| !s.is_empty()),
+            check_id: self.check_id.filter(|s| !s.is_empty()),
+        }
+    }
+}

@@ -1,11 +1,555 @@
-//! The agent's check runner (TTL, HTTP, TCP, script) for this node's checks
-//! (being written).
+//! The agent's check runner: executes this node's checks registered through
+//! `/v1/agent/*` (TTL, HTTP, TCP, script) and writes their results as
+//! [`Command::UpdateCheck`], and deregisters services whose check stayed
+//! critical longer than `DeregisterCriticalServiceAfter`.
+//!
+//! What to run comes from the catalog itself: each check's `Type` and its
+//! stored `Definition` (see `api::health::HealthCheckDefinition`). The runner
+//! blocks on the catalog index and reconciles one task per check, restarting a
+//! task when its definition changes. Only status changes are written (output
+//! alone at most every 5 minutes, Consul's `check_update_interval`), so a
+//! steady check never moves an index.
+//!
+//! TTL heartbeats that repeat the same status and output change nothing in the
+//! state, so the TTL timers cannot be driven from the catalog: the HTTP
+//! handlers record heartbeats in [`AgentLocal`], the small agent-local table
+//! this runner shares with them.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::http::query::parse_go_duration;
+use super::state::catalog::Deregistration;
+use super::state::checks::{CheckStatus, HealthCheck};
+use super::state::Command;
 use super::Server;
+use crate::discovery::api::health::HealthCheckDefinition;
+
+/// Consul's `check_output_max_size`.
+pub const OUTPUT_MAX_SIZE: usize = 4096;
+/// Consul's `MinInterval`: shorter intervals are raised to this.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Consul's `check_deregister_interval_min`.
+const MIN_DEREGISTER_AFTER: Duration = Duration::from_secs(60);
+/// Consul's `check_update_interval`: output-only changes are written this rarely.
+const OUTPUT_UPDATE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Agent-local check state the catalog does not hold: when each TTL check
+/// last heard from its owner.
+pub struct AgentLocal {
+    ttl_touched: Mutex<HashMap<String, Instant>>,
+    /// Bumped on every heartbeat so TTL tasks re-arm their timers.
+    touches: tokio::sync::watch::Sender<u64>,
+    /// Serialises "TTL expired" writes with heartbeat writes, so an expiry
+    /// decided just before a heartbeat cannot land after it.
+    ttl_writes: tokio::sync::Mutex<()>,
+}
+
+/// One `AgentLocal` per server. Keyed by the address of the server's shared
+/// config (stable for the server's life); the entry keeps a clone of the
+/// server so that address is never reused by another server in this process.
+#[allow(clippy::type_complexity)]
+static LOCALS: LazyLock<Mutex<HashMap<usize, (Server, Arc<AgentLocal>)>>> =
+    LazyLock::new(Default::default);
+
+impl AgentLocal {
+    /// The agent-local table of `server`.
+    pub fn of(server: &Server) -> Arc<AgentLocal> {
+        let key = server.config() as *const _ as usize;
+        let mut map = LOCALS.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| {
+                let (touches, _) = tokio::sync::watch::channel(0);
+                (
+                    server.clone(),
+                    Arc::new(AgentLocal {
+                        ttl_touched: Mutex::new(HashMap::new()),
+                        touches,
+                        ttl_writes: tokio::sync::Mutex::new(()),
+                    }),
+                )
+            })
+            .1
+            .clone()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.ttl_touched.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A TTL check was registered or heard from: restart its timer.
+    pub fn touch_ttl(&self, check_id: &str) {
+        self.table().insert(check_id.to_string(), Instant::now());
+        self.touches.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The check is gone.
+    pub fn forget(&self, check_id: &str) {
+        self.table().remove(check_id);
+    }
+
+    /// When the check was last heard from (now, if never).
+    fn touched(&self, check_id: &str) -> Instant {
+        *self
+            .table()
+            .entry(check_id.to_string())
+            .or_insert_with(Instant::now)
+    }
+
+    /// Hold while deciding and writing a TTL check's status.
+    pub async fn ttl_write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.ttl_writes.lock().await
+    }
+}
+
+/// Cut a TTL update's output like Consul's `CheckTTL.SetStatus`.
+pub fn truncate_ttl_output(output: String) -> String {
+    if output.len() <= OUTPUT_MAX_SIZE {
+        return output;
+    }
+    let mut cut = OUTPUT_MAX_SIZE;
+    while !output.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{} ... (captured {} of {} bytes)",
+        &output[..cut],
+        OUTPUT_MAX_SIZE,
+        output.len()
+    )
+}
+
+/// Keep the last bytes of a script's output like Consul's circular buffer.
+fn truncate_script_output(out: Vec<u8>) -> String {
+    if out.len() <= OUTPUT_MAX_SIZE {
+        return String::from_utf8_lossy(&out).into_owned();
+    }
+    let tail = &out[out.len() - OUTPUT_MAX_SIZE..];
+    format!(
+        "Captured {} of {} bytes\n...\n{}",
+        OUTPUT_MAX_SIZE,
+        out.len(),
+        String::from_utf8_lossy(tail)
+    )
+}
+
+/// Check types the runner executes (others are catalog-only checks).
+fn is_agent_check(check_type: &str) -> bool {
+    matches!(
+        check_type,
+        "ttl" | "http" | "tcp" | "script" | "docker" | "grpc"
+    )
+}
+
+fn duration(s: &str) -> Option<Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    parse_go_duration(s).ok().filter(|d| !d.is_zero())
+}
+
+struct Running {
+    check_type: String,
+    definition: String,
+    task: JoinHandle<()>,
+}
 
 /// Run this node's checks until `shutdown`, writing status changes.
-pub async fn run(_server: Server, shutdown: CancellationToken) {
-    shutdown.cancelled().await;
+pub async fn run(server: Server, shutdown: CancellationToken) {
+    let local = AgentLocal::of(&server);
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .user_agent("Consul Health Check")
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("check runner: building the HTTP client failed: {e}");
+            shutdown.cancelled().await;
+            return;
+        }
+    };
+    let node = server.config().node.clone();
+    let mut tasks: HashMap<String, Running> = HashMap::new();
+    let mut critical_since: HashMap<String, Instant> = HashMap::new();
+    let mut index = 0;
+    let mut reap_at: Option<Instant> = None;
+    loop {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let checks = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            (checks, idx) = server.block(index, Duration::from_secs(300), |s| s.health_node(&node)) => {
+                index = idx;
+                checks
+            }
+            _ = tokio::time::sleep_until(reap_at.unwrap_or(far)) => {
+                server.read(|s| s.health_node(&node).0)
+            }
+        };
+        reconcile(&server, &local, &client, &mut tasks, &checks);
+        reap_at = reap(&server, &node, &checks, &mut critical_since).await;
+    }
+    for (_, r) in tasks.drain() {
+        r.task.abort();
+    }
+}
+
+/// Start, restart and stop per-check tasks to match the catalog.
+fn reconcile(
+    server: &Server,
+    local: &Arc<AgentLocal>,
+    client: &reqwest::Client,
+    tasks: &mut HashMap<String, Running>,
+    checks: &[HealthCheck],
+) {
+    let wanted: HashMap<&str, &HealthCheck> = checks
+        .iter()
+        .filter(|c| is_agent_check(&c.check_type))
+        .map(|c| (c.check_id.as_str(), c))
+        .collect();
+    tasks.retain(|id, r| {
+        let keep = wanted
+            .get(id.as_str())
+            .is_some_and(|c| c.check_type == r.check_type && c.definition == r.definition);
+        if !keep {
+            r.task.abort();
+            if !wanted.contains_key(id.as_str()) {
+                local.forget(id);
+            }
+        }
+        keep
+    });
+    for (id, c) in wanted {
+        if tasks.contains_key(id) {
+            continue;
+        }
+        let def = HealthCheckDefinition::from_stored(&c.definition).unwrap_or_default();
+        let probe = Probe {
+            server: server.clone(),
+            local: local.clone(),
+            client: client.clone(),
+            check_id: id.to_string(),
+            def,
+        };
+        let task = tokio::spawn(probe.run(c.check_type.clone()));
+        tasks.insert(
+            id.to_string(),
+            Running {
+                check_type: c.check_type.clone(),
+                definition: c.definition.clone(),
+                task,
+            },
+        );
+    }
+}
+
+/// Deregister services whose check has been critical longer than its
+/// `DeregisterCriticalServiceAfter`; returns when to look again.
+async fn reap(
+    server: &Server,
+    node: &str,
+    checks: &[HealthCheck],
+    critical_since: &mut HashMap<String, Instant>,
+) -> Option<Instant> {
+    let now = Instant::now();
+    let mut next: Option<Instant> = None;
+    let mut seen = Vec::new();
+    for c in checks {
+        let Some(after) = HealthCheckDefinition::from_stored(&c.definition)
+            .and_then(|d| duration(&d.deregister_critical_service_after))
+        else {
+            continue;
+        };
+        if c.service_id.is_empty() || c.status != CheckStatus::Critical {
+            continue;
+        }
+        seen.push(c.check_id.clone());
+        let since = *critical_since.entry(c.check_id.clone()).or_insert(now);
+        let due = since + after.max(MIN_DEREGISTER_AFTER);
+        if now >= due {
+            tracing::info!(
+                "check {:?} has been critical for {:?}: deregistering service {:?}",
+                c.check_id,
+                now - since,
+                c.service_id
+            );
+            let cmd = Command::Deregister(Deregistration {
+                node: node.to_string(),
+                service_id: Some(c.service_id.clone()),
+                check_id: None,
+            });
+            if let Err(e) = server.write(cmd).await {
+                tracing::warn!("deregistering service {:?}: {e}", c.service_id);
+            }
+            critical_since.remove(&c.check_id);
+            seen.pop();
+        } else {
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+    }
+    critical_since.retain(|id, _| seen.contains(id));
+    next
+}
+
+/// One check's task.
+struct Probe {
+    server: Server,
+    local: Arc<AgentLocal>,
+    client: reqwest::Client,
+    check_id: String,
+    def: HealthCheckDefinition,
+}
+
+impl Probe {
+    async fn run(self, check_type: String) {
+        match check_type.as_str() {
+            "ttl" => self.run_ttl().await,
+            "http" | "tcp" => self.run_interval(&check_type).await,
+            "script" if self.server.config().enable_script_checks => {
+                self.run_interval(&check_type).await
+            }
+            "script" => {
+                let why = "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true";
+                self.report(CheckStatus::Critical, why.to_string(), &mut None)
+                    .await;
+            }
+            other => {
+                let why = format!("pilotfish does not run {other} checks");
+                self.report(CheckStatus::Critical, why, &mut None).await;
+            }
+        }
+    }
+
+    fn current(&self) -> Option<HealthCheck> {
+        let node = &self.server.config().node;
+        self.server.read(|s| s.check(node, &self.check_id))
+    }
+
+    /// Write a result if the status changed (or the output, at most every
+    /// [`OUTPUT_UPDATE_INTERVAL`]).
+    async fn report(&self, status: CheckStatus, output: String, last: &mut Option<Instant>) {
+        let Some(cur) = self.current() else { return };
+        let output_due = last.is_none_or(|t| t.elapsed() >= OUTPUT_UPDATE_INTERVAL);
+        if cur.status == status && (cur.output == output || !output_due) {
+            return;
+        }
+        let cmd = Command::UpdateCheck {
+            node: self.server.config().node.clone(),
+            check_id: self.check_id.clone(),
+            status,
+            output,
+        };
+        match self.server.write(cmd).await {
+            Ok(_) => *last = Some(Instant::now()),
+            Err(e) => tracing::warn!("check {:?}: writing its status: {e}", self.check_id),
+        }
+    }
+
+    async fn run_ttl(self) {
+        let Some(ttl) = duration(&self.def.ttl) else {
+            return;
+        };
+        let mut changes = self.local.touches.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let deadline = self.local.touched(&self.check_id) + ttl;
+            if Instant::now() < deadline {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    r = changes.changed() => if r.is_err() { return },
+                }
+                continue;
+            }
+            {
+                let _guard = self.local.ttl_write_lock().await;
+                let expired = self.local.touched(&self.check_id) + ttl <= Instant::now();
+                let already = self
+                    .current()
+                    .is_none_or(|c| c.status == CheckStatus::Critical && c.output == "TTL expired");
+                if expired && !already {
+                    self.report(CheckStatus::Critical, "TTL expired".to_string(), &mut None)
+                        .await;
+                }
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn run_interval(self, check_type: &str) {
+        let interval = duration(&self.def.interval)
+            .unwrap_or(MIN_INTERVAL)
+            .max(MIN_INTERVAL);
+        // Consul staggers the first run randomly within the interval.
+        tokio::time::sleep(interval.mul_f64(rand::random::<f64>())).await;
+        let mut last = None;
+        loop {
+            let (status, output) = match check_type {
+                "http" => self.http().await,
+                "tcp" => self.tcp().await,
+                _ => self.script().await,
+            };
+            self.report(status, output, &mut last).await;
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    fn timeout(&self, default: Duration) -> Duration {
+        duration(&self.def.timeout).unwrap_or(default)
+    }
+
+    async fn http(&self) -> (CheckStatus, String) {
+        let url = &self.def.http;
+        let method = if self.def.method.is_empty() {
+            "GET".to_string()
+        } else {
+            self.def.method.to_uppercase()
+        };
+        if url.starts_with("https://") {
+            return (
+                CheckStatus::Critical,
+                format!("{method} {url}: HTTPS checks are not supported by pilotfish (no TLS)"),
+            );
+        }
+        let m = match reqwest::Method::from_bytes(method.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                return (
+                    CheckStatus::Critical,
+                    format!("invalid HTTP method {method:?}"),
+                )
+            }
+        };
+        let mut req = self
+            .client
+            .request(m, url)
+            .timeout(self.timeout(DEFAULT_HTTP_TIMEOUT))
+            .header("Accept", "text/plain, text/*, */*");
+        for (k, values) in &self.def.header {
+            for v in values {
+                req = req.header(k, v);
+            }
+        }
+        if !self.def.body.is_empty() {
+            req = req.body(self.def.body.clone());
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let mut text = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    text.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                return (CheckStatus::Critical, format!("{method} {url}: {text}"));
+            }
+        };
+        let code = resp.status();
+        let mut body = Vec::new();
+        while body.len() < OUTPUT_MAX_SIZE {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        body.truncate(OUTPUT_MAX_SIZE);
+        let output = format!(
+            "HTTP {method} {url}: {} {} Output: {}",
+            code.as_u16(),
+            code.canonical_reason().unwrap_or(""),
+            String::from_utf8_lossy(&body)
+        );
+        let status = if code.is_success() {
+            CheckStatus::Passing
+        } else if code.as_u16() == 429 {
+            CheckStatus::Warning
+        } else {
+            CheckStatus::Critical
+        };
+        (status, output)
+    }
+
+    async fn tcp(&self) -> (CheckStatus, String) {
+        let addr = &self.def.tcp;
+        let connect = tokio::net::TcpStream::connect(addr.as_str());
+        match tokio::time::timeout(self.timeout(DEFAULT_HTTP_TIMEOUT), connect).await {
+            Ok(Ok(_)) => (CheckStatus::Passing, format!("TCP connect {addr}: Success")),
+            Ok(Err(e)) => (
+                CheckStatus::Critical,
+                format!("dial tcp {addr}: connect: {e}"),
+            ),
+            Err(_) => (
+                CheckStatus::Critical,
+                format!("dial tcp {addr}: i/o timeout"),
+            ),
+        }
+    }
+
+    async fn script(&self) -> (CheckStatus, String) {
+        let Some((prog, args)) = self.def.script_args.split_first() else {
+            return (CheckStatus::Critical, "no script to run".to_string());
+        };
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let timeout = self.timeout(DEFAULT_SCRIPT_TIMEOUT);
+        let out = match tokio::time::timeout(timeout, cmd.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return (CheckStatus::Critical, format!("Failed to exec: {e}")),
+            Err(_) => {
+                return (
+                    CheckStatus::Critical,
+                    format!(
+                        "Timed out ({}) running check",
+                        crate::discovery::api::health::go_duration_string(timeout)
+                    ),
+                )
+            }
+        };
+        let mut text = out.stdout;
+        text.extend_from_slice(&out.stderr);
+        let status = match out.status.code() {
+            Some(0) => CheckStatus::Passing,
+            Some(1) => CheckStatus::Warning,
+            _ => CheckStatus::Critical,
+        };
+        (status, truncate_script_output(text))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_output_is_cut_like_consul() {
+        assert_eq!(truncate_ttl_output("ok".into()), "ok");
+        let long = "x".repeat(5000);
+        let cut = truncate_ttl_output(long);
+        assert!(cut.starts_with(&"x".repeat(4096)));
+        assert!(cut.ends_with(" ... (captured 4096 of 5000 bytes)"));
+    }
+
+    #[test]
+    fn script_output_keeps_the_tail() {
+        let mut out = vec![b'a'; 100];
+        out.extend(vec![b'z'; 4096]);
+        let text = truncate_script_output(out);
+        assert!(text.starts_with("Captured 4096 of 4196 bytes\n...\n"));
+        let tail = text.split_once("...\n").unwrap().1;
+        assert_eq!(tail, "z".repeat(4096), "the oldest bytes are dropped");
+    }
 }

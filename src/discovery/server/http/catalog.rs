@@ -1,9 +1,155 @@
-//! `/v1/catalog` endpoints (being written).
+//! `/v1/catalog` endpoints: register/deregister (python-consul), and the
+//! blocking reads consul-template watches. Service reads block on that
+//! service's own index, everything else on the catalog table index; every
+//! answer carries the query headers (`X-Consul-Index` never 0).
 
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{get, put};
 use axum::Router;
 
+use super::agent::only;
+use super::query::{json, json_with_index, ApiError, QueryOptions};
+use crate::discovery::api::agent::decode;
+use crate::discovery::api::catalog::{
+    CatalogDeregistration, CatalogRegistration, CatalogService, Node, NodeServices,
+};
+use crate::discovery::server::state::Command;
 use crate::discovery::server::Server;
 
 pub fn routes() -> Router<Server> {
     Router::new()
+        .route("/v1/catalog/register", only(put(register)))
+        .route("/v1/catalog/deregister", only(put(deregister)))
+        .route("/v1/catalog/datacenters", only(get(datacenters)))
+        .route("/v1/catalog/services", only(get(services)))
+        .route("/v1/catalog/service/", only(get(missing_service)))
+        .route("/v1/catalog/service/{*name}", only(get(service)))
+        .route("/v1/catalog/nodes", only(get(nodes)))
+        .route("/v1/catalog/node/", only(get(missing_node)))
+        .route("/v1/catalog/node/{*node}", only(get(node)))
+}
+
+/// The checks every read makes: our datacenter, and no conflicting modes.
+pub fn check_read(opts: &QueryOptions, server: &Server) -> Result<(), ApiError> {
+    if opts.stale && opts.consistent {
+        return Err(ApiError::bad_request(
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        ));
+    }
+    opts.check_dc(server)
+}
+
+fn check_body_dc(dc: &Option<String>, server: &Server) -> Result<(), ApiError> {
+    match dc {
+        Some(dc) if !dc.is_empty() && !dc.eq_ignore_ascii_case(&server.config().datacenter) => {
+            Err(ApiError::internal("No path to datacenter"))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn register(
+    State(server): State<Server>,
+    opts: QueryOptions,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    opts.check_dc(&server)?;
+    let reg: CatalogRegistration =
+        decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    check_body_dc(&reg.datacenter, &server)?;
+    let reg = reg
+        .into_state()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    server.write(Command::Register(reg)).await?;
+    Ok(json(&true, &opts))
+}
+
+async fn deregister(
+    State(server): State<Server>,
+    opts: QueryOptions,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    opts.check_dc(&server)?;
+    let dereg: CatalogDeregistration =
+        decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    check_body_dc(&dereg.datacenter, &server)?;
+    let dereg = dereg.into_state();
+    if dereg.node.is_empty() {
+        return Err(ApiError::bad_request("Missing node name"));
+    }
+    server.write(Command::Deregister(dereg)).await?;
+    Ok(json(&true, &opts))
+}
+
+async fn datacenters(State(server): State<Server>, opts: QueryOptions) -> Response {
+    json(&vec![server.config().datacenter.clone()], &opts)
+}
+
+async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let (map, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| s.catalog_services())
+        .await;
+    Ok(json_with_index(&map, index, &opts))
+}
+
+async fn missing_service() -> ApiError {
+    ApiError::bad_request("Missing service name")
+}
+
+async fn missing_node() -> ApiError {
+    ApiError::bad_request("Missing node name")
+}
+
+async fn service(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    opts: QueryOptions,
+) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
+    let dc = server.config().datacenter.clone();
+    let (rows, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| {
+            let (instances, index) = s.catalog_service(&name, &tags);
+            let rows: Vec<CatalogService> = instances
+                .iter()
+                .map(|i| CatalogService::from_state(i, &dc))
+                .collect();
+            (rows, index)
+        })
+        .await;
+    Ok(json_with_index(&rows, index, &opts))
+}
+
+async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let dc = server.config().datacenter.clone();
+    let (rows, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| {
+            let (nodes, index) = s.catalog_nodes();
+            let rows: Vec<Node> = nodes.iter().map(|n| Node::from_state(n, &dc)).collect();
+            (rows, index)
+        })
+        .await;
+    Ok(json_with_index(&rows, index, &opts))
+}
+
+/// Unknown node ⇒ `null` with 200 (the Go api and consul-template expect it).
+async fn node(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    opts: QueryOptions,
+) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let dc = server.config().datacenter.clone();
+    let (answer, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| {
+            let (ns, index) = s.catalog_node(&name);
+            (ns.map(|ns| NodeServices::from_state(&ns, &dc)), index)
+        })
+        .await;
+    Ok(json_with_index(&answer, index, &opts))
 }

@@ -1,9 +1,116 @@
-//! `/v1/health` endpoints (being written).
+//! `/v1/health` endpoints: service entries (with `?passing` and repeatable,
+//! case-insensitive `?tag=`), the checks of a service, of a node, or in a
+//! state. Service reads block on the service's own index, so a change to
+//! service y never wakes a watcher of service x.
 
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
 use axum::Router;
 
+use super::agent::only;
+use super::catalog::check_read;
+use super::query::{json_with_index, ApiError, QueryOptions};
+use crate::discovery::api::health::{HealthCheck, ServiceEntry};
+use crate::discovery::server::state::checks::StatusFilter;
 use crate::discovery::server::Server;
 
 pub fn routes() -> Router<Server> {
     Router::new()
+        .route("/v1/health/service/", only(get(missing_service)))
+        .route("/v1/health/service/{*name}", only(get(service)))
+        .route("/v1/health/checks/", only(get(missing_service)))
+        .route("/v1/health/checks/{*name}", only(get(service_checks)))
+        .route("/v1/health/node/", only(get(missing_node)))
+        .route("/v1/health/node/{*node}", only(get(node_checks)))
+        .route("/v1/health/state/", only(get(missing_state)))
+        .route("/v1/health/state/{*state}", only(get(state)))
+}
+
+async fn missing_service() -> ApiError {
+    ApiError::bad_request("Missing service name")
+}
+
+async fn missing_node() -> ApiError {
+    ApiError::bad_request("Missing node name")
+}
+
+async fn missing_state() -> ApiError {
+    ApiError::bad_request("Missing check state")
+}
+
+async fn service(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    opts: QueryOptions,
+) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let passing = opts
+        .bool_param("passing")
+        .map_err(|_| ApiError::bad_request("Invalid value for ?passing"))?
+        .unwrap_or(false);
+    let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
+    let dc = server.config().datacenter.clone();
+    let (rows, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| {
+            let (entries, index) = s.health_service(&name, &tags, passing);
+            let rows: Vec<ServiceEntry> = entries
+                .iter()
+                .map(|e| ServiceEntry::from_state(e, &dc))
+                .collect();
+            (rows, index)
+        })
+        .await;
+    Ok(json_with_index(&rows, index, &opts))
+}
+
+fn wire(checks: Vec<crate::discovery::server::state::checks::HealthCheck>) -> Vec<HealthCheck> {
+    checks.iter().map(HealthCheck::from).collect()
+}
+
+async fn service_checks(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    opts: QueryOptions,
+) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let (rows, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| {
+            let (checks, index) = s.health_service_checks(&name);
+            (wire(checks), index)
+        })
+        .await;
+    Ok(json_with_index(&rows, index, &opts))
+}
+
+async fn node_checks(
+    State(server): State<Server>,
+    Path(node): Path<String>,
+    opts: QueryOptions,
+) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let (rows, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| {
+            let (checks, index) = s.health_node(&node);
+            (wire(checks), index)
+        })
+        .await;
+    Ok(json_with_index(&rows, index, &opts))
+}
+
+async fn state(
+    State(server): State<Server>,
+    Path(state): Path<String>,
+    opts: QueryOptions,
+) -> Result<Response, ApiError> {
+    check_read(&opts, &server)?;
+    let filter = StatusFilter::parse(&state)
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid state: {state}")))?;
+    let (rows, index) = server
+        .block(opts.index, opts.jittered_wait(), |s| {
+            let (checks, index) = s.health_state(filter);
+            (wire(checks), index)
+        })
+        .await;
+    Ok(json_with_index(&rows, index, &opts))
 }
