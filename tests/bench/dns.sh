@@ -112,6 +112,7 @@ start_fixture() {
     log "building the tests/dns.rs fixture (release)"
     local exe
     exe=$(cd "$REPO_ROOT" && cargo test --release -q --test dns --no-run --message-format=json 2>/dev/null |
+        grep '"kind":\["test"\]' | grep '"name":"dns"' |
         grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4) || true
     [[ -n $exe && -x $exe ]] || die "could not build the tests/dns.rs fixture"
     PILOTFISH_DNS_BENCH_PORT=$BENCH_PORT "$exe" --ignored --exact bench_server --nocapture \

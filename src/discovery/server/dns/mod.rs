@@ -75,49 +75,25 @@ impl ConsulDns {
         metadata.recursion_available = !self.server.config().recursors.is_empty();
         let edns = request.edns.as_ref().map(reply_edns);
 
-        if request.metadata.op_code != OpCode::Query {
-            return send_code(
-                &mut out,
-                request,
-                metadata,
-                edns.as_ref(),
-                ResponseCode::NotImp,
-            )
-            .await;
-        }
-        let Ok(info) = request.request_info() else {
+        let checked = match request.request_info() {
+            _ if request.metadata.op_code != OpCode::Query => Err(ResponseCode::NotImp),
             // Zero or several questions.
-            return send_code(
-                &mut out,
-                request,
-                metadata,
-                edns.as_ref(),
-                ResponseCode::FormErr,
-            )
-            .await;
+            Err(_) => Err(ResponseCode::FormErr),
+            Ok(info) if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) => {
+                Err(ResponseCode::NotImp)
+            }
+            Ok(info) if !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY) => {
+                Err(ResponseCode::Refused)
+            }
+            Ok(info) => Ok(info.query),
         };
-        let query = info.query;
+        let query = match checked {
+            Ok(query) => query,
+            Err(code) => {
+                return send_code(&mut out, request, metadata, edns.as_ref(), code).await;
+            }
+        };
         let qtype = query.query_type();
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            return send_code(
-                &mut out,
-                request,
-                metadata,
-                edns.as_ref(),
-                ResponseCode::NotImp,
-            )
-            .await;
-        }
-        if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
-            return send_code(
-                &mut out,
-                request,
-                metadata,
-                edns.as_ref(),
-                ResponseCode::Refused,
-            )
-            .await;
-        }
 
         let name: &Name = query.name();
         let owner = query.original().name();
