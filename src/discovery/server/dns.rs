@@ -1,1 +1,0 @@
-//! Consul DNS answers from the catalog (hickory-server). Written next.

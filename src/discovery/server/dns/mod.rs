@@ -1,0 +1,291 @@
+//! Consul's DNS interface (consul-wire.md §8) on hickory-server: names in the
+//! Consul domain are answered from the catalog state (`name` parses them,
+//! `answer` builds the records), every other name goes to the recursors
+//! (`recursor`). hickory-server owns the sockets, the wire format and
+//! malformed packets (FORMERR, or dropped below a header); this module owns
+//! what the answers say and Consul's UDP limits.
+
+mod answer;
+mod name;
+mod recursor;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_server::proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::Server;
+use answer::{Answer, Zone, UDP_ANSWER_LIMIT};
+use hickory_server::net::xfer::Protocol;
+use recursor::Transport;
+
+/// How long an idle TCP connection is kept open.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// Serve Consul DNS on both sockets until `shutdown`. Logs `listening for dns
+/// on <addr>` (udp and tcp).
+pub async fn serve(
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
+    server: Server,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let udp_addr = udp.local_addr()?;
+    let tcp_addr = tcp.local_addr()?;
+    let mut dns = hickory_server::Server::new(ConsulDns::new(server));
+    dns.register_socket(udp);
+    dns.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    info!("listening for dns on {udp_addr} (udp)");
+    info!("listening for dns on {tcp_addr} (tcp)");
+    tokio::select! {
+        done = dns.block_until_done() => return done.map_err(std::io::Error::other),
+        () = shutdown.cancelled() => {}
+    }
+    dns.shutdown_gracefully()
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// The request handler: one per listener pair, shared by every query.
+struct ConsulDns {
+    server: Server,
+    zone: Zone,
+}
+
+impl ConsulDns {
+    fn new(server: Server) -> ConsulDns {
+        let cfg = server.config();
+        let zone = Zone::new(&cfg.domain, &cfg.datacenter, &cfg.node, cfg.advertise);
+        ConsulDns { server, zone }
+    }
+
+    async fn respond<R: ResponseHandler>(&self, request: &Request, mut out: R) -> ResponseInfo {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.recursion_available = !self.server.config().recursors.is_empty();
+        let edns = request.edns.as_ref().map(reply_edns);
+
+        let checked = match request.request_info() {
+            _ if request.metadata.op_code != OpCode::Query => Err(ResponseCode::NotImp),
+            // Zero or several questions.
+            Err(_) => Err(ResponseCode::FormErr),
+            Ok(info) if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) => {
+                Err(ResponseCode::NotImp)
+            }
+            Ok(info) if !matches!(info.query.query_class(), DNSClass::IN | DNSClass::ANY) => {
+                Err(ResponseCode::Refused)
+            }
+            Ok(info) => Ok(info.query),
+        };
+        let query = match checked {
+            Ok(query) => query,
+            Err(code) => {
+                return send_code(&mut out, request, metadata, edns.as_ref(), code).await;
+            }
+        };
+        let qtype = query.query_type();
+
+        let name: &Name = query.name();
+        let owner = query.original().name();
+        let mut answer = if self.zone.domain.zone_of(name) {
+            metadata.authoritative = true;
+            self.catalog_answer(name, qtype, owner)
+        } else if let Some(answer) = self.reverse_answer(name, qtype, owner) {
+            metadata.authoritative = true;
+            answer
+        } else {
+            return self.recurse(request, metadata, edns.as_ref(), out).await;
+        };
+
+        let udp = request.protocol() == Protocol::Udp;
+        if udp {
+            let (max_answers, max_bytes) = match &edns {
+                Some(e) => (None, usize::from(e.max_payload())),
+                None => (Some(UDP_ANSWER_LIMIT), 512),
+            };
+            answer.fit(query.original(), max_answers, max_bytes);
+        }
+        metadata.response_code = answer.code;
+        let soa = answer.needs_soa().then(|| self.zone.soa(unix_secs()));
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+            metadata,
+            answer.answers.iter(),
+            std::iter::empty(),
+            soa.iter(),
+            answer.additionals.iter(),
+        );
+        send(&mut out, response, metadata).await
+    }
+
+    fn catalog_answer(&self, name: &Name, qtype: RecordType, owner: &Name) -> Answer {
+        let inner = usize::from(name.num_labels())
+            .saturating_sub(usize::from(self.zone.domain.num_labels()));
+        let labels: Option<Vec<&str>> = name
+            .iter()
+            .take(inner)
+            .map(|l| std::str::from_utf8(l).ok())
+            .collect();
+        let Some(labels) = labels else {
+            return Answer::nxdomain();
+        };
+        let lookup = name::parse(&labels, &self.zone.datacenter.to_ascii_lowercase());
+        let mut rng = rand::rng();
+        self.server.read(|state| {
+            answer::lookup(
+                state,
+                &self.zone,
+                &lookup,
+                qtype,
+                owner,
+                unix_secs(),
+                &mut rng,
+            )
+        })
+    }
+
+    /// PTR for a node's address; `None` lets the name recurse (or NXDOMAIN).
+    fn reverse_answer(&self, name: &Name, qtype: RecordType, owner: &Name) -> Option<Answer> {
+        if !matches!(qtype, RecordType::PTR | RecordType::ANY) {
+            return None;
+        }
+        let net = name.parse_arpa_name().ok()?;
+        let full = match net.addr() {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        if net.prefix_len() != full {
+            return None;
+        }
+        self.server
+            .read(|state| answer::reverse(state, &self.zone, net.addr(), owner))
+    }
+
+    /// Outside the domain: the recursors' answer, SERVFAIL when they all
+    /// failed, REFUSED when there are none.
+    async fn recurse<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        metadata: Metadata,
+        edns: Option<&Edns>,
+        mut out: R,
+    ) -> ResponseInfo {
+        let recursors = &self.server.config().recursors;
+        if recursors.is_empty() {
+            return send_code(&mut out, request, metadata, edns, ResponseCode::Refused).await;
+        }
+        let Ok(info) = request.request_info() else {
+            return send_code(&mut out, request, metadata, edns, ResponseCode::FormErr).await;
+        };
+        let transport = match request.protocol() {
+            Protocol::Udp => Transport::Udp,
+            _ => Transport::Tcp,
+        };
+        let Some(reply) = recursor::forward(
+            recursors,
+            info.query.original(),
+            request.edns.as_ref(),
+            transport,
+        )
+        .await
+        else {
+            return send_code(&mut out, request, metadata, edns, ResponseCode::ServFail).await;
+        };
+        let mut metadata = metadata;
+        metadata.response_code = reply.metadata.response_code;
+        metadata.truncation = reply.metadata.truncation;
+        metadata.authentic_data = reply.metadata.authentic_data;
+        // Our OPT, not the recursor's: its size is what the client can take.
+        let response = MessageResponseBuilder::new(&request.queries, edns).build(
+            metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty::<&Record>(),
+            reply.additionals.iter(),
+        );
+        send(&mut out, response, metadata).await
+    }
+}
+
+/// hickory's `RequestHandler` is an `async_trait`; this is its expanded
+/// form, so the crate needs no `async-trait` dependency of its own.
+impl RequestHandler for ConsulDns {
+    fn handle_request<'life0, 'life1, 'async_trait, R, T>(
+        &'life0 self,
+        request: &'life1 Request,
+        response_handle: R,
+    ) -> Pin<Box<dyn Future<Output = ResponseInfo> + Send + 'async_trait>>
+    where
+        R: ResponseHandler + 'async_trait,
+        T: Time + 'async_trait,
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.respond(request, response_handle))
+    }
+}
+
+/// The OPT we answer with: the client's UDP size echoed (Consul does), and
+/// its client subnet with scope 0 (the answer does not depend on it).
+fn reply_edns(theirs: &Edns) -> Edns {
+    let mut ours = Edns::new();
+    ours.set_max_payload(theirs.max_payload().max(512));
+    if let Some(EdnsOption::Subnet(subnet)) = theirs.option(EdnsCode::Subnet) {
+        let mut subnet = *subnet;
+        subnet.set_scope_prefix(0);
+        ours.options_mut().insert(EdnsOption::Subnet(subnet));
+    }
+    ours
+}
+
+async fn send_code<R: ResponseHandler>(
+    out: &mut R,
+    request: &Request,
+    mut metadata: Metadata,
+    edns: Option<&Edns>,
+    code: ResponseCode,
+) -> ResponseInfo {
+    metadata.response_code = code;
+    let response = MessageResponseBuilder::new(&request.queries, edns).build_no_records(metadata);
+    send(out, response, metadata).await
+}
+
+async fn send<'a, R: ResponseHandler>(
+    out: &mut R,
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    metadata: Metadata,
+) -> ResponseInfo {
+    match out.send_response(response).await {
+        Ok(info) => info,
+        Err(e) => {
+            debug!(error = %e, "sending a dns response");
+            let mut metadata = metadata;
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}
+
+fn unix_secs() -> u64 {
+    super::now_ms() / 1000
+}

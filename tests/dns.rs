@@ -1,0 +1,793 @@
+//! Consul DNS, end to end: an in-process server with a registered catalog,
+//! `dns::serve` on 127.0.0.1 (UDP and TCP on one port), queried with the real
+//! `dig` (Debian `bind9-dnsutils`). Without `dig` the tests are skipped, or
+//! fail under `CI` so a missing install step cannot pass unnoticed.
+//!
+//! `bench_server` (ignored) serves the benchmark fixture for
+//! `tests/bench/dns.sh` until killed.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use pilotfish::discovery::server::dns;
+use pilotfish::discovery::server::state::catalog::{Registration, Service, Weights};
+use pilotfish::discovery::server::state::checks::{CheckStatus, HealthCheck};
+use pilotfish::discovery::server::state::Command;
+use pilotfish::discovery::server::{Server, ServerConfig};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------- harness
+
+/// One DNS server on a loopback port; stops when dropped.
+struct Dns {
+    port: u16,
+    server: Server,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Dns {
+    async fn start(domain: &str, recursors: Vec<SocketAddr>) -> Dns {
+        let server = Server::open(ServerConfig {
+            node: "pilot".into(),
+            datacenter: "dc1".into(),
+            domain: domain.into(),
+            advertise: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),
+            data_dir: None,
+            enable_script_checks: false,
+            recursors,
+        })
+        .await
+        .unwrap();
+        let (udp, tcp) = bind_pair().await;
+        let port = udp.local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(dns::serve(udp, tcp, server.clone(), shutdown.clone()));
+        Dns {
+            port,
+            server,
+            shutdown,
+            task,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn register(
+        &self,
+        node: &str,
+        address: &str,
+        service: Option<Service>,
+        status: Option<CheckStatus>,
+    ) {
+        let checks = match (&service, status) {
+            (Some(s), Some(status)) => vec![HealthCheck {
+                service_id: s.id.clone(),
+                check_type: "ttl".into(),
+                ..HealthCheck::new(node, &format!("service:{}", s.id), "check", status)
+            }],
+            _ => Vec::new(),
+        };
+        self.server
+            .write(Command::Register(Registration {
+                node: node.into(),
+                node_id: String::new(),
+                address: address.into(),
+                tagged_addresses: BTreeMap::new(),
+                node_meta: BTreeMap::new(),
+                skip_node_update: false,
+                service,
+                checks,
+            }))
+            .await
+            .unwrap();
+    }
+
+    async fn dig(&self, args: &[&str]) -> Reply {
+        dig(self.port, args).await
+    }
+}
+
+/// UDP and TCP on the same port, as Consul serves them.
+async fn bind_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
+}
+
+fn service(id: &str, name: &str, tags: &[&str], address: &str, port: u16) -> Service {
+    Service {
+        id: id.into(),
+        name: name.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        address: address.into(),
+        port,
+        meta: BTreeMap::new(),
+        enable_tag_override: false,
+        weights: Weights::default(),
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+/// The catalog most tests query:
+/// - `web`: web1 on n1 (10.0.0.1, tag primary, passing), web2 on n2
+///   (10.0.0.2, tag replica, warning, weights 10/3), web3 on n3 (10.0.0.3,
+///   critical: never answered), web4 on n4 with its own address 192.168.0.10;
+/// - `many`: ten passing instances on m0..m9 (10.1.0.0–9);
+/// - node `Mixed-Case` (10.0.0.9) with meta rack=r1.
+async fn populated(recursors: Vec<SocketAddr>) -> Dns {
+    let dns = Dns::start("consul.", recursors).await;
+    dns.register(
+        "n1",
+        "10.0.0.1",
+        Some(service("web1", "web", &["primary"], "", 80)),
+        Some(CheckStatus::Passing),
+    )
+    .await;
+    let mut web2 = service("web2", "web", &["replica"], "", 81);
+    web2.weights = Weights {
+        passing: 10,
+        warning: 3,
+    };
+    dns.register("n2", "10.0.0.2", Some(web2), Some(CheckStatus::Warning))
+        .await;
+    dns.register(
+        "n3",
+        "10.0.0.3",
+        Some(service("web3", "web", &[], "", 82)),
+        Some(CheckStatus::Critical),
+    )
+    .await;
+    dns.register(
+        "n4",
+        "10.0.0.4",
+        Some(service("web4", "web", &[], "192.168.0.10", 83)),
+        Some(CheckStatus::Passing),
+    )
+    .await;
+    for i in 0..10 {
+        dns.register(
+            &format!("m{i}"),
+            &format!("10.1.0.{i}"),
+            Some(service(&format!("many{i}"), "many", &[], "", 9000)),
+            None,
+        )
+        .await;
+    }
+    dns.server
+        .write(Command::Register(Registration {
+            node: "Mixed-Case".into(),
+            node_id: String::new(),
+            address: "10.0.0.9".into(),
+            tagged_addresses: BTreeMap::new(),
+            node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            skip_node_update: false,
+            service: None,
+            checks: Vec::new(),
+        }))
+        .await
+        .unwrap();
+    dns
+}
+
+// ---------------------------------------------------------------- dig
+
+/// One resource record as dig prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rr {
+    name: String,
+    ttl: String,
+    rtype: String,
+    data: String,
+}
+
+/// What dig printed, split into the parts the tests look at.
+#[derive(Debug, Default)]
+struct Reply {
+    status: String,
+    flags: Vec<String>,
+    answer: Vec<Rr>,
+    authority: Vec<Rr>,
+    additional: Vec<Rr>,
+    text: String,
+}
+
+impl Reply {
+    fn data(&self, rtype: &str) -> BTreeSet<String> {
+        self.answer
+            .iter()
+            .filter(|r| r.rtype == rtype)
+            .map(|r| r.data.clone())
+            .collect()
+    }
+
+    fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+
+    /// NXDOMAIN/NODATA carry `consul. 0 IN SOA ns.consul. hostmaster.consul. <serial> 3600 600 86400 0`.
+    fn assert_soa_authority(&self) {
+        assert_eq!(
+            self.authority.len(),
+            1,
+            "one SOA in authority:\n{}",
+            self.text
+        );
+        let soa = &self.authority[0];
+        assert_eq!(
+            (soa.name.as_str(), soa.ttl.as_str(), soa.rtype.as_str()),
+            ("consul.", "0", "SOA"),
+            "{}",
+            self.text
+        );
+        let fields: Vec<&str> = soa.data.split_whitespace().collect();
+        assert_eq!(fields.len(), 7, "{}", self.text);
+        assert_eq!((fields[0], fields[1]), ("ns.consul.", "hostmaster.consul."));
+        assert!(
+            fields[2].parse::<u32>().unwrap() > 1_600_000_000,
+            "serial is the Unix time"
+        );
+        assert_eq!(&fields[3..], ["3600", "600", "86400", "0"], "{}", self.text);
+    }
+}
+
+fn dig_present() -> bool {
+    match std::process::Command::new("dig").arg("-v").output() {
+        Ok(_) => true,
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("`dig` is not installed: install the Debian package bind9-dnsutils")
+        }
+        Err(_) => {
+            eprintln!("skipping: `dig` is not installed (Debian package bind9-dnsutils)");
+            false
+        }
+    }
+}
+
+async fn dig(port: u16, args: &[&str]) -> Reply {
+    let out = tokio::process::Command::new("dig")
+        .arg("@127.0.0.1")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(["+tries=1", "+time=4"])
+        .args(args)
+        .output()
+        .await
+        .expect("running dig (Debian package bind9-dnsutils)");
+    parse_dig(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_dig(text: &str) -> Reply {
+    let mut reply = Reply {
+        text: text.to_string(),
+        ..Reply::default()
+    };
+    let mut section: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.split("status: ").nth(1) {
+            reply.status = rest.split(',').next().unwrap_or_default().to_string();
+        }
+        if let Some(rest) = line.strip_prefix(";; flags:") {
+            let flags = rest.split(';').next().unwrap_or_default();
+            reply.flags = flags.split_whitespace().map(str::to_string).collect();
+        }
+        match line {
+            ";; ANSWER SECTION:" => section = Some("answer"),
+            ";; AUTHORITY SECTION:" => section = Some("authority"),
+            ";; ADDITIONAL SECTION:" => section = Some("additional"),
+            "" => section = None,
+            _ if line.starts_with(';') => {}
+            _ => {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.len() < 4 {
+                    continue;
+                }
+                let rr = Rr {
+                    name: fields[0].to_string(),
+                    ttl: fields[1].to_string(),
+                    rtype: fields[3].to_string(),
+                    data: fields[4..].join(" "),
+                };
+                match section {
+                    Some("answer") => reply.answer.push(rr),
+                    Some("authority") => reply.authority.push(rr),
+                    Some("additional") => reply.additional.push(rr),
+                    _ => {}
+                }
+            }
+        }
+    }
+    reply
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_a_records_skip_critical_and_keep_warning() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    let r = dns.dig(&["web.service.consul", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert!(r.has_flag("aa"), "authoritative: {}", r.text);
+    assert!(!r.has_flag("ra"), "no recursors, no RA: {}", r.text);
+    assert_eq!(
+        r.data("A"),
+        set(&["10.0.0.1", "10.0.0.2", "192.168.0.10"]),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.answer
+            .iter()
+            .all(|a| a.name == "web.service.consul." && a.ttl == "0"),
+        "{}",
+        r.text
+    );
+    assert!(r.authority.is_empty(), "no SOA with answers: {}", r.text);
+
+    // Optional datacenter label, case-insensitive names, owner echoes the question.
+    let r = dns.dig(&["WEB.Service.DC1.Consul", "A"]).await;
+    assert_eq!(
+        r.data("A"),
+        set(&["10.0.0.1", "10.0.0.2", "192.168.0.10"]),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.answer.iter().all(|a| a.name == "WEB.Service.DC1.Consul."),
+        "{}",
+        r.text
+    );
+
+    // ANY answers with the addresses.
+    let r = dns.dig(&["web.service.consul", "ANY"]).await;
+    assert_eq!(
+        r.data("A"),
+        set(&["10.0.0.1", "10.0.0.2", "192.168.0.10"]),
+        "{}",
+        r.text
+    );
+
+    // Critical everywhere: the instance is gone, and a critical node check hides it too.
+    dns.server
+        .write(Command::UpdateCheck {
+            node: "n1".into(),
+            check_id: "serfHealth".into(),
+            status: CheckStatus::Critical,
+            output: "down".into(),
+        })
+        .await
+        .unwrap();
+    let r = dns.dig(&["web.service.consul", "A"]).await;
+    assert_eq!(
+        r.data("A"),
+        set(&["10.0.0.2", "192.168.0.10"]),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_rfc2782_names() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    let r = dns.dig(&["primary.web.service.consul"]).await;
+    assert_eq!(r.data("A"), set(&["10.0.0.1"]), "{}", r.text);
+    let r = dns.dig(&["Replica.web.service.dc1.consul"]).await;
+    assert_eq!(
+        r.data("A"),
+        set(&["10.0.0.2"]),
+        "tags are case-insensitive: {}",
+        r.text
+    );
+    let r = dns.dig(&["nosuchtag.web.service.consul"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+    r.assert_soa_authority();
+
+    let r = dns.dig(&["_web._primary.service.consul", "SRV"]).await;
+    assert_eq!(
+        r.data("SRV"),
+        set(&["1 1 80 n1.node.dc1.consul."]),
+        "{}",
+        r.text
+    );
+    let r = dns.dig(&["_web._tcp.service.consul", "SRV"]).await;
+    assert_eq!(r.answer.len(), 3, "_tcp filters nothing: {}", r.text);
+    let r = dns.dig(&["_web._tcp.consul", "SRV"]).await;
+    assert_eq!(r.answer.len(), 3, "service label is optional: {}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_targets_weights_and_additional_addresses() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    let r = dns.dig(&["web.service.consul", "SRV"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(
+        r.data("SRV"),
+        set(&[
+            "1 1 80 n1.node.dc1.consul.",
+            // A warning instance weighs Weights.Warning.
+            "1 3 81 n2.node.dc1.consul.",
+            // An instance with its own IP is reached through its addr name.
+            "1 1 83 c0a8000a.addr.dc1.consul.",
+        ]),
+        "{}",
+        r.text
+    );
+    let additional: BTreeSet<(String, String)> = r
+        .additional
+        .iter()
+        .filter(|a| a.rtype == "A")
+        .map(|a| (a.name.clone(), a.data.clone()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("n1.node.dc1.consul.", "10.0.0.1"),
+        ("n2.node.dc1.consul.", "10.0.0.2"),
+        ("c0a8000a.addr.dc1.consul.", "192.168.0.10"),
+    ]
+    .iter()
+    .map(|(n, a)| (n.to_string(), a.to_string()))
+    .collect();
+    assert_eq!(additional, expected, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_addrs_apex_and_reverse() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    let r = dns.dig(&["n1.node.consul"]).await;
+    assert_eq!(r.data("A"), set(&["10.0.0.1"]), "{}", r.text);
+    let r = dns.dig(&["mixed-case.NODE.dc1.consul"]).await;
+    assert_eq!(
+        r.data("A"),
+        set(&["10.0.0.9"]),
+        "node names are case-insensitive: {}",
+        r.text
+    );
+    let r = dns.dig(&["Mixed-Case.node.consul", "TXT"]).await;
+    assert_eq!(r.data("TXT"), set(&["\"rack=r1\""]), "{}", r.text);
+    let r = dns.dig(&["ghost.node.consul"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+    r.assert_soa_authority();
+
+    let r = dns.dig(&["c0a80001.addr.consul", "A"]).await;
+    assert_eq!(r.data("A"), set(&["192.168.0.1"]), "{}", r.text);
+    let r = dns
+        .dig(&["20010db8000000000000000000000001.addr.dc1.consul", "AAAA"])
+        .await;
+    assert_eq!(r.data("AAAA"), set(&["2001:db8::1"]), "{}", r.text);
+    let r = dns.dig(&["xyz.addr.consul", "A"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+
+    let r = dns.dig(&["consul.", "SOA"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(r.answer.len(), 1, "{}", r.text);
+    assert_eq!(r.answer[0].rtype, "SOA", "{}", r.text);
+    let r = dns.dig(&["consul.", "NS"]).await;
+    assert_eq!(r.data("NS"), set(&["pilot.node.dc1.consul."]), "{}", r.text);
+
+    let r = dns.dig(&["-x", "10.0.0.1"]).await;
+    assert_eq!(r.data("PTR"), set(&["n1.node.dc1.consul."]), "{}", r.text);
+
+    // `consul.service` names the servers.
+    let r = dns.dig(&["consul.service.consul", "SRV"]).await;
+    assert_eq!(
+        r.data("SRV"),
+        set(&["1 1 8300 pilot.node.dc1.consul."]),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nxdomain_versus_nodata() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    for name in [
+        "nosuch.service.consul",
+        "web.service.dc2.consul",
+        "web.query.consul",
+        "what.consul",
+        "a.b.web.service.dc1.extra.consul",
+    ] {
+        let r = dns.dig(&[name, "A"]).await;
+        assert_eq!(r.status, "NXDOMAIN", "{name}: {}", r.text);
+        assert!(r.has_flag("aa"), "{name}: {}", r.text);
+        assert!(r.answer.is_empty(), "{name}: {}", r.text);
+        r.assert_soa_authority();
+    }
+    // Only critical instances: NXDOMAIN like an unknown service.
+    dns.register(
+        "n5",
+        "10.0.0.5",
+        Some(service("down1", "down", &[], "", 1)),
+        Some(CheckStatus::Critical),
+    )
+    .await;
+    let r = dns.dig(&["down.service.consul"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+
+    // Known names without the asked type: NOERROR, empty, SOA in authority.
+    for (name, qtype) in [
+        ("web.service.consul", "AAAA"),
+        ("web.service.consul", "MX"),
+        ("n1.node.consul", "AAAA"),
+        ("n1.node.consul", "MX"),
+        ("c0a80001.addr.consul", "AAAA"),
+    ] {
+        let r = dns.dig(&[name, qtype]).await;
+        assert_eq!(r.status, "NOERROR", "{name} {qtype}: {}", r.text);
+        assert!(r.answer.is_empty(), "{name} {qtype}: {}", r.text);
+        r.assert_soa_authority();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_answer_cap_edns_and_tcp() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    let r = dns.dig(&["+noedns", "many.service.consul"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(r.answer.len(), 3, "3 answers without EDNS: {}", r.text);
+    assert!(!r.has_flag("tc"), "Consul does not set TC: {}", r.text);
+
+    let r = dns.dig(&["+bufsize=4096", "many.service.consul"]).await;
+    assert_eq!(r.answer.len(), 10, "EDNS lifts the cap: {}", r.text);
+    assert!(
+        r.text.contains("udp: 4096"),
+        "OPT echoes the size: {}",
+        r.text
+    );
+
+    let r = dns.dig(&["+noedns", "many.service.consul", "SRV"]).await;
+    assert_eq!(r.answer.len(), 3, "{}", r.text);
+    let targets: BTreeSet<String> = r
+        .answer
+        .iter()
+        .map(|a| a.data.split_whitespace().last().unwrap().to_string())
+        .collect();
+    let extra: BTreeSet<String> = r.additional.iter().map(|a| a.name.clone()).collect();
+    assert_eq!(
+        targets, extra,
+        "additional follows the kept targets: {}",
+        r.text
+    );
+
+    let r = dns.dig(&["+tcp", "+noedns", "many.service.consul"]).await;
+    assert_eq!(r.answer.len(), 10, "no cap over TCP: {}", r.text);
+    let r = dns.dig(&["+tcp", "web.service.consul", "SRV"]).await;
+    assert_eq!(r.answer.len(), 3, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_shuffled() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    let mut orders = BTreeSet::new();
+    let mut capped = BTreeSet::new();
+    for _ in 0..20 {
+        let r = dns.dig(&["+bufsize=4096", "many.service.consul"]).await;
+        let order: Vec<String> = r.answer.iter().map(|a| a.data.clone()).collect();
+        assert_eq!(order.len(), 10, "{}", r.text);
+        orders.insert(order);
+        let r = dns.dig(&["+noedns", "many.service.consul"]).await;
+        capped.insert(r.data("A"));
+    }
+    assert!(orders.len() > 1, "20 answers in one order: {orders:?}");
+    assert!(
+        capped.len() > 1,
+        "the 3 kept answers never change: {capped:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_domain_without_recursors_is_refused() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(Vec::new()).await;
+    let r = dns.dig(&["example.com", "A"]).await;
+    assert_eq!(r.status, "REFUSED", "{}", r.text);
+    let r = dns.dig(&["+tcp", "example.com", "A"]).await;
+    assert_eq!(r.status, "REFUSED", "{}", r.text);
+    // A reverse name nobody has is not ours either.
+    let r = dns.dig(&["-x", "10.9.9.9"]).await;
+    assert_eq!(r.status, "REFUSED", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursors_answer_other_names() {
+    if !dig_present() {
+        return;
+    }
+    // The "recursor" is a second server of ours, authoritative for `other.`.
+    let upstream = Dns::start("other.", Vec::new()).await;
+    upstream
+        .register(
+            "u1",
+            "10.8.0.1",
+            Some(service("api1", "api", &[], "", 443)),
+            Some(CheckStatus::Passing),
+        )
+        .await;
+    // A dead recursor first: the next one answers.
+    let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let dns = populated(vec![dead_addr, upstream.addr()]).await;
+
+    let r = dns.dig(&["api.service.other", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(r.data("A"), set(&["10.8.0.1"]), "{}", r.text);
+    assert!(r.has_flag("ra"), "recursion available: {}", r.text);
+    assert!(
+        !r.has_flag("aa"),
+        "not authoritative for other names: {}",
+        r.text
+    );
+
+    let r = dns.dig(&["+tcp", "api.service.other", "A"]).await;
+    assert_eq!(r.data("A"), set(&["10.8.0.1"]), "over TCP: {}", r.text);
+
+    // The recursor's NXDOMAIN and its SOA are relayed.
+    let r = dns.dig(&["nope.service.other", "A"]).await;
+    assert_eq!(r.status, "NXDOMAIN", "{}", r.text);
+    assert_eq!(
+        r.authority.first().map(|a| a.name.as_str()),
+        Some("other."),
+        "{}",
+        r.text
+    );
+
+    // Our own names are still ours.
+    let r = dns.dig(&["web.service.consul", "A"]).await;
+    assert!(r.has_flag("aa") && r.has_flag("ra"), "{}", r.text);
+
+    // Every recursor dead: SERVFAIL, not silence.
+    let lonely = Dns::start("consul.", vec![dead_addr]).await;
+    let r = lonely.dig(&["api.service.other", "A"]).await;
+    assert_eq!(r.status, "SERVFAIL", "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_packets_do_not_stop_the_server() {
+    if !dig_present() {
+        return;
+    }
+    use hickory_proto::op::{Message, ResponseCode};
+
+    let dns = populated(Vec::new()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(dns.addr()).await.unwrap();
+    // Shorter than a header: dropped.
+    client.send(b"\x01\x02\x03").await.unwrap();
+    client.send(&[0xff; 7]).await.unwrap();
+    // A header promising a question that is not there: FORMERR.
+    let header = [0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+    let mut broken = header.to_vec();
+    broken.extend_from_slice(&[0x05, b'a', b'b']);
+    client.send(&broken).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(3), client.recv(&mut buf))
+        .await
+        .expect("an answer to a broken question")
+        .unwrap();
+    let reply = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(reply.metadata.id, 0x1234);
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+    // Random junk of every length.
+    for len in 0..64u8 {
+        let junk: Vec<u8> = (0..len)
+            .map(|i| i.wrapping_mul(37).wrapping_add(len))
+            .collect();
+        client.send(&junk).await.unwrap();
+    }
+    // Junk over TCP as well.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = tokio::net::TcpStream::connect(dns.addr()).await.unwrap();
+        tcp.write_all(&[0x00, 0x05, 1, 2, 3, 4, 5, 0xff, 0xff])
+            .await
+            .unwrap();
+    }
+
+    let r = dns.dig(&["web.service.consul", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "still answering: {}", r.text);
+    let r = dns.dig(&["+tcp", "web.service.consul", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "still answering over TCP: {}", r.text);
+    assert!(!dns.task.is_finished(), "serve is still running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_returns_on_shutdown() {
+    let dns = Dns::start("consul.", Vec::new()).await;
+    dns.shutdown.cancel();
+    let done = tokio::time::timeout(Duration::from_secs(5), async {
+        while !dns.task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "serve did not return after shutdown");
+}
+
+/// The benchmark fixture (tests/bench/dns.sh): `web`, `db` and `cache`, one
+/// instance each, served on `PILOTFISH_DNS_BENCH_PORT` until killed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "serves until killed; run by tests/bench/dns.sh"]
+async fn bench_server() {
+    let port: u16 = std::env::var("PILOTFISH_DNS_BENCH_PORT")
+        .expect("PILOTFISH_DNS_BENCH_PORT")
+        .parse()
+        .unwrap();
+    let server = Server::open(ServerConfig {
+        node: "bench".into(),
+        datacenter: "dc1".into(),
+        domain: "consul.".into(),
+        advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        data_dir: None,
+        enable_script_checks: false,
+        recursors: Vec::new(),
+    })
+    .await
+    .unwrap();
+    for (i, name) in ["web", "db", "cache"].iter().enumerate() {
+        server
+            .write(Command::Register(Registration {
+                node: format!("{name}-node"),
+                node_id: String::new(),
+                address: format!("10.0.0.{}", i + 1),
+                tagged_addresses: BTreeMap::new(),
+                node_meta: BTreeMap::new(),
+                skip_node_update: false,
+                service: Some(service(name, name, &[], "", 80)),
+                checks: Vec::new(),
+            }))
+            .await
+            .unwrap();
+    }
+    let udp = UdpSocket::bind(("127.0.0.1", port)).await.unwrap();
+    let tcp = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    println!("listening for dns on 127.0.0.1:{port}");
+    dns::serve(udp, tcp, server, CancellationToken::new())
+        .await
+        .unwrap();
+}
