@@ -17,10 +17,16 @@ pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
 
 impl LevelHandle {
     pub fn set(&self, level: &str) {
-        if let Err(e) = self.0.modify(|f| *f = EnvFilter::new(level)) {
+        if let Err(e) = self.0.modify(|f| *f = EnvFilter::new(filter_for(level))) {
             tracing::warn!("cannot change the log level: {e}");
         }
     }
+}
+
+/// The level for pilotfish; the DNS library logs every query at info, so it
+/// only speaks up for warnings.
+fn filter_for(level: &str) -> String {
+    format!("{level},hickory_server=warn,hickory_proto=warn,hickory_resolver=warn")
 }
 
 /// Keep it alive until exit: dropping it flushes queued lines.
@@ -34,7 +40,7 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
     let filter = std::env::var("PILOTFISH_LOG")
         .ok()
         .map(EnvFilter::new)
-        .unwrap_or_else(|| EnvFilter::new(&cfg.level));
+        .unwrap_or_else(|| EnvFilter::new(filter_for(&cfg.level)));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()

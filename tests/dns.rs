@@ -2,9 +2,6 @@
 //! `dns::serve` on 127.0.0.1 (UDP and TCP on one port), queried with the real
 //! `dig` (Debian `bind9-dnsutils`). Without `dig` the tests are skipped, or
 //! fail under `CI` so a missing install step cannot pass unnoticed.
-//!
-//! `bench_server` (ignored) serves the benchmark fixture for
-//! `tests/bench/dns.sh` until killed.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -747,47 +744,4 @@ async fn serve_returns_on_shutdown() {
     })
     .await;
     assert!(done.is_ok(), "serve did not return after shutdown");
-}
-
-/// The benchmark fixture (tests/bench/dns.sh): `web`, `db` and `cache`, one
-/// instance each, served on `PILOTFISH_DNS_BENCH_PORT` until killed.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "serves until killed; run by tests/bench/dns.sh"]
-async fn bench_server() {
-    let port: u16 = std::env::var("PILOTFISH_DNS_BENCH_PORT")
-        .expect("PILOTFISH_DNS_BENCH_PORT")
-        .parse()
-        .unwrap();
-    let server = Server::open(ServerConfig {
-        node: "bench".into(),
-        datacenter: "dc1".into(),
-        domain: "consul.".into(),
-        advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        data_dir: None,
-        enable_script_checks: false,
-        recursors: Vec::new(),
-    })
-    .await
-    .unwrap();
-    for (i, name) in ["web", "db", "cache"].iter().enumerate() {
-        server
-            .write(Command::Register(Registration {
-                node: format!("{name}-node"),
-                node_id: String::new(),
-                address: format!("10.0.0.{}", i + 1),
-                tagged_addresses: BTreeMap::new(),
-                node_meta: BTreeMap::new(),
-                skip_node_update: false,
-                service: Some(service(name, name, &[], "", 80)),
-                checks: Vec::new(),
-            }))
-            .await
-            .unwrap();
-    }
-    let udp = UdpSocket::bind(("127.0.0.1", port)).await.unwrap();
-    let tcp = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    println!("listening for dns on 127.0.0.1:{port}");
-    dns::serve(udp, tcp, server, CancellationToken::new())
-        .await
-        .unwrap();
 }

@@ -7,14 +7,13 @@
 # questions for DURATION seconds with CLIENTS clients, one server after the
 # other, ROUNDS times, and prints queries/s.
 #
-# pilotfish side: `pilotfish agent --dev` when the built binary has it (DNS on
-# DNS_PORT, services registered through the HTTP API on HTTP_PORT); otherwise
-# the `bench_server` fixture of tests/dns.rs, built in release mode.
+# pilotfish side: `pilotfish agent --dev` (DNS on DNS_PORT, services
+# registered through the HTTP API on HTTP_PORT).
 #
 # Usage:   tests/bench/dns.sh
 # Env:     PILOTFISH=path/to/pilotfish (default: cargo build --release here)
 #          DURATION=10  CLIENTS=4  THREADS=2  ROUNDS=2
-#          DNS_PORT=8600 HTTP_PORT=8500 (agent)  BENCH_PORT=18600 (fixture)
+#          DNS_PORT=8600 HTTP_PORT=8500 (agent)
 #          DNSMASQ_PORT=18601
 #
 # Only prints numbers; it exits non-zero only when something could not be run.
@@ -28,7 +27,6 @@ THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
 DNS_PORT=${DNS_PORT:-8600}
 HTTP_PORT=${HTTP_PORT:-8500}
-BENCH_PORT=${BENCH_PORT:-18600}
 DNSMASQ_PORT=${DNSMASQ_PORT:-18601}
 
 die() { echo "dns.sh: $*" >&2; exit 1; }
@@ -108,24 +106,7 @@ start_agent() {
     PF_KIND="pilotfish agent --dev"
 }
 
-start_fixture() {
-    log "building the tests/dns.rs fixture (release)"
-    local exe
-    exe=$(cd "$REPO_ROOT" && cargo test --release -q --test dns --no-run --message-format=json 2>/dev/null |
-        grep '"kind":\["test"\]' | grep '"name":"dns"' |
-        grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4) || true
-    [[ -n $exe && -x $exe ]] || die "could not build the tests/dns.rs fixture"
-    PILOTFISH_DNS_BENCH_PORT=$BENCH_PORT "$exe" --ignored --exact bench_server --nocapture \
-        >"$WORK/fixture.log" 2>&1 &
-    PIDS+=("$!")
-    PF_PORT=$BENCH_PORT
-    PF_KIND="tests/dns.rs bench_server (release)"
-}
-
-if ! start_agent; then
-    log "no usable \`pilotfish agent --dev\`: using the test fixture"
-    start_fixture
-fi
+start_agent || die "pilotfish agent --dev did not start (see $WORK/agent.log)"
 wait_answer "$PF_PORT" "pilotfish"
 
 # ---------------------------------------------------------------- dnsmasq

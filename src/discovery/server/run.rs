@@ -268,7 +268,7 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
     {
         let (server, shutdown) = (server.clone(), shutdown.clone());
         tasks.spawn(async move {
-            if let Err(e) = dns_serve(dns_udp, dns_tcp, server, shutdown).await {
+            if let Err(e) = super::dns::serve(dns_udp, dns_tcp, server, shutdown).await {
                 tracing::error!("dns server: {e}");
             }
         });
@@ -295,19 +295,6 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
     {
         tracing::warn!("tasks still running after {SHUTDOWN_DEADLINE:?}; exiting anyway");
     }
-    Ok(())
-}
-
-// TEMPORARY: stands in for `super::dns::serve` (same signature) until the DNS
-// server lands on main; it holds the bound sockets so the port is taken.
-async fn dns_serve(
-    udp: UdpSocket,
-    tcp: TcpListener,
-    _server: Server,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let _sockets = (udp, tcp);
-    shutdown.cancelled().await;
     Ok(())
 }
 
