@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # pytest, and venv for py-consul from PyPI. Installed with apt-get when
 # missing and root.
 need=()
-for pkg in util-linux procps gcc bind9-dnsutils python3 python3-venv python3-pytest python3-consul; do
+for pkg in util-linux procps gcc curl bind9-dnsutils python3 python3-venv python3-pytest python3-consul; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -161,5 +161,5 @@ for op in put get; do
         ((ERRS[$k] == 0)) || failed=1
     done
 done
-echo "(pilotfish: --data-dir, one fsync per write; etcd: one member, gateway, linearizable range)"
+echo "(pilotfish: --data-dir, group commit: one fsync per batch of queued writes; etcd: one member, gateway, linearizable range)"
 ((failed == 0)) || die "some requests failed (see the errors column)"
