@@ -138,13 +138,16 @@ fn main() -> ExitCode {
         }
         Command::Ping(s) => client(s.socket, ClientCommand::Ping),
         Command::Status { json, socket } => client(socket.socket, ClientCommand::Status { json }),
-        Command::Agent(args) => match runtime(true) {
-            Ok(rt) => exit(rt.block_on(pilotfish::discovery::server::run::run(args))),
-            Err(e) => {
-                eprintln!("pilotfish: cannot start the runtime: {e}");
-                ExitCode::FAILURE
+        Command::Agent(args) => {
+            pilotfish::discovery::server::run::prepare_process();
+            match runtime(true) {
+                Ok(rt) => exit(rt.block_on(pilotfish::discovery::server::run::run(args))),
+                Err(e) => {
+                    eprintln!("pilotfish: cannot start the runtime: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Consul(cmd) => match runtime(false) {
             Ok(rt) => exit(rt.block_on(pilotfish::cli::run(cmd))),
             Err(e) => {

@@ -610,33 +610,8 @@ fn decode_value(v: &Value) -> String {
     let Some(s) = v.as_str() else {
         return String::new();
     };
-    let bytes = base64_decode(s);
+    let bytes = crate::discovery::api::kv::base64_decode(s).unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Standard base64 (with or without padding); invalid characters are skipped.
-fn base64_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 async fn catalog_services(api: &Api, tags: bool) -> Result<Out, String> {
@@ -690,8 +665,9 @@ mod tests {
     }
 
     #[test]
-    fn base64_and_paths() {
-        assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    fn values_and_paths() {
+        assert_eq!(decode_value(&Value::String("aGVsbG8=".into())), "hello");
+        assert_eq!(decode_value(&Value::Null), "");
         assert_eq!(encode_path("a b/c:d"), "a%20b/c%3Ad");
     }
 
