@@ -253,23 +253,28 @@ impl Server {
 
     /// Apply one command in log order; durable before it is applied.
     pub async fn write(&self, cmd: Command) -> Result<Written, WriteError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
         self.pending().push(Pending { cmd, reply });
-        {
+        loop {
             // Group commit: whoever holds the commit lock takes every write
-            // queued so far (its own, unless an earlier holder already took
-            // it) and makes them durable with one fsync.
-            let mut store = self.inner.commit.lock().await;
-            let batch = std::mem::take(&mut *self.pending());
-            if !batch.is_empty() {
-                self.commit(&mut store, batch);
+            // queued so far and makes them durable with one fsync. A writer
+            // whose entry an earlier holder already committed takes its
+            // answer without queueing for the lock.
+            tokio::select! {
+                biased;
+                done = &mut answer => {
+                    return done.unwrap_or_else(|_| {
+                        Err(WriteError::Store("the write was dropped before it was committed".into()))
+                    });
+                }
+                mut store = self.inner.commit.lock() => {
+                    let batch = std::mem::take(&mut *self.pending());
+                    if !batch.is_empty() {
+                        self.commit(&mut store, batch);
+                    }
+                }
             }
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(WriteError::Store(
-                "the write was dropped before it was committed".into(),
-            ))
-        })
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
