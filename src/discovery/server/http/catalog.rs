@@ -10,7 +10,7 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use super::agent::only;
-use super::query::{json, json_with_index, ApiError, QueryOptions};
+use super::query::{check_datacenter, json, json_with_index, ApiError, QueryOptions};
 use crate::discovery::api::agent::decode;
 use crate::discovery::api::catalog::{
     CatalogDeregistration, CatalogRegistration, CatalogService, Node, NodeServices,
@@ -31,25 +31,6 @@ pub fn routes() -> Router<Server> {
         .route("/v1/catalog/node/{*node}", only(get(node)))
 }
 
-/// The checks every read makes: our datacenter, and no conflicting modes.
-pub fn check_read(opts: &QueryOptions, server: &Server) -> Result<(), ApiError> {
-    if opts.stale && opts.consistent {
-        return Err(ApiError::bad_request(
-            "Cannot specify ?stale with ?consistent, conflicting semantics.",
-        ));
-    }
-    opts.check_dc(server)
-}
-
-fn check_body_dc(dc: &Option<String>, server: &Server) -> Result<(), ApiError> {
-    match dc {
-        Some(dc) if !dc.is_empty() && !dc.eq_ignore_ascii_case(&server.config().datacenter) => {
-            Err(ApiError::internal("No path to datacenter"))
-        }
-        _ => Ok(()),
-    }
-}
-
 async fn register(
     State(server): State<Server>,
     opts: QueryOptions,
@@ -58,7 +39,7 @@ async fn register(
     opts.check_dc(&server)?;
     let reg: CatalogRegistration =
         decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
-    check_body_dc(&reg.datacenter, &server)?;
+    check_datacenter(reg.datacenter.as_deref(), &server)?;
     let reg = reg
         .into_state()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -74,7 +55,7 @@ async fn deregister(
     opts.check_dc(&server)?;
     let dereg: CatalogDeregistration =
         decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
-    check_body_dc(&dereg.datacenter, &server)?;
+    check_datacenter(dereg.datacenter.as_deref(), &server)?;
     let dereg = dereg.into_state();
     if dereg.node.is_empty() {
         return Err(ApiError::bad_request("Missing node name"));
@@ -88,7 +69,7 @@ async fn datacenters(State(server): State<Server>, opts: QueryOptions) -> Respon
 }
 
 async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let (map, index) = server
         .block_on(
             opts.index,
@@ -113,7 +94,7 @@ async fn service(
     Path(name): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
     // Woken only by writes that touch this service.
@@ -136,7 +117,7 @@ async fn service(
 }
 
 async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let dc = server.config().datacenter.clone();
     let (rows, index) = server
         .block_on(
@@ -161,7 +142,7 @@ async fn node(
     Path(name): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let dc = server.config().datacenter.clone();
     let (answer, index) = server
         .block_on(

@@ -9,7 +9,6 @@ use axum::routing::get;
 use axum::Router;
 
 use super::agent::only;
-use super::catalog::check_read;
 use super::query::{json_with_index, ApiError, QueryOptions};
 use crate::discovery::api::health::{HealthCheck, ServiceEntry};
 use crate::discovery::server::state::checks::StatusFilter;
@@ -44,7 +43,7 @@ async fn service(
     Path(name): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let passing = opts
         .bool_param("passing")
         .map_err(|_| ApiError::bad_request("Invalid value for ?passing"))?
@@ -79,7 +78,7 @@ async fn service_checks(
     Path(name): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let probe_name = name.clone();
     let (rows, index) = server
         .block_on(
@@ -97,7 +96,7 @@ async fn node_checks(
     Path(node): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let (rows, index) = server
         .block_on(
             opts.index,
@@ -114,7 +113,7 @@ async fn state(
     Path(state): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
-    check_read(&opts, &server)?;
+    opts.check_dc(&server)?;
     let filter = StatusFilter::parse(&state)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid state: {state}")))?;
     let (rows, index) = server

@@ -150,12 +150,17 @@ impl QueryOptions {
 
     /// Reject any datacenter but ours (empty = ours).
     pub fn check_dc(&self, server: &Server) -> Result<(), ApiError> {
-        match &self.dc {
-            Some(dc) if !dc.eq_ignore_ascii_case(&server.config().datacenter) => {
-                Err(ApiError::internal("No path to datacenter"))
-            }
-            _ => Ok(()),
+        check_datacenter(self.dc.as_deref(), server)
+    }
+}
+
+/// A `?dc=` or a body's `Datacenter`: ours (any case) or empty, else Consul's 500.
+pub fn check_datacenter(dc: Option<&str>, server: &Server) -> Result<(), ApiError> {
+    match dc {
+        Some(dc) if !dc.is_empty() && !dc.eq_ignore_ascii_case(&server.config().datacenter) => {
+            Err(ApiError::internal("No path to datacenter"))
         }
+        _ => Ok(()),
     }
 }
 
