@@ -185,7 +185,7 @@ pub async fn run(server: Server, shutdown: CancellationToken) {
         let far = Instant::now() + Duration::from_secs(3600);
         let checks = tokio::select! {
             _ = shutdown.cancelled() => break,
-            (checks, idx) = server.block(index, Duration::from_secs(300), |s| s.health_node(&node)) => {
+            (checks, idx) = server.block_on(index, Duration::from_secs(300), |s| s.catalog_index(), |s| s.health_node(&node).0) => {
                 index = idx;
                 checks
             }

@@ -3,7 +3,7 @@
 //! which stamps the log index and the time, makes the command durable
 //! (`store`), applies it and wakes the blocking queries it affects. Reads take
 //! the state under a read lock. The HTTP API (`http`) and DNS (`dns`) only ever
-//! use these entry points: `write`, `read` and `block`/`block_on`.
+//! use these entry points: `write`, `read` and `block_on`.
 //!
 //! Blocking queries cost memory, not threads: each parked query is one entry
 //! in a waiter table holding the index it last saw and a *probe* (a function
@@ -356,39 +356,6 @@ impl Server {
     /// How many blocking queries are parked (telemetry, tests).
     pub fn parked_queries(&self) -> usize {
         self.waiters().parked.len()
-    }
-
-    /// A blocking query: answer as soon as `query`'s index is above
-    /// `min_index`, or when `wait` has passed, whichever is first.
-    ///
-    /// The query cannot be kept while parked (it may borrow), so this one is
-    /// woken by every write and re-checks; prefer [`Server::block_on`], which
-    /// is woken only when its own index moves.
-    pub async fn block<R>(
-        &self,
-        min_index: u64,
-        wait: Duration,
-        query: impl Fn(&State) -> (R, u64),
-    ) -> (R, u64) {
-        let deadline = tokio::time::Instant::now() + wait;
-        let any_write: Probe = Arc::new(State::last_applied);
-        loop {
-            let parked = self.read(|state| {
-                let (result, index) = query(state);
-                if min_index == 0 || index > min_index || min_index > state.last_applied() {
-                    return Err((result, index));
-                }
-                Ok(self.park(state, any_write.clone()))
-            });
-            let (id, woken) = match parked {
-                Err(answer) => return answer,
-                Ok(p) => p,
-            };
-            let _parked = Parked { server: self, id };
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return self.read(&query);
-            }
-        }
     }
 
     /// A blocking query woken only when `probe`, the query's own index (one

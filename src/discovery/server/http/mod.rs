@@ -1,5 +1,5 @@
 //! Consul's HTTP API, one file per endpoint group. Handlers reach the node only
-//! through `Server::{write, read, block}`; the wire conventions every group
+//! through `Server::{write, read, block_on}`; the wire conventions every group
 //! shares (presence flags, Go durations, index headers, error bodies) live in
 //! `query`.
 
