@@ -26,7 +26,7 @@ impl LevelHandle {
 /// The level for pilotfish; the DNS library logs every query at info, so it
 /// only speaks up for warnings.
 fn filter_for(level: &str) -> String {
-    format!("{level},hickory_server=warn,hickory_proto=warn,hickory_resolver=warn")
+    format!("{level},hickory_server=warn,hickory_proto=warn,hickory_resolver=warn,openraft=warn")
 }
 
 /// Keep it alive until exit: dropping it flushes queued lines.

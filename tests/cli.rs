@@ -49,6 +49,8 @@ impl Agent {
                 &dns.to_string(),
                 "--log-level",
                 "warn",
+                "--server-port",
+                &free_port().to_string(),
             ])
             .stdout(Stdio::null())
             .spawn()

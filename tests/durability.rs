@@ -1,48 +1,45 @@
-//! Crash tests for the data dir (`discovery::server::store`).
+//! Crash tests for the data dir (the raft log in `raft.redb`, the state
+//! snapshot in `raft-snapshot.json`).
 //!
-//! Library level: a node made of a `Store` and a `State`, driven the way
-//! `Server::write` drives them (append, then apply), dropped without any
-//! shutdown and reopened; and a child process appending in a loop that is
-//! killed with SIGKILL. Process level: the real `pilotfish agent --data-dir`,
-//! killed with SIGKILL in the middle of a PUT loop and restarted.
+//! Library level: a lone server on a data dir, written to through
+//! `Server::write`, stopped without a leave and reopened: the same state,
+//! indexes included, from the log alone and from a snapshot plus the log.
+//! Process level: the real `pilotfish agent --data-dir`, killed with SIGKILL
+//! in the middle of a PUT loop and restarted.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+use pilotfish::discovery::server::raft::state_machine::SNAPSHOT_FILE;
 use pilotfish::discovery::server::state::session::{SessionBehavior, SessionRequest};
 use pilotfish::discovery::server::state::{catalog::Registration, Command, State};
-use pilotfish::discovery::server::store::{Store, LOG_FILE, SNAPSHOT_FILE};
+use pilotfish::discovery::server::{Server, ServerConfig};
 
-/// A store and its state, written to the way `Server::write` does.
-struct Node {
-    store: Store,
-    state: State,
-    now: u64,
+fn config(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        node: "n1".into(),
+        data_dir: Some(dir.to_path_buf()),
+        ..ServerConfig::default()
+    }
 }
 
-impl Node {
-    fn open(dir: &Path) -> Node {
-        let (store, state) = Store::open(Some(dir)).expect("open the data dir");
-        Node {
-            store,
-            state,
-            now: 1_700_000_000_000,
-        }
-    }
+async fn open(dir: &Path) -> Server {
+    Server::open(config(dir)).await.expect("open the data dir")
+}
 
-    fn write(&mut self, cmd: Command) -> u64 {
-        let index = self.state.last_applied() + 1;
-        self.now += 7;
-        self.store.append(index, self.now, &cmd).expect("append");
-        let _ = self.state.apply(index, self.now, cmd);
-        self.store
-            .snapshot_if_due(&self.state)
-            .expect("start a snapshot");
-        index
-    }
+async fn write(server: &Server, cmd: Command) -> u64 {
+    server
+        .write(cmd)
+        .await
+        .map(|w| w.index)
+        .unwrap_or_else(|e| {
+            // A refused command still used its index.
+            let _ = e;
+            server.last_index()
+        })
 }
 
 fn set(key: &str, value: &str) -> Command {
@@ -81,366 +78,183 @@ fn session(id: &str, node: &str) -> Command {
 }
 
 /// A mixed workload: KV sets, overwrites, deletes, a tree delete, a node,
-/// a session holding a lock, and a refused CAS (which still uses its index).
-fn workload(node: &mut Node, rounds: usize) {
-    node.write(register("n1"));
-    node.write(session("11111111-2222-3333-4444-555555555555", "n1"));
-    let acquired = node.write(Command::KvAcquire {
-        key: "service/leader".into(),
-        value: b"n1".to_vec(),
-        flags: 0,
-        session: "11111111-2222-3333-4444-555555555555".into(),
-    });
+/// a session holding a lock, and a refused CAS.
+async fn workload(server: &Server, rounds: usize) {
+    write(server, register("n2")).await;
+    write(
+        server,
+        session("11111111-2222-3333-4444-555555555555", "n2"),
+    )
+    .await;
+    let acquired = server
+        .write(Command::KvAcquire {
+            key: "service/leader".into(),
+            value: b"n2".to_vec(),
+            flags: 0,
+            session: "11111111-2222-3333-4444-555555555555".into(),
+        })
+        .await
+        .expect("acquire");
     assert_eq!(
-        node.state
-            .kv_get("service/leader")
-            .0
-            .map(|e| e.modify_index),
-        Some(acquired),
-        "the lock was taken"
+        acquired.outcome,
+        pilotfish::discovery::server::state::Outcome::Bool(true),
+        "the lock was taken (or is still held by the same session)"
     );
     for i in 0..rounds {
-        node.write(set(&format!("k{i}"), &format!("v{i}")));
+        write(server, set(&format!("k{i}"), &format!("v{i}"))).await;
         if i % 3 == 0 {
-            node.write(set(&format!("k{i}"), &format!("v{i}-again")));
+            write(server, set(&format!("k{i}"), &format!("v{i}-again"))).await;
         }
         if i % 5 == 0 {
-            node.write(Command::KvDelete {
-                key: format!("k{i}"),
-            });
+            write(
+                server,
+                Command::KvDelete {
+                    key: format!("k{i}"),
+                },
+            )
+            .await;
         }
         if i % 50 == 0 {
-            node.write(set(&format!("tree/{i}/a"), "x"));
-            node.write(Command::KvDeleteTree {
-                prefix: format!("tree/{i}/"),
-            });
+            write(server, set(&format!("tree/{i}/a"), "x")).await;
+            write(
+                server,
+                Command::KvDeleteTree {
+                    prefix: format!("tree/{i}/"),
+                },
+            )
+            .await;
         }
     }
-    let refused_index = node.state.last_applied() + 1;
-    node.write(Command::KvCas {
-        key: "k1".into(),
-        value: b"never".to_vec(),
-        flags: 0,
-        index: 1,
-    });
-    assert_eq!(node.state.last_applied(), refused_index);
-}
-
-/// Reopen `dir` and check the state equals `before`, indexes included.
-fn reopen_and_compare(dir: &Path, before: &State) -> Node {
-    let node = Node::open(dir);
-    assert_eq!(node.state.last_applied(), before.last_applied());
-    assert_eq!(
-        node.state.snapshot(),
-        before.snapshot(),
-        "recovered state differs"
-    );
-    node
-}
-
-#[test]
-fn dropped_store_reopens_with_the_same_state_and_indexes() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().join("data");
-    let mut node = Node::open(&dir);
-    assert_eq!(node.state.last_applied(), 0, "a new data dir starts empty");
-    workload(&mut node, 400);
-    let before = node.state.clone();
-    drop(node);
-
-    let mut node = reopen_and_compare(&dir, &before);
-    assert_eq!(
-        node.state.kv_get("k1").0.map(|e| e.value.clone()),
-        Some(b"v1".to_vec())
-    );
-    assert!(node.state.kv_get("k5").0.is_none(), "a delete survived");
-    assert!(node
-        .state
-        .session_info("11111111-2222-3333-4444-555555555555")
-        .0
-        .is_some());
-
-    // The next index continues the log; an old index is refused.
-    let next = node.write(set("after", "restart"));
-    assert_eq!(next, before.last_applied() + 1);
-    assert!(node.store.append(next, 0, &set("x", "y")).is_err());
-    let after = node.state.clone();
-    drop(node);
-    reopen_and_compare(&dir, &after);
-}
-
-#[test]
-fn snapshots_mid_run_then_more_appends_recover_and_compact() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    let mut node = Node::open(&dir);
-    node.store.set_snapshot_every(97);
-    workload(&mut node, 300);
-    node.store.finish_snapshot().expect("snapshot written");
+    let refused = server
+        .write(Command::KvCas {
+            key: "k1".into(),
+            value: b"never".to_vec(),
+            flags: 0,
+            index: 1,
+        })
+        .await;
     assert!(
-        dir.join(SNAPSHOT_FILE).exists(),
-        "a snapshot was due and written"
-    );
-    // More appends after the snapshot: the first one also drops the covered entries.
-    for i in 0..40 {
-        node.write(set(&format!("late{i}"), "x"));
-    }
-    node.store.finish_snapshot().expect("snapshot written");
-    let (first, last) = node
-        .store
-        .log_bounds()
-        .expect("bounds")
-        .expect("log has entries");
-    assert!(first > 1, "the log was compacted (starts at {first})");
-    assert_eq!(last, node.state.last_applied());
-    let before = node.state.clone();
-    drop(node);
-
-    let node = reopen_and_compare(&dir, &before);
-    // Reopening compacts the log down to the entries after the snapshot.
-    let (first, _) = node
-        .store
-        .log_bounds()
-        .expect("bounds")
-        .expect("log has entries");
-    assert!(dir.join(SNAPSHOT_FILE).exists());
-    drop(node);
-
-    // A snapshot of everything, then a reopen with nothing to replay.
-    let mut node = Node::open(&dir);
-    node.store.snapshot(&node.state.clone()).expect("snapshot");
-    node.store.finish_snapshot().expect("snapshot written");
-    drop(node);
-    let node = reopen_and_compare(&dir, &before);
-    assert_eq!(
-        node.store.log_bounds().expect("bounds"),
-        None,
-        "every entry was covered by the snapshot (the log started at {first})"
-    );
-    drop(node);
-    let mut node = reopen_and_compare(&dir, &before);
-    assert_eq!(node.write(set("z", "z")), before.last_applied() + 1);
-}
-
-#[test]
-fn a_batch_is_stored_whole_and_replayed_in_order() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    let mut node = Node::open(&dir);
-    workload(&mut node, 10);
-    let first = node.state.last_applied() + 1;
-    let cmds: Vec<Command> = (0..100).map(|i| set("batched", &format!("v{i}"))).collect();
-    let batch: Vec<(u64, u64, &Command)> = cmds
-        .iter()
-        .zip(first..)
-        .map(|(cmd, index)| (index, node.now + index, cmd))
-        .collect();
-    node.store.append_batch(&batch).expect("append a batch");
-    for &(index, now, cmd) in &batch {
-        let _ = node.state.apply(index, now, cmd.clone());
-    }
-    // A batch that does not follow the log is refused whole.
-    let stale = [(first + 99, 0, &cmds[0]), (first + 100, 0, &cmds[1])];
-    assert!(node.store.append_batch(&stale).is_err());
-    let before = node.state.clone();
-    drop(node);
-    let node = reopen_and_compare(&dir, &before);
-    assert_eq!(
-        node.state
-            .kv_get("batched")
-            .0
-            .map(|e| (e.value.clone(), e.modify_index)),
-        Some((b"v99".to_vec(), first + 99))
+        matches!(refused, Ok(ref w) if w.outcome == pilotfish::discovery::server::state::Outcome::Bool(false)),
+        "{refused:?}"
     );
 }
 
-#[test]
-fn a_corrupt_snapshot_is_a_clear_error_naming_the_file() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    let mut node = Node::open(&dir);
-    workload(&mut node, 20);
-    node.store.snapshot(&node.state.clone()).expect("snapshot");
-    node.store.finish_snapshot().expect("snapshot written");
-    drop(node);
-    let path = dir.join(SNAPSHOT_FILE);
-    let good = std::fs::read(&path).expect("read the snapshot");
-
-    // One flipped byte in the body.
-    let mut flipped = good.clone();
-    let last = flipped.len() - 10;
-    flipped[last] ^= 0x20;
-    // A torn write: only the first half.
-    let torn = good[..good.len() / 2].to_vec();
-    for (what, bytes) in [("flipped", flipped), ("torn", torn), ("empty", Vec::new())] {
-        std::fs::write(&path, &bytes).expect("damage the snapshot");
-        let err = match Store::open(Some(&dir)) {
-            Ok(_) => panic!("a {what} snapshot was accepted"),
-            Err(e) => e,
-        };
-        assert!(
-            err.contains(&path.display().to_string()) && err.contains("corrupt"),
-            "{what}: {err}"
-        );
-    }
-    std::fs::write(&path, &good).expect("restore the snapshot");
-    Node::open(&dir);
-}
-
-#[test]
-fn a_damaged_log_or_a_lost_snapshot_is_a_clear_error() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    let mut node = Node::open(&dir);
-    workload(&mut node, 20);
-    node.store.snapshot(&node.state.clone()).expect("snapshot");
-    node.store.finish_snapshot().expect("snapshot written");
-    node.write(set("after", "snapshot"));
-    drop(node);
-
-    // The snapshot covers compacted entries: without it they are gone.
-    let snapshot = dir.join(SNAPSHOT_FILE);
-    let saved = std::fs::read(&snapshot).expect("read");
-    std::fs::remove_file(&snapshot).expect("remove");
-    let err = Store::open(Some(&dir)).err().expect("refused");
-    assert!(
-        err.contains("missing") && err.contains(&snapshot.display().to_string()),
-        "{err}"
-    );
-    std::fs::write(&snapshot, saved).expect("restore");
-
-    // A log file that is not a redb file at all.
-    let log = dir.join(LOG_FILE);
-    std::fs::write(&log, vec![0x5a; 8192]).expect("damage the log");
-    let err = Store::open(Some(&dir)).err().expect("refused");
-    assert!(err.contains(&log.display().to_string()), "{err}");
-}
-
-#[test]
-fn an_unfinished_snapshot_temp_file_is_ignored() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    let mut node = Node::open(&dir);
-    workload(&mut node, 10);
-    let before = node.state.clone();
-    drop(node);
-    std::fs::write(
-        dir.join("snapshot.json.tmp"),
-        b"pilotfish-snapshot format=1 ind",
+/// The KV and session parts of the state (the node's own catalog entry is
+/// re-registered at every start, which is a no-op when unchanged).
+fn kv_view(s: &State) -> (Vec<(String, Vec<u8>, u64, u64)>, u64, usize) {
+    let (entries, index) = s.kv_list("");
+    (
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e.key.clone(),
+                    e.value.clone(),
+                    e.create_index,
+                    e.modify_index,
+                )
+            })
+            .collect(),
+        index,
+        s.sessions().0.len(),
     )
-    .expect("write a torn temp file");
-    reopen_and_compare(&dir, &before);
-    assert!(!dir.join("snapshot.json.tmp").exists());
 }
 
-#[test]
-fn a_second_open_of_the_same_data_dir_is_refused_as_in_use() {
+/// Stop `server`, reopen its dir, check the KV and sessions match.
+async fn restart_and_compare(server: Server, dir: &Path) -> Server {
+    let before = server.read(kv_view);
+    let applied = server.read(|s| s.last_applied());
+    server.shutdown().await;
+    drop(server);
+    let server = open(dir).await;
+    assert_eq!(server.read(kv_view), before, "recovered state differs");
+    assert!(
+        server.read(|s| s.last_applied()) >= applied,
+        "the applied index went back"
+    );
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_has_the_same_state_and_indexes() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let first = Node::open(tmp.path());
-    let err = Store::open(Some(tmp.path()))
-        .err()
-        .expect("second open refused");
-    assert!(err.contains("in use"), "{err}");
-    drop(first);
-    Node::open(tmp.path());
+    let server = open(tmp.path()).await;
+    workload(&server, 300).await;
+    let server = restart_and_compare(server, tmp.path()).await;
+    // And again after more writes on the reopened log.
+    workload(&server, 50).await;
+    restart_and_compare(server, tmp.path()).await;
 }
 
-#[test]
-fn an_unusable_data_dir_path_is_a_clear_error() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_then_more_writes_recover_and_the_log_is_purged() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = open(tmp.path()).await;
+    workload(&server, 200).await;
+    server
+        .raft()
+        .trigger()
+        .snapshot()
+        .await
+        .expect("trigger a snapshot");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.raft().metrics().borrow().snapshot.is_none() {
+        assert!(Instant::now() < deadline, "no snapshot within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(tmp.path().join(SNAPSHOT_FILE).is_file());
+    for i in 0..20 {
+        write(&server, set(&format!("after/{i}"), "y")).await;
+    }
+    let server = restart_and_compare(server, tmp.path()).await;
+    assert_eq!(server.read(|s| s.kv_list("after/").0.len()), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_snapshot_is_a_clear_error_naming_the_file() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let server = open(tmp.path()).await;
+    workload(&server, 10).await;
+    server.raft().trigger().snapshot().await.expect("snapshot");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tmp.path().join(SNAPSHOT_FILE).is_file() {
+        assert!(Instant::now() < deadline, "no snapshot file within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+    drop(server);
+    std::fs::write(tmp.path().join(SNAPSHOT_FILE), b"{\"meta\": garbage").expect("damage");
+    let e = Server::open(config(tmp.path()))
+        .await
+        .err()
+        .expect("a damaged snapshot must be refused")
+        .to_string();
+    assert!(e.contains(SNAPSHOT_FILE) && e.contains("damaged"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_the_same_data_dir_is_refused_as_in_use() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let _first = open(tmp.path()).await;
+    let e = Server::open(config(tmp.path()))
+        .await
+        .err()
+        .expect("the second open must fail")
+        .to_string();
+    assert!(e.contains("in use by another process"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unusable_data_dir_path_is_a_clear_error() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let file = tmp.path().join("a-file");
-    std::fs::write(&file, b"").expect("write");
-    let err = Store::open(Some(&file.join("data")))
+    std::fs::write(&file, b"x").expect("write");
+    let e = Server::open(config(&file))
+        .await
         .err()
-        .expect("refused");
-    assert!(
-        err.contains(&file.join("data").display().to_string()),
-        "{err}"
-    );
-}
-
-// ---------------------------------------------------------------- SIGKILL, library level
-
-const CHILD_DIR: &str = "PILOTFISH_DURABILITY_CHILD_DIR";
-
-/// The child half of the next test: append forever, printing each index
-/// once `append` returned (the acknowledgement). Does nothing when run alone.
-#[test]
-#[ignore = "run by kill9_during_appends_loses_no_acknowledged_entry"]
-fn child_append_loop() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else {
-        return;
-    };
-    let mut node = Node::open(Path::new(&dir));
-    node.store.set_snapshot_every(64);
-    let mut out = std::io::stdout().lock();
-    for i in 0.. {
-        let index = node.write(set(&format!("k{i}"), &format!("v{i}")));
-        writeln!(out, "acked {i} {index}").expect("stdout");
-        out.flush().expect("stdout");
-    }
-}
-
-#[test]
-fn kill9_during_appends_loses_no_acknowledged_entry() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().to_path_buf();
-    for round in 0..3 {
-        let mut child = Process::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "child_append_loop",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, &dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the child");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut acked: Option<(u64, u64)> = None;
-        let mut seen = 0;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.expect("read");
-            let mut words = line.split(' ');
-            if words.next() != Some("acked") {
-                continue;
-            }
-            let i: u64 = words.next().and_then(|w| w.parse().ok()).expect("i");
-            let index: u64 = words.next().and_then(|w| w.parse().ok()).expect("index");
-            acked = Some((i, index));
-            seen += 1;
-            if seen == 1 {
-                // The child holds the data dir: another process is refused.
-                let err = Store::open(Some(&dir)).err().expect("opened a dir in use");
-                assert!(err.contains("in use"), "{err}");
-            }
-            if seen == 150 + 40 * round {
-                child.kill().expect("SIGKILL the child");
-            }
-        }
-        child.wait().expect("reap");
-        let (last_i, last_index) = acked.expect("the child acknowledged writes");
-        let node = Node::open(&dir);
-        assert!(
-            node.state.last_applied() >= last_index,
-            "round {round}: acknowledged index {last_index}, recovered {}",
-            node.state.last_applied()
-        );
-        // Each round starts its keys from k0 again, so k0..=last_i were all written this round.
-        for i in 0..=last_i {
-            assert_eq!(
-                node.state
-                    .kv_get(&format!("k{i}"))
-                    .0
-                    .map(|e| e.value.clone()),
-                Some(format!("v{i}").into_bytes()),
-                "round {round}: acknowledged k{i} is missing"
-            );
-        }
-    }
+        .expect("a file is not a data dir")
+        .to_string();
+    assert!(e.contains("a-file"), "{e}");
 }
 
 // ---------------------------------------------------------------- SIGKILL, the agent
@@ -466,15 +280,23 @@ fn free_port() -> u16 {
 }
 
 impl Agent {
-    fn start(data_dir: &Path, http_port: u16) -> Agent {
+    fn start(data_dir: &Path, http_port: u16, server_port: u16) -> Agent {
         let dns_port = free_port();
         let child = Process::new(env!("CARGO_BIN_EXE_pilotfish"))
-            .arg("agent")
+            .args(["agent", "--server"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-port", &http_port.to_string()])
             .args(["--dns-port", &dns_port.to_string()])
-            .args(["--client", "127.0.0.1", "--node", "n1"])
+            .args([
+                "--client",
+                "127.0.0.1",
+                "--bind",
+                "127.0.0.1",
+                "--node",
+                "n1",
+            ])
+            .args(["--server-port", &server_port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -593,7 +415,8 @@ fn agent_killed_mid_write_loop_keeps_every_acknowledged_put() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let data: PathBuf = tmp.path().join("data");
     let port = free_port();
-    let agent = Agent::start(&data, port);
+    let server_port = free_port();
+    let agent = Agent::start(&data, port, server_port);
 
     // PUT k0, k1, ... from a thread; kill -9 the agent while it runs.
     let addr = agent.http;
@@ -639,7 +462,7 @@ fn agent_killed_mid_write_loop_keeps_every_acknowledged_put() {
         acked.len()
     );
 
-    let agent = Agent::start(&data, port);
+    let agent = Agent::start(&data, port, server_port);
     for &i in &acked {
         let (status, _, body) = agent
             .request("GET", &format!("/v1/kv/k{i}?raw"), b"")

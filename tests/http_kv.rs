@@ -16,6 +16,7 @@ struct Agent {
     child: Child,
     base: String,
     http: reqwest::Client,
+    server_port: u16,
 }
 
 impl Drop for Agent {
@@ -35,11 +36,12 @@ fn free_port() -> u16 {
 
 impl Agent {
     fn start() -> Agent {
-        let (http_port, dns_port) = (free_port(), free_port());
+        let (http_port, dns_port, server_port) = (free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
             .args(["agent", "--dev", "--node", "n1", "--client", "127.0.0.1"])
             .args(["--http-port", &http_port.to_string()])
             .args(["--dns-port", &dns_port.to_string()])
+            .args(["--server-port", &server_port.to_string()])
             .args(["--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -55,6 +57,7 @@ impl Agent {
             child,
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
+            server_port,
         }
     }
 
@@ -656,21 +659,16 @@ async fn blocking_session_list_wakes_on_create() {
 #[tokio::test]
 async fn status_and_raft_configuration_name_this_server() {
     let a = Agent::start();
+    let rpc = format!("127.0.0.1:{}", a.server_port);
     let r = a.get("/v1/status/leader").await;
-    assert_eq!(
-        (r.status, r.json()),
-        (StatusCode::OK, json!("127.0.0.1:8300"))
-    );
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!(rpc)));
     assert_eq!(r.index, None, "status endpoints send no index");
-    assert_eq!(
-        a.get("/v1/status/peers").await.json(),
-        json!(["127.0.0.1:8300"])
-    );
+    assert_eq!(a.get("/v1/status/peers").await.json(), json!([rpc]));
     let r = a.get("/v1/operator/raft/configuration").await.json();
     assert_eq!(r["Servers"][0]["Node"], "n1");
     assert_eq!(r["Servers"][0]["Leader"], true);
     assert_eq!(r["Servers"][0]["Voter"], true);
-    assert_eq!(r["Servers"][0]["Address"], "127.0.0.1:8300");
+    assert_eq!(r["Servers"][0]["Address"], rpc);
 }
 
 #[test]

@@ -186,7 +186,10 @@ impl Api {
         Api {
             base,
             token: args.token.clone().filter(|t| !t.is_empty()),
-            client: reqwest::Client::new(),
+            client: {
+                crate::discovery::server::tls::install_default_provider();
+                reqwest::Client::new()
+            },
         }
     }
 

@@ -66,7 +66,7 @@ async def main():
     port = free_port()
     agent = subprocess.Popen(
         [binary, "agent", "--dev", "--node", "bench", "--http-port", str(port),
-         "--dns-port", str(free_port()), "--log-level", "warn"],
+         "--dns-port", str(free_port()), "--server-port", str(free_port()), "--log-level", "warn"],
     )
     try:
         for _ in range(200):

@@ -96,8 +96,8 @@ wait_http() { # url, name, pid: up to 20 s
 # ---------------------------------------------------------------- servers
 PF_HTTP=$(free_port)
 PF_DNS=$(free_port)
-"$PILOTFISH" agent --data-dir "$TMP/pilotfish" --http-port "$PF_HTTP" --dns-port "$PF_DNS" \
-    --client 127.0.0.1 --node bench >"$TMP/pilotfish.log" 2>&1 &
+"$PILOTFISH" agent --server --data-dir "$TMP/pilotfish" --http-port "$PF_HTTP" --dns-port "$PF_DNS" \
+    --server-port "$(free_port)" --bind 127.0.0.1 --client 127.0.0.1 --node bench >"$TMP/pilotfish.log" 2>&1 &
 PIDS+=($!)
 PF_PID=$!
 PF_URL=http://127.0.0.1:$PF_HTTP

@@ -47,7 +47,8 @@ def agent():
     http, dns = free_port(), free_port()
     proc = subprocess.Popen(
         [binary, "agent", "--dev", "--client", "127.0.0.1", "--node", "pytest-node",
-         "--http-port", str(http), "--dns-port", str(dns), "--enable-script-checks"],
+         "--http-port", str(http), "--dns-port", str(dns), "--server-port", str(free_port()),
+         "--enable-script-checks"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:

@@ -164,6 +164,7 @@ struct Running {
 /// Run this node's checks until `shutdown`, writing status changes.
 pub async fn run(server: Server, shutdown: CancellationToken) {
     let local = AgentLocal::of(&server);
+    crate::discovery::server::tls::install_default_provider();
     let client = match reqwest::Client::builder()
         .no_proxy()
         .user_agent("Consul Health Check")

@@ -1,32 +1,42 @@
 //! The embedded Consul-compatible server: one node's shell around the
-//! deterministic state machine (`state`). Writes go through [`Server::write`],
-//! which stamps the log index and the time, makes the command durable
-//! (`store`), applies it and wakes the blocking queries it affects. Reads take
-//! the state under a read lock. The HTTP API (`http`) and DNS (`dns`) only ever
-//! use these entry points: `write`, `read` and `block_on`.
+//! deterministic state machine (`state`), replicated with openraft (`raft`).
+//! Writes go through [`Server::write`], which proposes the command to the
+//! raft leader (forwarding it when this node is a follower); once the entry
+//! is committed every server applies it in log order to its replica and wakes
+//! the blocking queries it affects. Reads take the replica under a read lock,
+//! after the consistency check the request asked for ([`Server::read_barrier`]).
+//! The HTTP API (`http`) and DNS (`dns`) only ever use these entry points:
+//! `write`, `read`, `read_barrier` and `block_on`. Membership (who is in the
+//! cluster, alive or failed), bootstrap and the leader's reconciliation live
+//! in `cluster`.
 //!
 //! Blocking queries cost memory, not threads: each parked query is one entry
 //! in a waiter table holding the index it last saw and a *probe* (a function
 //! of the state returning the query's index, e.g. one key's ModifyIndex).
-//! After every apply the writer runs each probe once under the state's read
-//! lock and wakes only the waiters whose probe moved. A waiter registers
-//! while it holds the read lock it computed its index under, so a write either
-//! happened before it looked or runs its probe afterwards: no lost wakeups.
+//! After every apply the state machine runs each probe once under the
+//! replica's read lock and wakes only the waiters whose probe moved. A waiter
+//! registers while it holds the read lock it computed its index under, so an
+//! apply either happened before it looked or runs its probe afterwards: no
+//! lost wakeups.
 
 pub mod checks;
+pub mod cluster;
 pub mod dns;
 pub mod http;
+pub mod raft;
 pub mod run;
 pub mod state;
-pub mod store;
+pub mod tls;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use state::{Command, Outcome, State, StateError};
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use state::{Command, CommandResult, Outcome, State, StateError};
 
 /// What a server node is, from the command line.
 #[derive(Debug, Clone)]
@@ -46,36 +56,47 @@ pub struct ServerConfig {
 /// How this node takes part in the cluster and which ports it announces
 /// (`status/leader`, `status/peers`, `agent/members`). Kept apart from
 /// [`ServerConfig`] so code that builds a `ServerConfig` literal keeps
-/// compiling; [`Server::open`] uses the defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// compiling; [`Server::open`] uses the defaults (a lone server).
+#[derive(Debug, Clone, Default)]
 pub struct ClusterConfig {
     /// `--server`: this node takes part in raft (always true for `--dev`).
     pub server: bool,
     /// `--bootstrap-expect`: servers to wait for before bootstrapping.
     pub bootstrap_expect: u32,
-    /// `--server-port` (8300): the RPC port in `status/leader` and `peers`.
+    /// `--server-port` (8300): raft and the cluster protocol.
     pub server_port: u16,
-    /// The serf LAN port Consul shows in `agent/members` (8301).
-    pub serf_lan_port: u16,
     /// `--http-port` (8500) and `--dns-port` (8600), as configured.
     pub http_port: u16,
     pub dns_port: u16,
-    /// `--retry-join` addresses or names, for clustering.
+    /// `--retry-join` addresses or names.
     pub retry_join: Vec<String>,
+    /// `--resolver`: the DNS server that resolves join names.
+    pub resolver: Option<SocketAddr>,
+    /// `--tls-cert/--tls-key/--tls-ca`: server-to-server TLS.
+    pub tls: Option<tls::TlsFiles>,
+    /// `--acl-token`: the master token the HTTP API requires.
+    pub acl_token: Option<String>,
 }
 
-impl Default for ClusterConfig {
+impl ClusterConfig {
     /// A lone server with Consul's default ports.
-    fn default() -> ClusterConfig {
+    pub fn lone() -> ClusterConfig {
         ClusterConfig {
             server: true,
             bootstrap_expect: 0,
             server_port: 8300,
-            serf_lan_port: 8301,
             http_port: 8500,
             dns_port: 8600,
-            retry_join: Vec::new(),
+            ..ClusterConfig::default()
         }
+    }
+
+    /// Bootstraps alone, at once: `--dev`, or a server told to expect only
+    /// itself (`--bootstrap-expect 1`, or no expectation and nothing to join).
+    pub fn bootstraps_alone(&self) -> bool {
+        self.server
+            && (self.bootstrap_expect == 1
+                || (self.bootstrap_expect == 0 && self.retry_join.is_empty()))
     }
 }
 
@@ -106,20 +127,45 @@ pub enum WriteError {
     /// The state machine refused the command; the text is Consul's.
     #[error("{0}")]
     State(#[from] StateError),
-    /// The command could not be made durable; nothing was applied.
-    #[error("storing the write failed: {0}")]
-    Store(String),
+    /// No leader could take the write within the hold time (Consul's text).
+    #[error("No cluster leader")]
+    NoLeader,
+    /// The write reached the leader but its outcome is unknown.
+    #[error("rpc error making call: {0}")]
+    Rpc(String),
+}
+
+/// Why a read with the default or `?consistent` mode was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("No cluster leader")]
+pub struct NoLeader;
+
+/// The read modes of consul-wire.md §3.4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Answer if a leader is known and in touch with this node.
+    Default,
+    /// Confirm leadership with a quorum first, then read at least that index.
+    Consistent,
+    /// Answer from this replica, whatever its state.
+    Stale,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("opening the data dir: {0}")]
     Store(String),
+    #[error("starting raft: {0}")]
+    Raft(String),
     #[error("registering this node: {0}")]
     Register(String),
 }
 
-/// A handle to the node's state; cheap to clone.
+/// How long a write or a `?consistent` read waits for a leader (Consul's
+/// `rpc_hold_timeout` is 7 s).
+pub const HOLD: Duration = Duration::from_secs(7);
+
+/// A handle to the node; cheap to clone.
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<Inner>,
@@ -128,29 +174,87 @@ pub struct Server {
 struct Inner {
     cfg: ServerConfig,
     cluster: ClusterConfig,
-    state: RwLock<State>,
-    /// Serialises writes: index assignment, persistence and apply happen in
-    /// log order.
-    commit: tokio::sync::Mutex<store::Store>,
-    /// The last applied index, for the node's own tasks (session timers).
-    applied: tokio::sync::watch::Sender<u64>,
-    /// Parked blocking queries.
-    waiters: Mutex<Waiters>,
+    shared: Arc<Shared>,
+    raft: raft::Raft,
+    me: raft::Peer,
+    id: raft::NodeId,
+    client: raft::network::Client,
     /// Cancelled when the API asks the agent to leave (`PUT /v1/agent/leave`).
     leave: tokio_util::sync::CancellationToken,
-    /// Writes waiting for the next group commit.
-    pending: Mutex<Vec<Pending>>,
+    /// When this follower last accepted entries or a heartbeat from a leader.
+    last_contact: Mutex<Option<tokio::time::Instant>>,
+    /// Who is in the cluster (the serf LAN pool's equivalent).
+    members: cluster::Members,
 }
 
-/// A write waiting to be committed, and where its answer goes.
-struct Pending {
-    cmd: Command,
-    reply: tokio::sync::oneshot::Sender<Result<Written, WriteError>>,
+/// The replica and the parked queries, shared with the raft state machine.
+pub(crate) struct Shared {
+    replica: RwLock<Replica>,
+    waiters: Mutex<Waiters>,
+    /// The last applied index, for the node's own tasks (session timers).
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+/// The state and what raft needs to know about it.
+pub(crate) struct Replica {
+    pub state: State,
+    pub last_log: Option<raft::LogId>,
+    pub membership: raft::Membership,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        let (applied, _) = tokio::sync::watch::channel(0);
+        Shared {
+            replica: RwLock::new(Replica {
+                state: State::new(),
+                last_log: None,
+                membership: raft::Membership::default(),
+            }),
+            waiters: Mutex::new(Waiters::default()),
+            applied,
+        }
+    }
+
+    pub(crate) fn replica(&self) -> RwLockReadGuard<'_, Replica> {
+        self.replica.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn replica_mut(&self) -> RwLockWriteGuard<'_, Replica> {
+        self.replica.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// After an apply: wake the parked queries whose index moved, publish
+    /// the applied index.
+    pub(crate) fn applied(&self) {
+        let r = self.replica();
+        self.wake(&r.state);
+        self.applied.send_replace(r.state.last_applied());
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wake the parked queries whose index moved; called after each apply
+    /// under the replica's read lock.
+    fn wake(&self, state: &State) {
+        self.waiters().parked.retain(|_, w| {
+            if (w.probe)(state) == w.seen {
+                return true;
+            }
+            if let Some(tx) = w.wake.take() {
+                // The receiver may be gone already (timed out); nothing to do.
+                let _ = tx.send(());
+            }
+            false
+        });
+    }
 }
 
 /// Run a blocking call (an fsync) without stalling other tasks where the
 /// runtime allows it (multi-thread); inline on a current-thread runtime.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
@@ -181,7 +285,7 @@ struct Parked<'a> {
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
-        self.server.waiters().parked.remove(&self.id);
+        self.server.inner.shared.waiters().parked.remove(&self.id);
     }
 }
 
@@ -193,48 +297,160 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A write forwarded to the leader, as answered on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    Applied {
+        index: u64,
+        result: CommandResult,
+    },
+    /// The receiver is not (or no longer) the leader: ask again.
+    NotLeader,
+    Failed(String),
+}
+
+/// The raft view `pilotfish info` and `/v1/agent/self` show.
+#[derive(Debug, Clone)]
+pub struct RaftInfo {
+    pub state: &'static str,
+    pub term: u64,
+    pub leader: Option<raft::Peer>,
+    pub last_log_index: u64,
+    pub last_log_term: u64,
+    pub applied_index: u64,
+    pub commit_index: u64,
+    pub last_snapshot_index: u64,
+    pub last_snapshot_term: u64,
+    /// `(id, peer, voter)` for every server in the latest configuration.
+    pub servers: Vec<(raft::NodeId, raft::Peer, bool)>,
+    pub configuration_index: u64,
+    /// Other voters, 0 when this node is not a voter (hashicorp/raft's rule).
+    pub num_peers: usize,
+    /// `never`, `0` (leader) or milliseconds since the leader was heard.
+    pub last_contact: Option<Duration>,
+}
+
+/// Read (or create, once) the node ID kept in the data dir.
+fn node_id(dir: Option<&std::path::Path>) -> Result<String, String> {
+    let Some(dir) = dir else {
+        return Ok(raft::new_node_id());
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("creating the data dir {}: {e}", dir.display()))?;
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) | Err(_) => {
+            let id = raft::new_node_id();
+            let tmp = dir.join("node-id.tmp");
+            std::fs::write(&tmp, &id)
+                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Ok(id)
+        }
+    }
+}
+
 impl Server {
-    /// Open the node's state (from the data dir, if any) and register the node.
+    /// A lone server (`--dev` style): bootstrapped, leader, node registered.
     pub async fn open(cfg: ServerConfig) -> Result<Server, ServerError> {
-        Server::open_with(cfg, ClusterConfig::default()).await
+        Server::open_with(cfg, ClusterConfig::lone()).await
     }
 
-    /// [`Server::open`] with this node's cluster role and ports (the agent).
+    /// Open the node's state (from the data dir, if any) and start raft. A
+    /// server that bootstraps alone waits until it leads and its node is
+    /// registered; otherwise the node waits for `cluster` to form it.
     pub async fn open_with(
         cfg: ServerConfig,
         cluster: ClusterConfig,
     ) -> Result<Server, ServerError> {
-        let (store, state) =
-            store::Store::open(cfg.data_dir.as_deref()).map_err(ServerError::Store)?;
-        let last = state.last_applied();
-        let (applied, _) = tokio::sync::watch::channel(last);
+        let dir = cfg.data_dir.as_deref();
+        let node_uuid = node_id(dir).map_err(ServerError::Store)?;
+        let id = raft::raft_id(&node_uuid);
+        let shared = Arc::new(Shared::new());
+        let log = raft::log_store::LogStore::open(dir).map_err(ServerError::Store)?;
+        let had_state = log.has_state();
+        let sm = raft::state_machine::StateMachine::open(shared.clone(), dir)
+            .map_err(ServerError::Store)?;
+        let tls = match &cluster.tls {
+            None => None,
+            Some(files) => Some(tls::client_config(files).map_err(ServerError::Raft)?),
+        };
+        let client = raft::network::Client::new(tls);
+        let config = raft::config()
+            .validate()
+            .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let raft = raft::Raft::new(
+            id,
+            Arc::new(config),
+            raft::network::Network {
+                client: client.clone(),
+            },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+        let me = raft::Peer {
+            name: cfg.node.clone(),
+            node_id: node_uuid,
+            addr: SocketAddr::new(cfg.advertise, cluster.server_port).to_string(),
+        };
+        let members = cluster::Members::new(&cfg, &cluster, &me);
+        let alone = cluster.bootstraps_alone();
         let server = Server {
             inner: Arc::new(Inner {
                 cfg,
                 cluster,
-                state: RwLock::new(state),
-                commit: tokio::sync::Mutex::new(store),
-                applied,
-                waiters: Mutex::new(Waiters::default()),
+                shared,
+                raft,
+                me,
+                id,
+                client,
                 leave: tokio_util::sync::CancellationToken::new(),
-                pending: Mutex::new(Vec::new()),
+                last_contact: Mutex::new(None),
+                members,
             }),
         };
-        let node = state::catalog::Registration {
-            node: server.inner.cfg.node.clone(),
-            node_id: String::new(),
-            address: server.inner.cfg.advertise.to_string(),
-            tagged_addresses: Default::default(),
-            node_meta: Default::default(),
-            skip_node_update: false,
-            service: None,
-            checks: Vec::new(),
-        };
-        server
-            .write(Command::Register(node))
-            .await
-            .map_err(|e| ServerError::Register(e.to_string()))?;
+        if alone {
+            if !had_state {
+                server
+                    .bootstrap(vec![(id, server.inner.me.clone())])
+                    .await?;
+            }
+            server.register_self().await?;
+        }
         Ok(server)
+    }
+
+    /// Initialise raft with these voters (once per cluster, see `cluster`).
+    pub async fn bootstrap(
+        &self,
+        voters: Vec<(raft::NodeId, raft::Peer)>,
+    ) -> Result<(), ServerError> {
+        let members: BTreeMap<raft::NodeId, raft::Peer> = voters.into_iter().collect();
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Already initialised (a restart, or a concurrent bootstrap with
+            // the same members): nothing to do.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ServerError::Raft(e.to_string())),
+        }
+    }
+
+    /// Register this node in the catalog (serfHealth passing) once a leader
+    /// takes writes; used by a server that runs alone.
+    async fn register_self(&self) -> Result<(), ServerError> {
+        let reg = cluster::node_registration(
+            &self.inner.me.name,
+            &self.inner.me.node_id,
+            self.inner.cfg.advertise,
+        );
+        self.write(Command::Register(reg))
+            .await
+            .map(|_| ())
+            .map_err(|e| ServerError::Register(e.to_string()))
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -245,92 +461,325 @@ impl Server {
         &self.inner.cluster
     }
 
+    pub fn members(&self) -> &cluster::Members {
+        &self.inner.members
+    }
+
+    pub fn raft(&self) -> &raft::Raft {
+        &self.inner.raft
+    }
+
+    pub fn raft_id(&self) -> raft::NodeId {
+        self.inner.id
+    }
+
+    /// This server as raft and the cluster protocol know it.
+    pub fn peer(&self) -> &raft::Peer {
+        &self.inner.me
+    }
+
+    /// The node ID (a UUID), kept in the data dir.
+    pub fn node_id(&self) -> &str {
+        &self.inner.me.node_id
+    }
+
+    pub fn client(&self) -> &raft::network::Client {
+        &self.inner.client
+    }
+
     /// `<advertise>:<server-port>`, this server's raft address as Consul
     /// shows it (`status/leader`, `status/peers`).
     pub fn rpc_addr(&self) -> SocketAddr {
         SocketAddr::new(self.inner.cfg.advertise, self.inner.cluster.server_port)
     }
 
-    /// Apply one command in log order; durable before it is applied.
-    pub async fn write(&self, cmd: Command) -> Result<Written, WriteError> {
-        let (reply, mut answer) = tokio::sync::oneshot::channel();
-        self.pending().push(Pending { cmd, reply });
-        loop {
-            // Group commit: whoever holds the commit lock takes every write
-            // queued so far and makes them durable with one fsync. A writer
-            // whose entry an earlier holder already committed takes its
-            // answer without queueing for the lock.
-            tokio::select! {
-                biased;
-                done = &mut answer => {
-                    return done.unwrap_or_else(|_| {
-                        Err(WriteError::Store("the write was dropped before it was committed".into()))
-                    });
-                }
-                mut store = self.inner.commit.lock() => {
-                    let batch = std::mem::take(&mut *self.pending());
-                    if !batch.is_empty() {
-                        self.commit(&mut store, batch);
-                    }
-                }
+    /// A follower heard from its leader (append entries or heartbeat).
+    pub fn touch_leader_contact(&self) {
+        *self
+            .inner
+            .last_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    fn last_contact(&self) -> Option<tokio::time::Instant> {
+        *self
+            .inner
+            .last_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        m.state == openraft::ServerState::Leader
+    }
+
+    /// The current leader, as a peer.
+    pub fn leader(&self) -> Option<raft::Peer> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Whether this node may answer a default-mode read now: it leads and a
+    /// quorum acknowledged it recently, or it follows a leader it heard from
+    /// recently (a lease of one election timeout).
+    pub fn leader_known(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        match m.state {
+            openraft::ServerState::Leader => {
+                let only_me = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .all(|v| v == self.inner.id);
+                only_me
+                    || m.millis_since_quorum_ack
+                        .is_some_and(|ms| ms < raft::millis_u64(raft::ELECTION_MIN))
+            }
+            _ => {
+                m.current_leader.is_some()
+                    && self
+                        .last_contact()
+                        .is_some_and(|t| t.elapsed() < raft::ELECTION_MIN)
             }
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
-        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Append a batch (one fsync), apply it in log order, snapshot when due,
-    /// wake the blocking queries whose index moved, answer every writer.
-    fn commit(&self, store: &mut store::Store, batch: Vec<Pending>) {
-        let first = self.read(|s| s.last_applied()) + 1;
-        let now = now_ms();
-        let appended = {
-            let entries: Vec<(u64, u64, &Command)> = batch
-                .iter()
-                .zip(first..)
-                .map(|(p, index)| (index, now, &p.cmd))
-                .collect();
-            blocking(|| store.append_batch(&entries))
+    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms) for a read.
+    pub fn leader_status(&self) -> (bool, u64) {
+        let known = self.leader_known();
+        let contact = if self.is_leader() {
+            0
+        } else {
+            self.last_contact().map_or(0, |t| {
+                u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+            })
         };
-        if let Err(e) = appended {
-            for p in batch {
-                let _ = p.reply.send(Err(WriteError::Store(e.to_string())));
+        (known, contact)
+    }
+
+    /// The check a read mode asks for before reading the local replica.
+    pub async fn read_barrier(&self, mode: Consistency) -> Result<(), NoLeader> {
+        match mode {
+            Consistency::Stale => Ok(()),
+            Consistency::Default => {
+                if self.leader_known() {
+                    Ok(())
+                } else {
+                    // A leader may be about to be elected: hold briefly like
+                    // Consul's rpc_hold_timeout, then give up.
+                    let deadline = tokio::time::Instant::now() + raft::ELECTION_MIN * 3;
+                    while tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        if self.leader_known() {
+                            return Ok(());
+                        }
+                    }
+                    Err(NoLeader)
+                }
             }
-            return;
+            Consistency::Consistent => self.linearizable().await,
         }
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut last = first;
-        {
-            let mut state = self.inner.state.write().unwrap_or_else(|p| p.into_inner());
-            for (p, index) in batch.into_iter().zip(first..) {
-                // A refused command still used its index (it is in the log).
-                let result = state.apply(index, now, p.cmd);
-                answers.push((p.reply, index, result));
-                last = index;
+    }
+
+    /// Confirm with a quorum that the leader is still the leader, then wait
+    /// until this replica has applied the leader's commit index.
+    async fn linearizable(&self) -> Result<(), NoLeader> {
+        let deadline = tokio::time::Instant::now() + HOLD;
+        loop {
+            let index = if self.is_leader() {
+                match tokio::time::timeout_at(deadline, self.inner.raft.get_read_log_id()).await {
+                    Ok(Ok((read, _))) => Some(read.map_or(0, |l| l.index)),
+                    Ok(Err(_)) | Err(_) => None,
+                }
+            } else if let Some(leader) = self.leader() {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self
+                    .inner
+                    .client
+                    .call::<_, Option<u64>>(&leader.addr, "/read-index", &(), left)
+                    .await
+                {
+                    Ok(i) => i,
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            if let Some(index) = index {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                return self
+                    .inner
+                    .raft
+                    .wait(Some(left))
+                    .applied_index_at_least(Some(index), "consistent read")
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| NoLeader);
             }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Err(e) = self.read(|state| store.snapshot_if_due(state)) {
-            tracing::warn!(
-                "state snapshot failed; the log keeps every entry until one succeeds: {e}"
-            );
+    }
+
+    /// The leader's read index for a follower's `?consistent` read: `None`
+    /// when this node cannot confirm it leads.
+    pub async fn read_index(&self) -> Option<u64> {
+        match tokio::time::timeout(HOLD, self.inner.raft.get_read_log_id()).await {
+            Ok(Ok((read, _))) => Some(read.map_or(0, |l| l.index)),
+            _ => None,
         }
-        self.read(|state| self.wake(state));
-        self.inner.applied.send_replace(last);
-        for (reply, index, result) in answers {
-            let _ = reply.send(
-                result
-                    .map(|outcome| Written { index, outcome })
-                    .map_err(WriteError::from),
-            );
+    }
+
+    /// Apply one command through the raft log: proposed here when this node
+    /// leads, otherwise forwarded to the leader. Waits up to [`HOLD`] for a
+    /// leader; answers once the entry is committed and applied here.
+    pub async fn write(&self, cmd: Command) -> Result<Written, WriteError> {
+        let deadline = tokio::time::Instant::now() + HOLD;
+        loop {
+            let proposal = raft::Proposal {
+                now_ms: now_ms(),
+                cmd: cmd.clone(),
+            };
+            let leader =
+                match tokio::time::timeout_at(deadline, self.inner.raft.client_write(proposal))
+                    .await
+                {
+                    Err(_) => return Err(WriteError::NoLeader),
+                    Ok(Ok(resp)) => {
+                        let index = resp.log_id.index;
+                        return resp
+                            .data
+                            .map(|outcome| Written { index, outcome })
+                            .map_err(WriteError::State);
+                    }
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        f.leader_node
+                    }
+                    Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                        return Err(WriteError::Rpc(e.to_string()))
+                    }
+                    Ok(Err(RaftError::Fatal(_))) => return Err(WriteError::NoLeader),
+                };
+            if let Some(leader) = leader.filter(|l| l.addr != self.inner.me.addr) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self
+                    .inner
+                    .client
+                    .call::<_, Forwarded>(&leader.addr, "/write", &cmd, left)
+                    .await
+                {
+                    Ok(Forwarded::Applied { index, result }) => {
+                        // Answer once this replica has it too, so a client
+                        // that reads here next sees its own write.
+                        let _ = self
+                            .inner
+                            .raft
+                            .wait(Some(left))
+                            .applied_index_at_least(Some(index), "forwarded write")
+                            .await;
+                        return result
+                            .map(|outcome| Written { index, outcome })
+                            .map_err(WriteError::State);
+                    }
+                    Ok(Forwarded::NotLeader) => {}
+                    Ok(Forwarded::Failed(m)) => return Err(WriteError::Rpc(m)),
+                    Err(raft::network::CallError::Unreachable(_)) => {}
+                    Err(raft::network::CallError::Failed(m)) => return Err(WriteError::Rpc(m)),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A write forwarded by a follower: proposed only if this node leads.
+    pub async fn write_as_leader(&self, cmd: Command) -> Forwarded {
+        let proposal = raft::Proposal {
+            now_ms: now_ms(),
+            cmd,
+        };
+        match tokio::time::timeout(HOLD, self.inner.raft.client_write(proposal)).await {
+            Err(_) => Forwarded::Failed("timed out waiting for the write to commit".into()),
+            Ok(Ok(resp)) => Forwarded::Applied {
+                index: resp.log_id.index,
+                result: resp.data,
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Forwarded::NotLeader
+            }
+            Ok(Err(e)) => Forwarded::Failed(e.to_string()),
+        }
+    }
+
+    /// What `pilotfish info`'s raft section shows.
+    pub fn raft_info(&self) -> RaftInfo {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<raft::NodeId> = membership.voter_ids().collect();
+        let servers: Vec<(raft::NodeId, raft::Peer, bool)> = membership
+            .nodes()
+            .map(|(id, p)| (*id, p.clone(), voters.contains(id)))
+            .collect();
+        let me_voter = voters.contains(&self.inner.id);
+        let last_log = self.inner.raft.data_metrics().borrow().last_log;
+        let (last_log_index, last_log_term) = (
+            last_log.map_or(0, |l| l.index),
+            last_log.map_or(0, |l| l.leader_id.term),
+        );
+        let state = match m.state {
+            openraft::ServerState::Leader => "Leader",
+            openraft::ServerState::Candidate => "Candidate",
+            openraft::ServerState::Follower | openraft::ServerState::Learner => "Follower",
+            openraft::ServerState::Shutdown => "Shutdown",
+        };
+        let leader = m
+            .current_leader
+            .and_then(|id| membership.get_node(&id).cloned());
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        RaftInfo {
+            state,
+            term: m.current_term,
+            leader,
+            last_log_index,
+            last_log_term,
+            applied_index: applied,
+            commit_index: applied,
+            last_snapshot_index: m.snapshot.map_or(0, |l| l.index),
+            last_snapshot_term: m.snapshot.map_or(0, |l| l.leader_id.term),
+            configuration_index: m.membership_config.log_id().map_or(0, |l| l.index),
+            num_peers: if me_voter { voters.len() - 1 } else { 0 },
+            servers,
+            last_contact: if m.state == openraft::ServerState::Leader {
+                Some(Duration::ZERO)
+            } else {
+                self.last_contact().map(|t| t.elapsed())
+            },
         }
     }
 
     /// Run `f` on the current state.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        let state = self.inner.state.read().unwrap_or_else(|p| p.into_inner());
-        f(&state)
+        let r = self.inner.shared.replica();
+        f(&r.state)
+    }
+
+    /// Stop raft (its log and state files are released once every handle
+    /// is dropped). Without a leave: a restart rejoins with the same role.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!("stopping raft: {e}");
+        }
     }
 
     /// Ask the process running this node to leave and shut down.
@@ -344,13 +793,13 @@ impl Server {
     }
 
     pub fn last_index(&self) -> u64 {
-        *self.inner.applied.borrow()
+        *self.inner.shared.applied.borrow()
     }
 
     /// Every applied index, for the node's own tasks (e.g. re-arming the
     /// session timer after writes). Blocking queries use [`Server::block_on`].
     pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.applied.subscribe()
+        self.inner.shared.applied.subscribe()
     }
 
     /// How many blocking queries are parked (telemetry, tests).
@@ -410,23 +859,8 @@ impl Server {
         (id, rx)
     }
 
-    /// Wake the parked queries whose index moved; called after each apply
-    /// under the state read lock.
-    fn wake(&self, state: &State) {
-        self.waiters().parked.retain(|_, w| {
-            if (w.probe)(state) == w.seen {
-                return true;
-            }
-            if let Some(tx) = w.wake.take() {
-                // The receiver may be gone already (timed out); nothing to do.
-                let _ = tx.send(());
-            }
-            false
-        });
-    }
-
     fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.inner.waiters.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.shared.waiters()
     }
 }
 

@@ -63,9 +63,24 @@ pub struct AgentArgs {
     /// Address or DNS name of a server to join (repeatable).
     #[arg(long = "retry-join", value_name = "ADDR")]
     pub retry_join: Vec<String>,
+    /// DNS server that resolves --retry-join and join names (default: the system's).
+    #[arg(long, value_name = "ADDR")]
+    pub resolver: Option<String>,
     /// Allow script checks (`Args`/`ScriptArgs`).
     #[arg(long)]
     pub enable_script_checks: bool,
+    /// PEM certificate this node presents to other servers (with --tls-key and --tls-ca).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate that signs every server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Master token the HTTP API requires (X-Consul-Token, Bearer or ?token=).
+    #[arg(long, value_name = "TOKEN", env = "PILOTFISH_ACL_TOKEN")]
+    pub acl_token: Option<String>,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -130,6 +145,28 @@ pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
             Err(e) => errors.push(e),
         }
     }
+    let tls = [&args.tls_cert, &args.tls_key, &args.tls_ca];
+    let given = tls.iter().filter(|f| f.is_some()).count();
+    if given != 0 && given != 3 {
+        errors.push(
+            "--tls-cert, --tls-key and --tls-ca go together: give all three or none".to_string(),
+        );
+    }
+    for (flag, f) in ["--tls-cert", "--tls-key", "--tls-ca"].iter().zip(tls) {
+        if let Some(f) = f {
+            if !f.is_file() {
+                errors.push(format!("{flag} {}: no such file", f.display()));
+            }
+        }
+    }
+    if let Some(r) = &args.resolver {
+        if let Err(e) = resolver_addr(r) {
+            errors.push(e);
+        }
+    }
+    if args.acl_token.as_deref() == Some("") {
+        errors.push("--acl-token must not be empty".to_string());
+    }
     let node = match &args.node {
         Some(n) if n.is_empty() => {
             errors.push("--node must not be empty".to_string());
@@ -166,15 +203,40 @@ pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
 
 /// The node's cluster role and ports from the flags.
 pub fn cluster_config(args: &AgentArgs) -> ClusterConfig {
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(super::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    };
     ClusterConfig {
         server: args.server || args.dev,
-        bootstrap_expect: args.bootstrap_expect,
+        bootstrap_expect: if args.dev { 1 } else { args.bootstrap_expect },
         server_port: args.server_port,
-        serf_lan_port: 8301,
         http_port: args.http_port,
         dns_port: args.dns_port,
-        retry_join: args.retry_join.clone(),
+        retry_join: if args.dev {
+            Vec::new()
+        } else {
+            args.retry_join.clone()
+        },
+        resolver: args.resolver.as_deref().and_then(|r| resolver_addr(r).ok()),
+        tls,
+        acl_token: args.acl_token.clone(),
     }
+}
+
+/// `--resolver`: `ip` or `ip:port` (53 by default).
+fn resolver_addr(r: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = r.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    r.trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("--resolver {r:?} is not an IP address or ip:port"))
 }
 
 /// `host[:port]` with port 53 by default; names are resolved once, now.
@@ -242,11 +304,16 @@ fn limit_malloc_arenas(n: i32) {
 
 /// Startup, then wait for a signal, then shutdown, in this order:
 /// 1. raise RLIMIT_NOFILE (each blocking query is a connection);
-/// 2. open the server (state, store, node registration), reset session timers;
+/// 2. bind the server port on `--bind`, open the server (state, raft; a lone
+///    server bootstraps and registers itself);
 /// 3. bind HTTP and DNS on `--client` (a bind error stops here, exit 1);
-/// 4. spawn HTTP, DNS, the check runner, the session timer and the reaper;
-/// 5. on SIGTERM/SIGINT cancel the root token: listeners stop accepting,
-///    in-flight requests get a short grace, tasks stop, all under a deadline.
+/// 4. spawn the cluster listener, member probes, retry-join, bootstrap and
+///    the leader's duties, HTTP, DNS, the check runner, the session timer
+///    and the reaper;
+/// 5. on SIGTERM/SIGINT or `leave`: leave the cluster gracefully (out of the
+///    voters, members told), then cancel the root token: listeners stop
+///    accepting, in-flight requests get a short grace, tasks stop, raft
+///    stops, all under a deadline.
 async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -257,14 +324,23 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("raising the open file limit: {e}"),
     }
     let node = cfg.node.clone();
-    let server = Server::open_with(cfg, cluster_config(args))
+    let cluster = cluster_config(args);
+    super::tls::install_default_provider();
+    let server_tls = match &cluster.tls {
+        None => None,
+        Some(files) => Some(std::sync::Arc::new(
+            super::tls::server_config(files).map_err(anyhow::Error::msg)?,
+        )),
+    };
+    let cluster_addr = SocketAddr::new(args.bind, args.server_port);
+    let cluster_listener = TcpListener::bind(cluster_addr)
+        .await
+        .with_context(|| format!("binding the server port on {cluster_addr}"))?;
+    let is_server = cluster.server;
+    let alone = cluster.bootstraps_alone();
+    let server = Server::open_with(cfg, cluster)
         .await
         .context("starting the server")?;
-    // This node just became leader: Consul restarts every TTL at full 2×TTL.
-    server
-        .write(Command::ResetSessionTimers)
-        .await
-        .context("resetting session timers")?;
 
     let http_addr = SocketAddr::new(args.client, args.http_port);
     let http = TcpListener::bind(http_addr)
@@ -280,6 +356,27 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    {
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) =
+                super::cluster::serve(cluster_listener, server, server_tls, shutdown).await
+            {
+                tracing::error!("cluster listener: {e}");
+            }
+        });
+    }
+    tasks.spawn(super::cluster::probe_loop(server.clone(), shutdown.clone()));
+    tasks.spawn(super::cluster::retry_join(server.clone(), shutdown.clone()));
+    if is_server {
+        if !alone {
+            tasks.spawn(super::cluster::bootstrap(server.clone(), shutdown.clone()));
+        }
+        tasks.spawn(super::cluster::leader_loop(
+            server.clone(),
+            shutdown.clone(),
+        ));
+    }
     {
         let (server, shutdown) = (server.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -311,12 +408,18 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
         _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         () = server.leave_requested() => tracing::info!("leave requested through the API: shutting down"),
     }
+    // Leave first (while the listeners still answer), so the remaining
+    // servers keep quorum and every member learns we left.
+    server.leave_cluster().await;
     shutdown.cancel();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!("tasks still running after {SHUTDOWN_DEADLINE:?}; exiting anyway");
+    }
+    if let Err(e) = server.raft().shutdown().await {
+        tracing::warn!("stopping raft: {e}");
     }
     Ok(())
 }
@@ -343,6 +446,12 @@ async fn expire_sessions(server: Server, shutdown: CancellationToken) {
                 }
             }
             () = tokio::time::sleep(wait) => {
+                if !server.is_leader() {
+                    // Only the leader expires sessions; a new leader first
+                    // resets every timer (cluster::leader_loop).
+                    fired = None;
+                    continue;
+                }
                 if let Some(d) = deadline {
                     fired = Some(d);
                     match server.write(Command::ExpireSessions).await {
@@ -375,6 +484,9 @@ async fn reap_tombstones(server: Server, shutdown: CancellationToken) {
                     seen.pop_front();
                 }
                 let Some(up_to) = up_to.filter(|u| *u > reaped) else { continue };
+                if !server.is_leader() {
+                    continue;
+                }
                 if server.read(|s| s.kv_tombstones()) == 0 {
                     continue;
                 }

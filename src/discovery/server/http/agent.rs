@@ -9,8 +9,6 @@
 //! TTL pass/warn/fail, join and force-leave, so those accept GET and PUT.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -28,18 +26,15 @@ use crate::discovery::api::agent::{
 };
 use crate::discovery::api::catalog::AgentService;
 use crate::discovery::server::checks::{truncate_ttl_output, AgentLocal};
+use crate::discovery::server::cluster::{resolve_targets, split_host_port, MemberInfo, Status};
 use crate::discovery::server::state::catalog::{Deregistration, Registration, Service};
 use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
 use crate::discovery::server::state::session::SERF_HEALTH;
 use crate::discovery::server::state::{go_quote, Command};
-use crate::discovery::server::Server;
+use crate::discovery::server::{RaftInfo, Server};
 
 /// The Consul version this agent reports (`agent/self`, `members`).
 pub const CONSUL_VERSION: &str = "1.0.0";
-/// Consul's serf LAN / WAN and server RPC ports, as reported to clients.
-const SERF_LAN_PORT: u16 = 8301;
-const SERF_WAN_PORT: u16 = 8302;
-const SERVER_PORT: u16 = 8300;
 
 const NODE_MAINTENANCE: &str = "_node_maintenance";
 const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
@@ -514,60 +509,38 @@ async fn node_maintenance(
     set_maintenance(&server, enable, check).await
 }
 
-/// The node's ID: the catalog's, or a stable UUID-shaped hash of the name.
-fn node_id(server: &Server) -> String {
-    let node = &server.config().node;
-    if let Some(id) = server
-        .read(|s| s.catalog_node(node).0)
-        .map(|ns| ns.node.id)
-        .filter(|id| !id.is_empty())
-    {
-        return id;
-    }
-    let h = |salt: &str| {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (salt, node).hash(&mut hasher);
-        hasher.finish()
-    };
-    let (a, b) = (h("pilotfish-node-id-1"), h("pilotfish-node-id-2"));
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
-}
-
-fn member(server: &Server, wan: bool) -> Member {
-    let cfg = server.config();
-    let tags: BTreeMap<String, String> = [
-        ("role", "consul".to_string()),
-        ("dc", cfg.datacenter.clone()),
-        ("port", SERVER_PORT.to_string()),
+/// One member in Consul's `agent/members` shape (`wan`: the WAN pool's
+/// `<node>.<dc>` names, servers only).
+fn member(info: &MemberInfo, status: Status, wan: bool) -> Member {
+    let mut tags: BTreeMap<String, String> = [
+        ("dc", info.datacenter.clone()),
         ("build", format!("{CONSUL_VERSION}:pilotfish")),
         ("vsn", "2".to_string()),
         ("vsn_min", "2".to_string()),
         ("vsn_max", "3".to_string()),
-        ("raft_vsn", "3".to_string()),
-        ("bootstrap", "1".to_string()),
-        ("id", node_id(server)),
+        ("id", info.node_id.clone()),
         ("segment", String::new()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if info.server {
+        tags.insert("role".into(), "consul".into());
+        tags.insert("port".into(), info.port.to_string());
+        tags.insert("raft_vsn".into(), "3".into());
+    } else {
+        tags.insert("role".into(), "node".into());
+    }
     Member {
         name: if wan {
-            format!("{}.{}", cfg.node, cfg.datacenter)
+            format!("{}.{}", info.name, info.datacenter)
         } else {
-            cfg.node.clone()
+            info.name.clone()
         },
-        addr: cfg.advertise.to_string(),
-        port: if wan { SERF_WAN_PORT } else { SERF_LAN_PORT },
+        addr: info.addr.to_string(),
+        port: info.port,
         tags,
-        status: 1,
+        status: status.code(),
         protocol_min: 1,
         protocol_max: 5,
         protocol_cur: 2,
@@ -581,7 +554,46 @@ async fn members(State(server): State<Server>, opts: QueryOptions) -> Response {
     let wan = opts
         .get("wan")
         .is_some_and(|v| !matches!(v, "0" | "false" | "False"));
-    json(&vec![member(&server, wan)], &opts)
+    let list: Vec<Member> = server
+        .members()
+        .all(false)
+        .iter()
+        .filter(|(m, _)| !wan || m.server)
+        .map(|(m, status)| member(m, *status, wan))
+        .collect();
+    json(&list, &opts)
+}
+
+/// `[{Suffrage:Voter ID:<id> Address:<addr>} ...]` as hashicorp/raft prints it.
+fn configuration_text(info: &RaftInfo) -> String {
+    let servers: Vec<String> = info
+        .servers
+        .iter()
+        .map(|(_, p, voter)| {
+            format!(
+                "{{Suffrage:{} ID:{} Address:{}}}",
+                if *voter { "Voter" } else { "Nonvoter" },
+                p.node_id,
+                p.addr
+            )
+        })
+        .collect();
+    format!("[{}]", servers.join(" "))
+}
+
+/// Go's `time.Duration` text for a last-contact age (`23.84ms`, `1.5s`).
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1000.0 {
+        format!("{}ms", trim_float(ms))
+    } else {
+        format!("{}s", trim_float(ms / 1000.0))
+    }
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 async fn agent_self(State(server): State<Server>, opts: QueryOptions) -> Response {
@@ -598,22 +610,80 @@ async fn agent_self(State(server): State<Server>, opts: QueryOptions) -> Respons
             count("script"),
         )
     });
-    let index = server.last_index().to_string();
-    let leader_addr = format!("{}:{SERVER_PORT}", cfg.advertise);
+    let is_server = server.cluster().server;
+    let raft = server.raft_info();
+    let leader_addr = raft
+        .leader
+        .as_ref()
+        .map(|p| p.addr.clone())
+        .unwrap_or_default();
+    let members = server.members().all(false);
+    let count = |s: Status| {
+        members
+            .iter()
+            .filter(|(_, st)| *st == s)
+            .count()
+            .to_string()
+    };
     let serf = json!({
         "coordinate_resets": "0", "encrypted": "false", "event_queue": "0",
-        "event_time": "1", "failed": "0", "health_score": "0", "intent_queue": "0",
-        "left": "0", "member_time": "1", "members": "1", "query_queue": "0",
-        "query_time": "1",
+        "event_time": "1", "failed": count(Status::Failed), "health_score": "0", "intent_queue": "0",
+        "left": count(Status::Left), "member_time": "1", "members": members.len().to_string(),
+        "query_queue": "0", "query_time": "1",
     });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut stats = json!({
+        "agent": {
+            "check_monitors": n_scripts.to_string(),
+            "check_ttls": n_ttl.to_string(),
+            "checks": n_checks.to_string(),
+            "services": n_services.to_string(),
+        },
+        "build": {"prerelease": "", "revision": "pilotfish", "version": CONSUL_VERSION},
+        "consul": {
+            "bootstrap": (server.cluster().bootstrap_expect == 1).to_string(),
+            "known_datacenters": "1",
+            "leader": (raft.state == "Leader").to_string(),
+            "leader_addr": leader_addr, "server": is_server.to_string(),
+        },
+        "runtime": {
+            "arch": std::env::consts::ARCH, "os": std::env::consts::OS,
+            "cpu_count": cpus.to_string(), "goroutines": "0",
+            "max_procs": cpus.to_string(), "version": format!("pilotfish {}", crate::VERSION),
+        },
+        "serf_lan": serf.clone(),
+        "serf_wan": serf,
+    });
+    if is_server {
+        stats["raft"] = json!({
+            "applied_index": raft.applied_index.to_string(),
+            "commit_index": raft.commit_index.to_string(),
+            "fsm_pending": "0",
+            "last_contact": match raft.last_contact {
+                None => "never".to_string(),
+                Some(d) if d.is_zero() => "0".to_string(),
+                Some(d) => go_duration(d),
+            },
+            "last_log_index": raft.last_log_index.to_string(),
+            "last_log_term": raft.last_log_term.to_string(),
+            "last_snapshot_index": raft.last_snapshot_index.to_string(),
+            "last_snapshot_term": raft.last_snapshot_term.to_string(),
+            "latest_configuration": configuration_text(&raft),
+            "latest_configuration_index": raft.configuration_index.to_string(),
+            "num_peers": raft.num_peers.to_string(),
+            "protocol_version": "3", "protocol_version_max": "3", "protocol_version_min": "0",
+            "snapshot_version_max": "1", "snapshot_version_min": "0",
+            "state": raft.state, "term": raft.term.to_string(),
+        });
+    }
+    let me = server.members().me().clone();
     let body = json!({
         "Config": {
             "Datacenter": cfg.datacenter,
             "PrimaryDatacenter": cfg.datacenter,
             "NodeName": cfg.node,
-            "NodeID": node_id(&server),
-            "Server": true,
+            "NodeID": server.node_id(),
+            "Server": is_server,
             "Revision": "pilotfish",
             "Version": CONSUL_VERSION,
             "Domain": cfg.domain,
@@ -624,126 +694,55 @@ async fn agent_self(State(server): State<Server>, opts: QueryOptions) -> Respons
         },
         "DebugConfig": {},
         "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
-        "Member": member(&server, false),
-        "Stats": {
-            "agent": {
-                "check_monitors": n_scripts.to_string(),
-                "check_ttls": n_ttl.to_string(),
-                "checks": n_checks.to_string(),
-                "services": n_services.to_string(),
-            },
-            "build": {"prerelease": "", "revision": "pilotfish", "version": CONSUL_VERSION},
-            "consul": {
-                "bootstrap": "true", "known_datacenters": "1", "leader": "true",
-                "leader_addr": leader_addr, "server": "true",
-            },
-            "raft": {
-                "applied_index": index, "commit_index": index, "fsm_pending": "0",
-                "last_contact": "0", "last_log_index": index, "last_log_term": "1",
-                "last_snapshot_index": "0", "last_snapshot_term": "0",
-                "latest_configuration": format!("[{{Suffrage:Voter ID:{leader_addr} Address:{leader_addr}}}]"),
-                "latest_configuration_index": "1", "num_peers": "0",
-                "protocol_version": "3", "protocol_version_max": "3", "protocol_version_min": "0",
-                "snapshot_version_max": "1", "snapshot_version_min": "0",
-                "state": "Leader", "term": "1",
-            },
-            "runtime": {
-                "arch": std::env::consts::ARCH, "os": std::env::consts::OS,
-                "cpu_count": cpus.to_string(), "goroutines": "0",
-                "max_procs": cpus.to_string(), "version": format!("pilotfish {}", crate::VERSION),
-            },
-            "serf_lan": serf.clone(),
-            "serf_wan": serf,
-        },
+        "Member": member(&me, Status::Alive, false),
+        "Stats": stats,
         "Meta": {},
     });
     json(&body, &opts)
 }
 
-/// Is this join target this very agent?
-fn is_self(server: &Server, ip: IpAddr) -> bool {
-    ip.is_loopback() || ip.is_unspecified() || ip == server.config().advertise
-}
-
-/// Single server for now: joining yourself succeeds (Consul treats it as a
-/// no-op); anything else fails with the error Consul gives when it cannot
-/// reach the address.
+/// `PUT /v1/agent/join/<addr>`: a name is resolved to all its addresses,
+/// each is joined; joining yourself or a member again is harmless. Fails
+/// (500, Consul's text) only when no address answered.
 async fn join(
     State(server): State<Server>,
     Path(addr): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (host, port) = split_host_port(&addr);
+    let port = server.cluster().server_port;
+    let (host, _) = split_host_port(&addr, port);
     if host.eq_ignore_ascii_case(&server.config().node) || host.eq_ignore_ascii_case("localhost") {
         return Ok(ok());
     }
-    let targets: Vec<std::net::SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![(ip, port).into()],
-        Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(a) => a.collect(),
-            Err(_) => {
-                return Err(ApiError::internal(format!(
-                "1 error occurred:\n\t* Failed to resolve {host}: lookup {host}: no such host\n\n"
-            )))
-            }
-        },
-    };
-    if targets.iter().any(|t| is_self(&server, t.ip())) {
+    let (targets, mut errors) =
+        resolve_targets(std::slice::from_ref(&addr), port, server.cluster().resolver).await;
+    let (joined, join_errors) = server.join(&targets).await;
+    errors.extend(join_errors);
+    if joined > 0 {
         return Ok(ok());
-    }
-    let mut errors = Vec::new();
-    for t in &targets {
-        let why =
-            match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(t))
-                .await
-            {
-                Ok(Ok(_)) => {
-                    "this pilotfish server runs alone and cannot join other agents".to_string()
-                }
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    format!("dial tcp {t}: connect: connection refused")
-                }
-                Ok(Err(e)) => format!("dial tcp {t}: {e}"),
-                Err(_) => format!("dial tcp {t}: i/o timeout"),
-            };
-        errors.push(format!("\t* Failed to join {}: {why}", t.ip()));
     }
     let head = if errors.len() == 1 {
         "1 error occurred:".to_string()
     } else {
         format!("{} errors occurred:", errors.len())
     };
+    let lines: Vec<String> = errors.iter().map(|e| format!("\t* {e}")).collect();
     Err(ApiError::internal(format!(
         "{head}\n{}\n\n",
-        errors.join("\n")
+        lines.join("\n")
     )))
 }
 
-/// `host[:port]` or `[v6]:port`, defaulting to the serf LAN port.
-fn split_host_port(addr: &str) -> (String, u16) {
-    if let Some(rest) = addr.strip_prefix('[') {
-        if let Some((h, p)) = rest.split_once(']') {
-            let port = p
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(SERF_LAN_PORT);
-            return (h.to_string(), port);
-        }
+/// `force-leave <node>`: a failed member is marked left; the leader then
+/// removes it from raft and the catalog. Unknown nodes answer 200 (Consul).
+async fn force_leave(State(server): State<Server>, Path(node): Path<String>) -> Response {
+    if server.force_leave(&node) {
+        tracing::info!("force-leave of {node}");
     }
-    if addr.parse::<IpAddr>().is_ok() {
-        return (addr.to_string(), SERF_LAN_PORT);
-    }
-    match addr.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(0)),
-        _ => (addr.to_string(), SERF_LAN_PORT),
-    }
-}
-
-/// There are no other members to remove; Consul answers 200 for unknown nodes.
-async fn force_leave(Path(_node): Path<String>) -> Response {
     ok()
 }
 
-/// Answers 200, then the agent shuts down gracefully (as `consul leave`).
+/// Answers 200, then the agent leaves the cluster gracefully and shuts
+/// down (as `consul leave`).
 async fn leave(State(server): State<Server>) -> Response {
     server.request_leave();
     ok()
@@ -754,11 +753,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn join_addresses_split_like_consul() {
-        assert_eq!(split_host_port("10.0.0.1"), ("10.0.0.1".into(), 8301));
-        assert_eq!(split_host_port("10.0.0.1:9000"), ("10.0.0.1".into(), 9000));
-        assert_eq!(split_host_port("consul"), ("consul".into(), 8301));
-        assert_eq!(split_host_port("[::1]:8301"), ("::1".into(), 8301));
-        assert_eq!(split_host_port("::1"), ("::1".into(), 8301));
+    fn last_contact_prints_like_go() {
+        assert_eq!(go_duration(Duration::from_micros(23_840)), "23.84ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
     }
 }

@@ -1,5 +1,6 @@
 //! Consul's HTTP API, one file per endpoint group. Handlers reach the node only
-//! through `Server::{write, read, block_on}`; the wire conventions every group
+//! through `Server::{write, read, block_on}`; one middleware ([`guard`])
+//! applies the ACL token, the read consistency modes and the leader headers; the wire conventions every group
 //! shares (presence flags, Go durations, index headers, error bodies) live in
 //! `query`.
 
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Server;
+use super::{Consistency, Server};
 
 /// The whole API.
 pub fn router(server: Server) -> Router {
@@ -36,7 +37,100 @@ pub fn router(server: Server) -> Router {
         .merge(catalog::routes())
         .merge(health::routes())
         .fallback(|| async { query::ApiError::not_found("") })
+        .layer(axum::middleware::from_fn_with_state(server.clone(), guard))
         .with_state(server)
+}
+
+/// Endpoints whose GETs are queries of the replicated state (consistency
+/// modes apply, index headers are sent); agent and status endpoints are
+/// answered by the agent itself.
+fn is_query(path: &str) -> bool {
+    ["/v1/kv/", "/v1/catalog/", "/v1/health/", "/v1/session/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// Whether a presence flag (`?stale`, `?consistent=1`) is in the query.
+fn has_flag(query: &str, name: &str) -> bool {
+    query
+        .split('&')
+        .any(|kv| kv.split_once('=').map_or(kv, |(k, _)| k) == name)
+}
+
+/// The token of a request: `X-Consul-Token`, `Authorization: Bearer` or `?token=`.
+fn token(req: &axum::extract::Request) -> Option<String> {
+    let h = req.headers();
+    h.get("x-consul-token")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| {
+            h.get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(String::from)
+        })
+        .or_else(|| {
+            req.uri().query().and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == "token")
+                    .map(|(_, v)| query::percent_decode(v))
+            })
+        })
+}
+
+/// Every request: the `--acl-token` check (403 `Permission denied`
+/// without it; status endpoints are open, as in Consul), the read's
+/// consistency mode (500 `No cluster leader` when it cannot be met), and
+/// the real `X-Consul-KnownLeader`/`X-Consul-LastContact` on query answers.
+async fn guard(
+    axum::extract::State(server): axum::extract::State<Server>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+
+    let path = req.uri().path().to_string();
+    if let Some(master) = &server.cluster().acl_token {
+        if !path.starts_with("/v1/status/") && token(&req).as_deref() != Some(master.as_str()) {
+            return query::ApiError::forbidden().into_response();
+        }
+    }
+    let read = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if read && is_query(&path) {
+        let q = req.uri().query().unwrap_or("");
+        let (stale, consistent) = (has_flag(q, "stale"), has_flag(q, "consistent"));
+        // Both: the handler answers Consul's 400.
+        if !(stale && consistent) {
+            let mode = if stale {
+                Consistency::Stale
+            } else if consistent {
+                Consistency::Consistent
+            } else {
+                Consistency::Default
+            };
+            if let Err(e) = server.read_barrier(mode).await {
+                return query::ApiError::internal(e.to_string()).into_response();
+            }
+        }
+    }
+    let mut resp = next.run(req).await;
+    if resp.headers().contains_key("x-consul-index") {
+        let (known, contact) = server.leader_status();
+        let h = resp.headers_mut();
+        h.insert(
+            "x-consul-knownleader",
+            axum::http::HeaderValue::from_static(if known { "true" } else { "false" }),
+        );
+        h.insert(
+            "x-consul-lastcontact",
+            axum::http::HeaderValue::from(contact),
+        );
+    }
+    resp
 }
 
 /// How long in-flight requests get to finish after `shutdown`. Parked

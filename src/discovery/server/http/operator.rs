@@ -1,5 +1,5 @@
-//! `GET /v1/operator/raft/configuration`: the raft voters (this node, the
-//! leader, until clustering lands) in Consul's shape (consul-wire.md §6.8).
+//! `GET /v1/operator/raft/configuration`: the servers of the latest raft
+//! configuration in Consul's shape (consul-wire.md §6.8).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -46,21 +46,22 @@ async fn configuration(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
-    let cfg = server.config();
-    let addr = server.rpc_addr().to_string();
+    let info = server.raft_info();
+    let leader = info.leader.as_ref().map(|p| p.addr.clone());
     let body = RaftConfiguration {
-        servers: vec![RaftServer {
-            // Consul's raft ID is the node ID; the address stands in until
-            // nodes carry one.
-            id: addr.clone(),
-            node: cfg.node.clone(),
-            address: addr,
-            leader: true,
-            protocol_version: "3",
-            voter: true,
-        }],
-        // The index of the first log entry (this node's registration).
-        index: 1,
+        servers: info
+            .servers
+            .into_iter()
+            .map(|(_, p, voter)| RaftServer {
+                leader: leader.as_deref() == Some(p.addr.as_str()),
+                id: p.node_id,
+                node: p.name,
+                address: p.addr,
+                protocol_version: "3",
+                voter,
+            })
+            .collect(),
+        index: info.configuration_index,
     };
     Ok(json(&body, &opts))
 }

@@ -1,6 +1,6 @@
-//! `/v1/status/leader` and `/v1/status/peers`: this single-node server is
-//! its own leader and only voter, at `<advertise>:<server-port>`. Agent-local:
-//! no index headers (consul-wire.md §0).
+//! `/v1/status/leader` and `/v1/status/peers`: the raft leader's address
+//! (`""` when there is none) and every voter's, as `<advertise>:<server-port>`.
+//! Agent-local: no index headers (consul-wire.md §0).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -23,9 +23,22 @@ pub fn routes() -> Router<Server> {
 }
 
 async fn leader(State(server): State<Server>, opts: QueryOptions) -> Response {
-    json(&server.rpc_addr().to_string(), &opts)
+    let leader = server
+        .leader_known()
+        .then(|| server.leader())
+        .flatten()
+        .map(|p| p.addr)
+        .unwrap_or_default();
+    json(&leader, &opts)
 }
 
 async fn peers(State(server): State<Server>, opts: QueryOptions) -> Response {
-    json(&[server.rpc_addr().to_string()], &opts)
+    let info = server.raft_info();
+    let voters: Vec<String> = info
+        .servers
+        .into_iter()
+        .filter(|(_, _, voter)| *voter)
+        .map(|(_, p, _)| p.addr)
+        .collect();
+    json(&voters, &opts)
 }

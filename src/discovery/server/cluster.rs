@@ -1,0 +1,990 @@
+//! Cluster membership and formation, in place of Consul's serf LAN pool:
+//!
+//! - [`Members`]: every agent this node knows (servers and clients), with
+//!   Consul's member statuses. Each agent probes every other known agent
+//!   over the cluster protocol every [`PROBE_EVERY`] and exchanges member
+//!   lists with it, so a node that joins any member soon knows them all. A
+//!   member that has not answered for [`FAIL_AFTER`] is `failed`; a member
+//!   that announced its leave (or was `force-leave`d) is `left` until it
+//!   comes back with a newer generation (a restart).
+//! - Bootstrap (`--bootstrap-expect N`): once N servers know each other and
+//!   none of them is in a cluster yet, the one with the lowest raft ID
+//!   initialises raft with all of them. Only one node ever initialises, so
+//!   start order cannot split the brain; a late server is added by the
+//!   leader instead.
+//! - The leader's reconciliation (Consul's `reconcileMember`): alive servers
+//!   that are not voters are added (as learner, then voter); servers that
+//!   left are removed from the voters; the catalog follows the members
+//!   (alive: node registered with a passing `serfHealth`; failed: critical;
+//!   left: deregistered).
+//! - `--retry-join`: resolve each name to all its addresses on every
+//!   attempt and probe them until one answers.
+//! - The receiving side of the cluster protocol ([`routes`]): raft RPCs,
+//!   forwarded writes, read index, gossip and leave.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::raft::network::{CallError, PREFIX};
+use super::raft::{raft_id, NodeId, Peer, TypeConfig};
+use super::state::catalog::{Deregistration, Registration};
+use super::state::checks::CheckStatus;
+use super::state::Command;
+use super::{ClusterConfig, Forwarded, Server, ServerConfig};
+
+/// How often every known member is probed.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// A member silent for this long is `failed`.
+pub const FAIL_AFTER: Duration = Duration::from_millis(2500);
+/// One probe's deadline.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Between two `--retry-join` rounds.
+const RETRY_JOIN_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader reconciles members into raft and the catalog.
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// The serfHealth output of a member that stopped answering (Consul's).
+pub const SERF_FAILED_OUTPUT: &str = "Agent not live or unreachable";
+/// The serfHealth output of a live member (Consul's).
+pub const SERF_ALIVE_OUTPUT: &str = "Agent alive and reachable";
+
+/// Consul's member statuses (`agent/members` `Status` numbers 1–4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Alive,
+    Leaving,
+    Left,
+    Failed,
+}
+
+impl Status {
+    /// serf's numeric status.
+    pub fn code(self) -> u8 {
+        match self {
+            Status::Alive => 1,
+            Status::Leaving => 2,
+            Status::Left => 3,
+            Status::Failed => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Alive => "alive",
+            Status::Leaving => "leaving",
+            Status::Left => "left",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// What an agent tells others about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub node_id: String,
+    pub addr: IpAddr,
+    /// The cluster protocol port (`--server-port`).
+    pub port: u16,
+    pub server: bool,
+    pub datacenter: String,
+    /// Start time (ms): a restarted agent has a newer generation.
+    pub generation: u64,
+}
+
+impl MemberInfo {
+    pub fn cluster_addr(&self) -> String {
+        SocketAddr::new(self.addr, self.port).to_string()
+    }
+
+    pub fn peer(&self) -> Peer {
+        Peer {
+            name: self.name.clone(),
+            node_id: self.node_id.clone(),
+            addr: self.cluster_addr(),
+        }
+    }
+}
+
+/// A member as this node sees it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub info: MemberInfo,
+    pub status: Status,
+    last_ok: Instant,
+    /// The member reported being part of a raft cluster.
+    pub initialized: bool,
+}
+
+/// One gossip exchange, in both directions.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Gossip {
+    pub from: MemberInfo,
+    /// The sender belongs to a raft cluster (has a membership).
+    pub initialized: bool,
+    pub members: Vec<(MemberInfo, Status)>,
+}
+
+/// A member announcing its own leave, or a force-leave spreading.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Leave {
+    pub name: String,
+    pub generation: u64,
+}
+
+/// The membership view.
+pub struct Members {
+    me: MemberInfo,
+    map: Mutex<BTreeMap<String, Member>>,
+}
+
+impl Members {
+    pub fn new(cfg: &ServerConfig, cluster: &ClusterConfig, me: &Peer) -> Members {
+        Members {
+            me: MemberInfo {
+                name: cfg.node.clone(),
+                node_id: me.node_id.clone(),
+                addr: cfg.advertise,
+                port: cluster.server_port,
+                server: cluster.server,
+                datacenter: cfg.datacenter.clone(),
+                generation: super::now_ms(),
+            },
+            map: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn me(&self) -> &MemberInfo {
+        &self.me
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Member>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every member, this node first.
+    pub fn all(&self, leaving: bool) -> Vec<(MemberInfo, Status)> {
+        let mut out = vec![(
+            self.me.clone(),
+            if leaving {
+                Status::Leaving
+            } else {
+                Status::Alive
+            },
+        )];
+        out.extend(self.map().values().map(|m| (m.info.clone(), m.status)));
+        out
+    }
+
+    /// Other members, with their state.
+    pub fn others(&self) -> Vec<Member> {
+        self.map().values().cloned().collect()
+    }
+
+    /// A member answered, or sent us gossip: it is alive, as described.
+    fn heard_from(&self, info: &MemberInfo, initialized: bool) {
+        if info.name == self.me.name {
+            return;
+        }
+        let mut map = self.map();
+        let now = Instant::now();
+        match map.get_mut(&info.name) {
+            Some(m) if m.info.generation > info.generation => {}
+            Some(m) => {
+                if m.info.generation < info.generation || m.status != Status::Left {
+                    m.status = Status::Alive;
+                }
+                m.info = info.clone();
+                m.last_ok = now;
+                m.initialized = initialized;
+            }
+            None => {
+                map.insert(
+                    info.name.clone(),
+                    Member {
+                        info: info.clone(),
+                        status: Status::Alive,
+                        last_ok: now,
+                        initialized,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Merge another member's view: new members are added (and will be
+    /// probed), restarts replace older generations, leaves spread.
+    fn merge(&self, list: &[(MemberInfo, Status)]) {
+        let mut map = self.map();
+        for (info, status) in list {
+            if info.name == self.me.name {
+                continue;
+            }
+            match map.get_mut(&info.name) {
+                None => {
+                    map.insert(
+                        info.name.clone(),
+                        Member {
+                            info: info.clone(),
+                            status: if *status == Status::Left {
+                                Status::Left
+                            } else {
+                                Status::Alive
+                            },
+                            last_ok: Instant::now(),
+                            initialized: false,
+                        },
+                    );
+                }
+                Some(m) if info.generation > m.info.generation => {
+                    m.info = info.clone();
+                    m.status = if *status == Status::Left {
+                        Status::Left
+                    } else {
+                        Status::Alive
+                    };
+                    m.last_ok = Instant::now();
+                }
+                Some(m) if info.generation == m.info.generation && *status == Status::Left => {
+                    m.status = Status::Left;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// A probe failed: `failed` once the member was silent for [`FAIL_AFTER`].
+    fn probe_failed(&self, name: &str) {
+        if let Some(m) = self.map().get_mut(name) {
+            if matches!(m.status, Status::Alive | Status::Leaving)
+                && m.last_ok.elapsed() >= FAIL_AFTER
+            {
+                tracing::info!("member {name} failed: no answer for {FAIL_AFTER:?}");
+                m.status = Status::Failed;
+            }
+        }
+    }
+
+    /// Mark a member `left` (its own announcement or a force-leave).
+    /// Answers whether the member was known.
+    pub fn mark_left(&self, name: &str, generation: Option<u64>) -> bool {
+        match self.map().get_mut(name) {
+            Some(m) if generation.is_none_or(|g| g >= m.info.generation) => {
+                if m.status != Status::Left {
+                    tracing::info!("member {name} left");
+                }
+                m.status = Status::Left;
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// The servers this node knows alive, itself included, with raft IDs.
+    fn alive_servers(&self) -> Vec<(NodeId, Member)> {
+        let mut out: Vec<(NodeId, Member)> = self
+            .map()
+            .values()
+            .filter(|m| m.info.server && m.status == Status::Alive)
+            .map(|m| (raft_id(&m.info.node_id), m.clone()))
+            .collect();
+        if self.me.server {
+            out.push((
+                raft_id(&self.me.node_id),
+                Member {
+                    info: self.me.clone(),
+                    status: Status::Alive,
+                    last_ok: Instant::now(),
+                    initialized: false,
+                },
+            ));
+        }
+        out
+    }
+}
+
+/// The catalog registration of a member's node (serfHealth is added by the
+/// state machine for a new node).
+pub fn node_registration(name: &str, node_id: &str, addr: IpAddr) -> Registration {
+    Registration {
+        node: name.to_string(),
+        node_id: node_id.to_string(),
+        address: addr.to_string(),
+        tagged_addresses: Default::default(),
+        node_meta: Default::default(),
+        skip_node_update: false,
+        service: None,
+        checks: Vec::new(),
+    }
+}
+
+impl Server {
+    /// The gossip this node sends and answers with.
+    fn gossip(&self) -> Gossip {
+        Gossip {
+            from: self.members().me().clone(),
+            initialized: self.raft_initialized(),
+            members: self.members().all(self.leaving()),
+        }
+    }
+
+    fn leaving(&self) -> bool {
+        self.inner.leave.is_cancelled()
+    }
+
+    /// Whether this node belongs to a raft cluster (has a membership).
+    pub fn raft_initialized(&self) -> bool {
+        let m = self.raft().metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some()
+    }
+
+    /// Exchange member lists with the agent at `addr` (`ip:port`).
+    pub async fn probe(&self, addr: &str) -> Result<(), CallError> {
+        let answer: Gossip = self
+            .client()
+            .call(addr, "/gossip", &self.gossip(), PROBE_TIMEOUT)
+            .await?;
+        self.members().heard_from(&answer.from, answer.initialized);
+        self.members().merge(&answer.members);
+        Ok(())
+    }
+
+    /// Join the agents at these addresses; answers how many answered and
+    /// the errors of the others (Consul's `Failed to join <ip>: ...`).
+    pub async fn join(&self, targets: &[SocketAddr]) -> (usize, Vec<String>) {
+        let mut ok = 0;
+        let mut errors = Vec::new();
+        for t in targets {
+            if t.to_string() == self.peer().addr {
+                // Joining yourself is harmless (Consul: a no-op success).
+                ok += 1;
+                continue;
+            }
+            match self.probe(&t.to_string()).await {
+                Ok(()) => ok += 1,
+                Err(e) => errors.push(format!("Failed to join {}: {e}", t.ip())),
+            }
+        }
+        (ok, errors)
+    }
+
+    /// Announce this node's leave to every member, and as a voter ask the
+    /// leader to remove it from the voters first so the others keep quorum.
+    pub async fn leave_cluster(&self) {
+        if self.cluster().server && self.raft_initialized() {
+            let id = self.raft_id();
+            let deadline = Instant::now() + super::HOLD;
+            while Instant::now() < deadline {
+                let voters: BTreeSet<NodeId> = {
+                    let m = self.raft().metrics();
+                    let m = m.borrow();
+                    m.membership_config.membership().voter_ids().collect()
+                };
+                if !voters.contains(&id) || voters.len() == 1 {
+                    break;
+                }
+                let removed = if self.is_leader() {
+                    self.remove_voter(id).await
+                } else if let Some(leader) = self.leader() {
+                    self.client()
+                        .call::<_, Result<(), String>>(&leader.addr, "/remove", &id, super::HOLD)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r)
+                } else {
+                    Err("no leader".to_string())
+                };
+                match removed {
+                    Ok(()) => {
+                        tracing::info!("removed this server from the raft voters");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!("leaving raft: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        let leave = Leave {
+            name: self.members().me().name.clone(),
+            generation: self.members().me().generation,
+        };
+        let calls = self
+            .members()
+            .others()
+            .into_iter()
+            .filter(|m| m.status != Status::Left)
+            .map(|m| {
+                let client = self.client().clone();
+                let leave = &leave;
+                async move {
+                    let _ = client
+                        .call::<_, ()>(&m.info.cluster_addr(), "/leave", leave, PROBE_TIMEOUT)
+                        .await;
+                }
+            });
+        futures_join_all(calls).await;
+        tracing::info!("Graceful leave complete");
+    }
+
+    /// Remove a voter (leader only): Consul's `raft remove-peer`.
+    async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+        self.raft()
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// `force-leave <node>`: mark a failed member left; the leader removes
+    /// it from raft and the catalog, and gossip spreads the leave.
+    pub fn force_leave(&self, node: &str) -> bool {
+        self.members().mark_left(node, None)
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let set: Vec<_> = futs.map(Box::pin).collect();
+    for f in set {
+        f.await;
+    }
+}
+
+/// Probe every known member forever (until `shutdown`).
+pub async fn probe_loop(server: Server, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let targets: Vec<Member> = server
+            .members()
+            .others()
+            .into_iter()
+            .filter(|m| m.status != Status::Left)
+            .collect();
+        let mut probes = tokio::task::JoinSet::new();
+        for m in targets {
+            let server = server.clone();
+            probes.spawn(async move {
+                if server.probe(&m.info.cluster_addr()).await.is_err() {
+                    server.members().probe_failed(&m.info.name);
+                }
+            });
+        }
+        while probes.join_next().await.is_some() {}
+    }
+}
+
+/// Resolve `--retry-join` targets: IPs as they are, names to every A/AAAA
+/// record (fresh on every call), `host:port` or our own server port.
+pub async fn resolve_targets(
+    targets: &[String],
+    port: u16,
+    resolver: Option<SocketAddr>,
+) -> (Vec<SocketAddr>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for t in targets {
+        let (host, p) = split_host_port(t, port);
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            out.push(SocketAddr::new(ip, p));
+            continue;
+        }
+        match crate::cli::resolve_all(&host, resolver).await {
+            Ok(ips) if !ips.is_empty() => {
+                out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, p)))
+            }
+            Ok(_) => errors.push(format!("Failed to resolve {host}: no addresses")),
+            Err(e) => errors.push(format!("Failed to resolve {host}: {e}")),
+        }
+    }
+    (out, errors)
+}
+
+/// `host[:port]` or `[v6]:port`, defaulting to `port`.
+pub fn split_host_port(addr: &str, port: u16) -> (String, u16) {
+    if let Some(rest) = addr.strip_prefix('[') {
+        if let Some((h, p)) = rest.split_once(']') {
+            let port = p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(port);
+            return (h.to_string(), port);
+        }
+    }
+    if addr.parse::<IpAddr>().is_ok() {
+        return (addr.to_string(), port);
+    }
+    match addr.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(port)),
+        _ => (addr.to_string(), port),
+    }
+}
+
+/// `--retry-join`: keep trying every second until one target answers.
+pub async fn retry_join(server: Server, shutdown: CancellationToken) {
+    let targets = server.cluster().retry_join.clone();
+    if targets.is_empty() {
+        return;
+    }
+    let port = server.cluster().server_port;
+    let resolver = server.cluster().resolver;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let (addrs, mut errors) = resolve_targets(&targets, port, resolver).await;
+        let (ok, join_errors) = server.join(&addrs).await;
+        errors.extend(join_errors);
+        let me_listed = addrs.iter().any(|a| a.to_string() == server.peer().addr);
+        let others_ok = ok - usize::from(me_listed);
+        if others_ok > 0 {
+            tracing::info!("Join cluster completed. Synced with {others_ok} initial agents");
+            return;
+        }
+        if attempt == 1 || attempt % 10 == 0 {
+            tracing::warn!(
+                "Join cluster failed, will retry in {RETRY_JOIN_EVERY:?}: {}",
+                errors.join("; ")
+            );
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RETRY_JOIN_EVERY) => {}
+        }
+    }
+}
+
+/// `--bootstrap-expect N`: bootstrap once N servers know each other (see
+/// the module doc); returns when this node belongs to a cluster.
+pub async fn bootstrap(server: Server, shutdown: CancellationToken) {
+    let expect = usize::try_from(server.cluster().bootstrap_expect).unwrap_or(usize::MAX);
+    loop {
+        if server.raft_initialized() {
+            return;
+        }
+        if expect > 1 {
+            let servers = server.members().alive_servers();
+            let joined_cluster = servers.iter().any(|(_, m)| m.initialized);
+            let lowest = servers.iter().map(|(id, _)| *id).min();
+            if servers.len() >= expect && !joined_cluster && lowest == Some(server.raft_id()) {
+                let voters: Vec<(NodeId, Peer)> =
+                    servers.iter().map(|(id, m)| (*id, m.info.peer())).collect();
+                let names: Vec<&str> = servers.iter().map(|(_, m)| m.info.name.as_str()).collect();
+                tracing::info!(
+                    "bootstrapping the cluster with {} servers: {}",
+                    voters.len(),
+                    names.join(", ")
+                );
+                if let Err(e) = server.bootstrap(voters).await {
+                    tracing::warn!("bootstrap: {e}");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// The leader's duties: reconcile members into raft and the catalog, reset
+/// session timers once per leadership (Consul restarts every TTL then).
+pub async fn leader_loop(server: Server, shutdown: CancellationToken) {
+    let mut metrics = server.raft().metrics();
+    let mut was_leader = false;
+    loop {
+        let leader = server.is_leader();
+        if leader && !was_leader {
+            tracing::info!("cluster leadership acquired");
+            if let Err(e) = server.write(Command::ResetSessionTimers).await {
+                tracing::warn!("resetting session timers: {e}");
+            }
+        } else if !leader && was_leader {
+            tracing::info!("cluster leadership lost");
+        }
+        was_leader = leader;
+        if leader {
+            reconcile(&server).await;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = metrics.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(RECONCILE_EVERY) => {}
+        }
+    }
+}
+
+/// One reconciliation round (leader only).
+async fn reconcile(server: &Server) {
+    let (voters, nodes): (BTreeSet<NodeId>, BTreeMap<NodeId, Peer>) = {
+        let m = server.raft().metrics();
+        let m = m.borrow();
+        let mem = m.membership_config.membership();
+        (
+            mem.voter_ids().collect(),
+            mem.nodes().map(|(id, p)| (*id, p.clone())).collect(),
+        )
+    };
+    let members = server.members().others();
+    // Raft: add alive servers, remove servers that left.
+    for m in members.iter().filter(|m| m.info.server) {
+        let id = raft_id(&m.info.node_id);
+        match m.status {
+            Status::Alive if !voters.contains(&id) => {
+                tracing::info!(
+                    "adding server {} ({}) to raft",
+                    m.info.name,
+                    m.info.cluster_addr()
+                );
+                let added = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    server.raft().add_learner(id, m.info.peer(), true),
+                )
+                .await;
+                if !matches!(added, Ok(Ok(_))) {
+                    tracing::debug!(
+                        "adding {} as a learner did not finish; next round",
+                        m.info.name
+                    );
+                    continue;
+                }
+                if let Err(e) = server
+                    .raft()
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                {
+                    tracing::debug!("promoting {}: {e}", m.info.name);
+                }
+            }
+            Status::Left if voters.contains(&id) || nodes.contains_key(&id) => {
+                tracing::info!("removing server {} from raft: it left", m.info.name);
+                if let Err(e) = server
+                    .raft()
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                {
+                    tracing::debug!("removing {}: {e}", m.info.name);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Catalog: follow the members (and this node).
+    let mut all: Vec<(crate::discovery::server::cluster::MemberInfo, Status)> =
+        members.iter().map(|m| (m.info.clone(), m.status)).collect();
+    all.push((server.members().me().clone(), Status::Alive));
+    for (info, status) in all {
+        let (present, address, serf) = server.read(|s| {
+            let node = s.catalog_node(&info.name).0;
+            let serf = s.check(&info.name, super::state::session::SERF_HEALTH);
+            (
+                node.is_some(),
+                s.catalog_nodes()
+                    .0
+                    .iter()
+                    .find(|n| n.name == info.name)
+                    .map(|n| n.address.clone()),
+                serf.map(|c| c.status),
+            )
+        });
+        let cmd = match status {
+            Status::Alive | Status::Leaving => {
+                if !present || address.as_deref() != Some(info.addr.to_string().as_str()) {
+                    Some(Command::Register(node_registration(
+                        &info.name,
+                        &info.node_id,
+                        info.addr,
+                    )))
+                } else if serf != Some(CheckStatus::Passing) {
+                    Some(Command::UpdateCheck {
+                        node: info.name.clone(),
+                        check_id: super::state::session::SERF_HEALTH.to_string(),
+                        status: CheckStatus::Passing,
+                        output: SERF_ALIVE_OUTPUT.to_string(),
+                    })
+                } else {
+                    None
+                }
+            }
+            Status::Failed => {
+                (present && serf != Some(CheckStatus::Critical)).then(|| Command::UpdateCheck {
+                    node: info.name.clone(),
+                    check_id: super::state::session::SERF_HEALTH.to_string(),
+                    status: CheckStatus::Critical,
+                    output: SERF_FAILED_OUTPUT.to_string(),
+                })
+            }
+            Status::Left => present.then(|| {
+                Command::Deregister(Deregistration {
+                    node: info.name.clone(),
+                    service_id: None,
+                    check_id: None,
+                })
+            }),
+        };
+        if let Some(cmd) = cmd {
+            if let Err(e) = server.write(cmd).await {
+                tracing::debug!("catalog reconcile of {}: {e}", info.name);
+            }
+        }
+    }
+}
+
+// ----- the receiving side -----
+
+/// The cluster protocol on `--server-port`.
+pub fn routes(server: Server) -> Router {
+    Router::new()
+        .route(&format!("{PREFIX}/raft/append"), post(append))
+        .route(&format!("{PREFIX}/raft/vote"), post(vote))
+        .route(&format!("{PREFIX}/raft/snapshot"), post(snapshot))
+        .route(&format!("{PREFIX}/write"), post(write))
+        .route(&format!("{PREFIX}/read-index"), post(read_index))
+        .route(&format!("{PREFIX}/gossip"), post(gossip))
+        .route(&format!("{PREFIX}/leave"), post(leave))
+        .route(&format!("{PREFIX}/remove"), post(remove))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+        .with_state(server)
+}
+
+async fn append(
+    State(server): State<Server>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    let r = server.raft().append_entries(req).await;
+    if matches!(
+        r,
+        Ok(AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict)
+    ) {
+        server.touch_leader_contact();
+    }
+    Json(r)
+}
+
+async fn vote(
+    State(server): State<Server>,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    Json(server.raft().vote(req).await)
+}
+
+async fn snapshot(
+    State(server): State<Server>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    let r = server.raft().install_snapshot(req).await;
+    if r.is_ok() {
+        server.touch_leader_contact();
+    }
+    Json(r)
+}
+
+async fn write(State(server): State<Server>, Json(cmd): Json<Command>) -> Json<Forwarded> {
+    if !server.is_leader() {
+        return Json(Forwarded::NotLeader);
+    }
+    Json(server.write_as_leader(cmd).await)
+}
+
+async fn read_index(State(server): State<Server>) -> Json<Option<u64>> {
+    if !server.is_leader() {
+        return Json(None);
+    }
+    Json(server.read_index().await)
+}
+
+async fn gossip(State(server): State<Server>, Json(g): Json<Gossip>) -> Json<Gossip> {
+    server.members().heard_from(&g.from, g.initialized);
+    server.members().merge(&g.members);
+    Json(server.gossip())
+}
+
+async fn leave(State(server): State<Server>, Json(l): Json<Leave>) -> Json<()> {
+    server.members().mark_left(&l.name, Some(l.generation));
+    Json(())
+}
+
+async fn remove(State(server): State<Server>, Json(id): Json<NodeId>) -> Json<Result<(), String>> {
+    if !server.is_leader() {
+        return Json(Err("not the leader".to_string()));
+    }
+    Json(server.remove_voter(id).await)
+}
+
+/// Serve the cluster protocol until `shutdown` (TLS when configured).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(
+        "listening for cluster traffic{} on {}",
+        if tls.is_some() { " (tls)" } else { "" },
+        listener.local_addr()?
+    );
+    let app = routes(server);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("accepting a cluster connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let http1 = hyper::server::conn::http1::Builder::new();
+            let result = match acceptor {
+                None => {
+                    let conn =
+                        http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    tokio::select! {
+                        r = conn => r.map_err(|e| e.to_string()),
+                        () = shutdown.cancelled() => Ok(()),
+                    }
+                }
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Err(e) => Err(format!("tls handshake: {e}")),
+                    Ok(tls) => {
+                        let conn =
+                            http1.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                        tokio::select! {
+                            r = conn => r.map_err(|e| e.to_string()),
+                            () = shutdown.cancelled() => Ok(()),
+                        }
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!("cluster connection: {e}");
+            }
+        });
+    }
+    connections.close();
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, generation: u64) -> MemberInfo {
+        MemberInfo {
+            name: name.into(),
+            node_id: format!("{:08x}-0000-4000-8000-000000000000", name.len()),
+            addr: IpAddr::from([127, 0, 0, 2]),
+            port: 8300,
+            server: true,
+            datacenter: "dc1".into(),
+            generation,
+        }
+    }
+
+    fn members() -> Members {
+        Members::new(
+            &ServerConfig {
+                node: "me".into(),
+                ..ServerConfig::default()
+            },
+            &ClusterConfig::lone(),
+            &Peer {
+                name: "me".into(),
+                node_id: "00000001-0000-4000-8000-000000000000".into(),
+                addr: "127.0.0.1:8300".into(),
+            },
+        )
+    }
+
+    fn status(m: &Members, name: &str) -> Option<Status> {
+        m.others()
+            .into_iter()
+            .find(|x| x.info.name == name)
+            .map(|x| x.status)
+    }
+
+    #[test]
+    fn gossip_spreads_members_leaves_and_restarts() {
+        let m = members();
+        m.merge(&[
+            (info("a", 1), Status::Alive),
+            (info("me", 1), Status::Failed),
+        ]);
+        assert_eq!(status(&m, "a"), Some(Status::Alive));
+        assert_eq!(m.others().len(), 1, "never lists itself");
+        // A leave of the same generation spreads; an older one does not.
+        m.merge(&[(info("a", 0), Status::Left)]);
+        assert_eq!(status(&m, "a"), Some(Status::Alive));
+        m.merge(&[(info("a", 1), Status::Left)]);
+        assert_eq!(status(&m, "a"), Some(Status::Left));
+        // Hearing from a left member of the same generation keeps it left;
+        // a restart (newer generation) brings it back.
+        m.heard_from(&info("a", 1), true);
+        assert_eq!(status(&m, "a"), Some(Status::Left));
+        m.heard_from(&info("a", 2), true);
+        assert_eq!(status(&m, "a"), Some(Status::Alive));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_member_fails_only_after_the_grace() {
+        let m = members();
+        m.heard_from(&info("b", 1), false);
+        m.probe_failed("b");
+        assert_eq!(status(&m, "b"), Some(Status::Alive));
+        tokio::time::advance(FAIL_AFTER).await;
+        m.probe_failed("b");
+        assert_eq!(status(&m, "b"), Some(Status::Failed));
+        m.heard_from(&info("b", 1), false);
+        assert_eq!(status(&m, "b"), Some(Status::Alive));
+    }
+
+    #[test]
+    fn join_addresses_split_like_consul() {
+        assert_eq!(split_host_port("10.0.0.1", 8300), ("10.0.0.1".into(), 8300));
+        assert_eq!(
+            split_host_port("10.0.0.1:9000", 8300),
+            ("10.0.0.1".into(), 9000)
+        );
+        assert_eq!(split_host_port("consul", 8300), ("consul".into(), 8300));
+        assert_eq!(split_host_port("[::1]:8301", 8300), ("::1".into(), 8301));
+        assert_eq!(split_host_port("::1", 8300), ("::1".into(), 8300));
+    }
+}

@@ -1,0 +1,139 @@
+//! Replication of the server's command log with openraft: the type
+//! configuration, the durable log (`log_store`), the state machine adapter
+//! over the shared [`State`](super::state::State) (`state_machine`) and the
+//! server-to-server transport (`network`).
+//!
+//! Every write is a [`Proposal`]: the command plus the leader's clock, so
+//! that applying it is deterministic on every replica. Blank and membership
+//! entries use log indexes too; the state machine simply skips them, which
+//! is why Consul-visible indexes can have gaps (clients never rely on them
+//! being dense).
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{Command, CommandResult};
+
+/// A raft node's identity: derived from the node ID (a UUID), see [`raft_id`].
+pub type NodeId = u64;
+
+/// A server as raft knows it: enough to reach it and to show it the way
+/// Consul does (`operator/raft/configuration`, `status/peers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The node name (`--node`).
+    pub name: String,
+    /// The node ID (a UUID string), Consul's raft server ID.
+    pub node_id: String,
+    /// `<advertise>:<server-port>`: raft RPCs and the cluster protocol.
+    pub addr: String,
+}
+
+impl Peer {
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        self.addr.parse().ok()
+    }
+}
+
+/// One log entry's payload: the command and the proposer's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub now_ms: u64,
+    pub cmd: Command,
+}
+
+openraft::declare_raft_types!(
+    /// pilotfish's raft types.
+    pub TypeConfig:
+        D = Proposal,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = Peer,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Membership = openraft::StoredMembership<NodeId, Peer>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// How often the leader sends heartbeats.
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
+/// A follower that hears nothing for this long starts an election (the
+/// upper bound is twice this). Far above an fsync (sub-millisecond to a few
+/// ms here) so elections don't flap under write load, and well under
+/// etcd's default 1 s so failover is quicker.
+pub const ELECTION_MIN: Duration = Duration::from_millis(400);
+
+/// The openraft configuration every server uses.
+pub fn config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "pilotfish".to_string(),
+        heartbeat_interval: millis_u64(HEARTBEAT),
+        election_timeout_min: millis_u64(ELECTION_MIN),
+        election_timeout_max: millis_u64(ELECTION_MIN) * 2,
+        install_snapshot_timeout: 5_000,
+        max_payload_entries: 512,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(8192),
+        max_in_snapshot_log_to_keep: 1024,
+        purge_batch_size: 256,
+        ..openraft::Config::default()
+    }
+}
+
+pub fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The raft ID of a node: the first 8 bytes of its UUID node ID (never 0).
+pub fn raft_id(node_id: &str) -> NodeId {
+    let hex: String = node_id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    u64::from_str_radix(&hex, 16).unwrap_or(0).max(1)
+}
+
+/// A fresh random UUID (version 4) for a new node.
+pub fn new_node_id() -> String {
+    let mut v: [u8; 16] = rand::random();
+    v[6] = (v[6] & 0x0f) | 0x40;
+    v[8] = (v[8] & 0x3f) | 0x80;
+    let s: String = v.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_uuids_and_map_to_nonzero_raft_ids() {
+        let id = new_node_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.as_bytes()[14], b'4');
+        assert_ne!(raft_id(&id), 0);
+        assert_eq!(
+            raft_id("0123abcd-0000-4000-8000-000000000000"),
+            0x0123_abcd_0000_4000
+        );
+        assert_eq!(raft_id("00000000-0000-0000-0000-000000000000"), 1);
+    }
+}
