@@ -56,7 +56,10 @@ impl Agent {
         Agent {
             child,
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http: {
+                pilotfish::discovery::server::tls::install_default_provider();
+                reqwest::Client::new()
+            },
             server_port,
         }
     }

@@ -15,7 +15,7 @@
 //! handlers record heartbeats in [`AgentLocal`], the small agent-local table
 //! this runner shares with them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::http::query::parse_go_duration;
-use super::state::catalog::Deregistration;
+use super::state::catalog::{Deregistration, Registration};
 use super::state::checks::{CheckStatus, HealthCheck};
 use super::state::Command;
 use super::Server;
@@ -50,6 +50,9 @@ pub struct AgentLocal {
     /// Serialises "TTL expired" writes with heartbeat writes, so an expiry
     /// decided just before a heartbeat cannot land after it.
     ttl_writes: tokio::sync::Mutex<()>,
+    /// What this agent registered (`service:<id>`, `check:<id>`), so that
+    /// anti-entropy can put back what the servers lost.
+    registrations: Mutex<BTreeMap<String, Registration>>,
 }
 
 /// One `AgentLocal` per server. Keyed by the address of the server's shared
@@ -73,11 +76,38 @@ impl AgentLocal {
                         ttl_touched: Mutex::new(HashMap::new()),
                         touches,
                         ttl_writes: tokio::sync::Mutex::new(()),
+                        registrations: Mutex::new(BTreeMap::new()),
                     }),
                 )
             })
             .1
             .clone()
+    }
+
+    /// Remember a registration this agent made (`key`: `service:<id>` or
+    /// `check:<id>`).
+    pub fn remember(&self, key: String, reg: Registration) {
+        self.registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, reg);
+    }
+
+    /// Forget a registration the agent removed.
+    pub fn forget_registration(&self, key: &str) {
+        self.registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    fn registrations(&self) -> Vec<(String, Registration)> {
+        self.registrations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -159,6 +189,45 @@ struct Running {
     check_type: String,
     definition: String,
     task: JoinHandle<()>,
+}
+
+/// How often anti-entropy compares the agent's registrations with the
+/// catalog (Consul syncs about once a minute on small clusters; a lost
+/// registration is cheap to notice here, one read per registration).
+pub const ANTI_ENTROPY_EVERY: Duration = Duration::from_secs(5);
+
+/// Anti-entropy (Consul's agent sync): every [`ANTI_ENTROPY_EVERY`], put
+/// back any service or check this agent registered that the catalog lost
+/// (a servers' snapshot restore, an operator's `catalog/deregister`, a
+/// client whose node was reaped while it was unreachable).
+pub async fn anti_entropy(server: Server, shutdown: CancellationToken) {
+    let local = AgentLocal::of(&server);
+    let node = server.config().node.clone();
+    let mut tick = tokio::time::interval(ANTI_ENTROPY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (key, reg) in local.registrations() {
+            let present = server.read(|s| match key.split_once(':') {
+                Some(("service", id)) => s
+                    .catalog_node(&node)
+                    .0
+                    .is_some_and(|ns| ns.services.iter().any(|svc| svc.id == id)),
+                Some(("check", id)) => s.check(&node, id).is_some(),
+                _ => true,
+            });
+            if present {
+                continue;
+            }
+            tracing::info!("anti-entropy: {key} is missing from the catalog; registering it again");
+            if let Err(e) = server.write(Command::Register(reg)).await {
+                tracing::warn!("anti-entropy: registering {key}: {e}");
+            }
+        }
+    }
 }
 
 /// Run this node's checks until `shutdown`, writing status changes.

@@ -693,6 +693,33 @@ async fn reconcile(server: &Server) {
             _ => {}
         }
     }
+    // Client agents: non-voting learners, so they hold a replica to serve
+    // reads and DNS from and forward their writes to the leader.
+    for m in members.iter().filter(|m| !m.info.server) {
+        let id = raft_id(&m.info.node_id);
+        match m.status {
+            Status::Alive if !nodes.contains_key(&id) => {
+                tracing::info!(
+                    "adding client {} ({}) as a learner",
+                    m.info.name,
+                    m.info.cluster_addr()
+                );
+                if let Err(e) = server.raft().add_learner(id, m.info.peer(), false).await {
+                    tracing::debug!("adding client {}: {e}", m.info.name);
+                }
+            }
+            Status::Left if nodes.contains_key(&id) => {
+                if let Err(e) = server
+                    .raft()
+                    .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                    .await
+                {
+                    tracing::debug!("removing client {}: {e}", m.info.name);
+                }
+            }
+            _ => {}
+        }
+    }
     // Catalog: follow the members (and this node).
     let mut all: Vec<(crate::discovery::server::cluster::MemberInfo, Status)> =
         members.iter().map(|m| (m.info.clone(), m.status)).collect();

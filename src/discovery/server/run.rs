@@ -394,6 +394,10 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
         });
     }
     tasks.spawn(super::checks::run(server.clone(), shutdown.clone()));
+    tasks.spawn(super::checks::anti_entropy(
+        server.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(expire_sessions(server.clone(), shutdown.clone()));
     tasks.spawn(reap_tombstones(server.clone(), shutdown.clone()));
     tasks.close();

@@ -215,13 +215,9 @@ async fn service_register(
     for c in checks.iter().filter(|c| c.check_type == "ttl") {
         local.touch_ttl(&c.check_id);
     }
-    server
-        .write(Command::Register(local_registration(
-            &server,
-            Some(service),
-            checks,
-        )))
-        .await?;
+    let reg = local_registration(&server, Some(service), checks);
+    server.write(Command::Register(reg.clone())).await?;
+    local.remember(format!("service:{id}"), reg);
     let replace = opts
         .get("replace-existing-checks")
         .is_some_and(|v| !matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False"));
@@ -258,9 +254,11 @@ async fn service_deregister(
 ) -> Result<Response, ApiError> {
     let node = server.config().node.clone();
     let local = AgentLocal::of(&server);
+    local.forget_registration(&format!("service:{id}"));
     for c in server.read(|s| s.health_node(&node).0) {
         if c.service_id == id {
             local.forget(&c.check_id);
+            local.forget_registration(&format!("check:{}", c.check_id));
         }
     }
     server
@@ -329,13 +327,10 @@ async fn check_register(State(server): State<Server>, body: Bytes) -> Result<Res
     if check.check_type == "ttl" {
         AgentLocal::of(&server).touch_ttl(&check_id);
     }
-    server
-        .write(Command::Register(local_registration(
-            &server,
-            None,
-            vec![check],
-        )))
-        .await?;
+    let key = format!("check:{}", check.check_id);
+    let reg = local_registration(&server, None, vec![check]);
+    server.write(Command::Register(reg.clone())).await?;
+    AgentLocal::of(&server).remember(key, reg);
     Ok(ok())
 }
 
@@ -345,6 +340,7 @@ async fn check_deregister(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     AgentLocal::of(&server).forget(&id);
+    AgentLocal::of(&server).forget_registration(&format!("check:{id}"));
     server
         .write(Command::Deregister(Deregistration {
             node: server.config().node.clone(),
