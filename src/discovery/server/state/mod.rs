@@ -48,12 +48,14 @@ pub enum Command {
     /// Plain `PUT /v1/kv/<key>` (flags = 0 unless `?flags`).
     KvSet {
         key: String,
+        #[serde(with = "kv::b64")]
         value: Vec<u8>,
         flags: u64,
     },
     /// `PUT ?cas=<index>`; `index` 0 = create only.
     KvCas {
         key: String,
+        #[serde(with = "kv::b64")]
         value: Vec<u8>,
         flags: u64,
         index: u64,
@@ -61,6 +63,7 @@ pub enum Command {
     /// `PUT ?acquire=<session>`.
     KvAcquire {
         key: String,
+        #[serde(with = "kv::b64")]
         value: Vec<u8>,
         flags: u64,
         session: String,
@@ -68,6 +71,7 @@ pub enum Command {
     /// `PUT ?release=<session>`.
     KvRelease {
         key: String,
+        #[serde(with = "kv::b64")]
         value: Vec<u8>,
         flags: u64,
         session: String,
