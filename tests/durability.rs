@@ -141,7 +141,10 @@ async fn workload(server: &Server, rounds: usize) {
 
 /// The KV and session parts of the state (the node's own catalog entry is
 /// re-registered at every start, which is a no-op when unchanged).
-fn kv_view(s: &State) -> (Vec<(String, Vec<u8>, u64, u64)>, u64, usize) {
+/// Key, value, CreateIndex, ModifyIndex.
+type KvRow = (String, Vec<u8>, u64, u64);
+
+fn kv_view(s: &State) -> (Vec<KvRow>, u64, usize) {
     let (entries, index) = s.kv_list("");
     (
         entries

@@ -599,15 +599,11 @@ impl Server {
                 }
             } else if let Some(leader) = self.leader() {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                match self
-                    .inner
+                self.inner
                     .client
                     .call::<_, Option<u64>>(&leader.addr, "/read-index", &(), left)
                     .await
-                {
-                    Ok(i) => i,
-                    Err(_) => None,
-                }
+                    .unwrap_or_default()
             } else {
                 None
             };

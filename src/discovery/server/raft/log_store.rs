@@ -19,6 +19,9 @@
 //! with a clear error. The state snapshot lives in another file
 //! (`state_machine`), so writing a snapshot never holds up a log fsync.
 
+// openraft's storage and RPC traits dictate their (large) error types.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;

@@ -4,6 +4,9 @@
 //! keep-alive connections, optionally over TLS (`super::super::tls`).
 //! The receiving side is `cluster::routes`.
 
+// openraft's storage and RPC traits dictate their (large) error types.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use openraft::error::{

@@ -11,6 +11,9 @@
 //! snapshot covers are then purged by openraft. At start the snapshot is
 //! loaded and openraft replays the log after it.
 
+// openraft's storage and RPC traits dictate their (large) error types.
+#![allow(clippy::result_large_err)]
+
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
