@@ -43,7 +43,8 @@ def agent():
         host, port = addr.rsplit(":", 1)
         yield host, int(port)
         return
-    binary = os.environ.get("PILOTFISH_BIN", os.path.join(REPO, "target", "debug", "pilotfish"))
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+    binary = os.environ.get("PILOTFISH_BIN", os.path.join(target, "debug", "pilotfish"))
     http, dns = free_port(), free_port()
     proc = subprocess.Popen(
         [binary, "agent", "--dev", "--client", "127.0.0.1", "--node", "pytest-node",
