@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-export PILOTFISH_BIN=${PILOTFISH_BIN:-$repo/target/debug/pilotfish}
+export PILOTFISH_BIN=${PILOTFISH_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/pilotfish}
 venv=${PILOTFISH_VENV:-$repo/target/py-consul-venv}
 
 if [[ ! -x $venv/bin/pytest ]]; then
