@@ -197,8 +197,22 @@ fn test_rejoin_raft() {
 // ---------------------------------------------------------------- 4
 
 #[test]
-fn test_quorum_loss() {
-    let mut c = Cluster::new(14, 5, 5);
+fn test_quorum_loss_with_the_leader_killed() {
+    quorum_loss(14, true);
+}
+
+#[test]
+fn test_quorum_loss_with_the_leader_surviving() {
+    quorum_loss(20, false);
+}
+
+/// 5 servers, 3 SIGKILLed (the leader among them or not): the 2 left
+/// refuse `?consistent` reads and writes with Consul's 500, and still
+/// answer `?stale` from their replica. Default reads fail too where no
+/// leader is left; for the follower of a leader that lost quorum see
+/// `default_reads_fail_on_a_follower_whose_leader_lost_quorum`.
+fn quorum_loss(subnet: u8, kill_the_leader: bool) {
+    let mut c = Cluster::new(subnet, 5, 5);
     c.start_all();
     let all: Vec<usize> = (0..5).collect();
     let leader = c.agreed_leader(&all, CONVERGE);
@@ -207,9 +221,14 @@ fn test_quorum_loss() {
     for i in 0..5 {
         wait_value(&c, i, "quorum/key", "stale", "before-the-loss");
     }
-    // Kill the leader and two followers: 2 of 5 survive.
-    let mut victims = vec![leader];
-    victims.extend(all.iter().copied().filter(|&i| i != leader).take(2));
+    // 3 of 5 die: the leader and two followers, or three followers.
+    let mut followers: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    followers.shuffle(&mut rand::rng());
+    let victims: Vec<usize> = if kill_the_leader {
+        vec![leader, followers[0], followers[1]]
+    } else {
+        followers[..3].to_vec()
+    };
     for &i in &victims {
         c.kill(i);
     }
@@ -218,40 +237,76 @@ fn test_quorum_loss() {
         .copied()
         .filter(|i| !victims.contains(i))
         .collect();
-    eprintln!("killed {victims:?}, survivors {survivors:?}");
+    eprintln!("leader {leader}; killed {victims:?}, survivors {survivors:?}");
 
-    for &s in &survivors {
-        eventually(
-            &format!("a ?consistent read on {} fails", c.nodes[s].name),
-            Duration::from_secs(30),
-            || match c.get(s, "quorum/key", "consistent") {
-                Err(e) if e == "HTTP 500 No cluster leader" => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
-        );
-        eventually(
-            &format!("a default read on {} fails", c.nodes[s].name),
-            Duration::from_secs(30),
-            || match c.get(s, "quorum/key", "") {
-                Err(e) if e == "HTTP 500 No cluster leader" => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
-        );
-        assert_eq!(
-            c.get(s, "quorum/key", "stale"),
-            Ok(Some("before-the-loss".to_string())),
-            "?stale on {}",
-            c.nodes[s].name
-        );
+    // Both survivors at once: each refusal holds 7 s for a leader first.
+    std::thread::scope(|scope| {
+        for &s in &survivors {
+            let c = &c;
+            scope.spawn(move || {
+                let name = &c.nodes[s].name;
+                eventually(
+                    &format!("a ?consistent read on {name} fails"),
+                    Duration::from_secs(30),
+                    || match c.get(s, "quorum/key", "consistent") {
+                        Err(e) if e == "HTTP 500 No cluster leader" => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    },
+                );
+                if kill_the_leader || s == leader {
+                    eventually(
+                        &format!("a default read on {name} fails"),
+                        Duration::from_secs(30),
+                        || match c.get(s, "quorum/key", "") {
+                            Err(e) if e == "HTTP 500 No cluster leader" => Ok(()),
+                            other => Err(format!("{other:?}")),
+                        },
+                    );
+                }
+                let put = c.put(s, "quorum/key", &format!("after-the-loss-on-{name}"));
+                let refused = match &put {
+                    // No leader at all: Consul's text.
+                    Err(e) if kill_the_leader => e == "PUT quorum/key: HTTP 500 No cluster leader",
+                    Err(e) => e.starts_with("PUT quorum/key: HTTP 500 "),
+                    Ok(()) => false,
+                };
+                assert!(refused, "a write without quorum on {name}: {put:?}");
+                eprintln!("a write on {name} without quorum: {put:?}");
+                assert_eq!(
+                    c.get(s, "quorum/key", "stale"),
+                    Ok(Some("before-the-loss".to_string())),
+                    "?stale on {name}"
+                );
+            });
+        }
+    });
+}
+
+/// Consul's leader steps down when it cannot reach a quorum for a lease
+/// (500 ms), so its followers stop hearing from it and refuse default
+/// reads within about a second.
+#[test]
+#[ignore = "product bug: a leader that lost quorum stays leader and keeps heartbeating \
+            its followers, which answer default reads with X-Consul-KnownLeader: true forever"]
+fn default_reads_fail_on_a_follower_whose_leader_lost_quorum() {
+    let mut c = Cluster::new(21, 5, 5);
+    c.start_all();
+    let all: Vec<usize> = (0..5).collect();
+    let leader = c.agreed_leader(&all, CONVERGE);
+    c.put(leader, "quorum/key", "v").expect("write");
+    let followers: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    for &i in &followers[..3] {
+        c.kill(i);
     }
-    assert_eq!(
-        c.put(survivors[0], "quorum/key", "after-the-loss"),
-        Err("PUT quorum/key: HTTP 500 No cluster leader".to_string()),
-        "a write without quorum"
-    );
-    assert_eq!(
-        c.get(survivors[1], "quorum/key", "stale"),
-        Ok(Some("before-the-loss".to_string()))
+    let follower = followers[3];
+    wait_value(&c, follower, "quorum/key", "stale", "v");
+    eventually(
+        "a default read on the follower of a leader without quorum fails",
+        Duration::from_secs(30),
+        || match c.get(follower, "quorum/key", "") {
+            Err(e) if e == "HTTP 500 No cluster leader" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
     );
 }
 
@@ -666,17 +721,33 @@ fn linearizable_register_under_leader_kills() {
 
 // ---------------------------------------------------------------- 9
 
+/// Partitions need root and iptables; CI has both (tests/run.sh).
+fn partitions_available() -> bool {
+    match Partition::available() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("CI must run the partition tests: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            false
+        }
+    }
+}
+
+/// A group of its own for every server of a partition test, unique to this
+/// process and subnet (see [`Cluster::gid_base`]).
+fn partition_gids(subnet: u8) -> u32 {
+    200_000 + (std::process::id() % 100_000) * 256 + u32::from(subnet) * 8
+}
+
 #[test]
 fn test_quorum_consistency_under_a_partition() {
-    if let Err(why) = Partition::available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI must run the partition test: {why}");
-        }
-        eprintln!("skipping: {why}");
+    if !partitions_available() {
         return;
     }
     let mut c = Cluster::new(19, 5, 5);
-    c.gid_base = Some(200_000 + std::process::id() % 1_000_000 * 8);
+    c.gid_base = Some(partition_gids(19));
     c.start_all();
     let all: Vec<usize> = (0..5).collect();
     let leader = c.agreed_leader(&all, CONVERGE);
@@ -756,4 +827,42 @@ fn test_quorum_consistency_under_a_partition() {
         );
     }
     eprintln!("leader {leader} before the cut, {new_leader} during, {healed} after");
+}
+
+/// The same root cause as
+/// `default_reads_fail_on_a_follower_whose_leader_lost_quorum`, where it
+/// hurts: cut off with the old leader, a follower keeps answering default
+/// reads with a value the majority has since overwritten (Consul bounds
+/// this to the leader's lease, about a second).
+#[test]
+#[ignore = "product bug: the minority follower of a partitioned leader answers default \
+            reads with overwritten values for as long as the partition lasts"]
+fn the_minority_side_of_a_partition_stops_answering_default_reads() {
+    if !partitions_available() {
+        return;
+    }
+    let mut c = Cluster::new(22, 5, 5);
+    c.gid_base = Some(partition_gids(22));
+    c.start_all();
+    let all: Vec<usize> = (0..5).collect();
+    let leader = c.agreed_leader(&all, CONVERGE);
+    let others: Vec<usize> = all.iter().copied().filter(|&i| i != leader).collect();
+    let (minority, majority) = (vec![leader, others[0]], others[1..].to_vec());
+    c.put(leader, "partition/key", "before").expect("write");
+    for i in 0..5 {
+        wait_value(&c, i, "partition/key", "stale", "before");
+    }
+    let _cut = Partition::new(&c, &minority, &majority);
+    let new_leader = c.agreed_leader(&majority, CONVERGE);
+    c.put(new_leader, "partition/key", "after")
+        .expect("the majority accepts writes");
+    let follower = others[0];
+    eventually(
+        "the minority follower refuses default reads",
+        Duration::from_secs(30),
+        || match c.get(follower, "partition/key", "") {
+            Err(e) if e == "HTTP 500 No cluster leader" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
 }
