@@ -8,7 +8,11 @@
 //! iptables.
 //!
 //! Deadlines are upper bounds for "eventually", never speed expectations.
-//! A failing test prints the tail of every server's log.
+//! A failing test prints the tail of every server's log
+//! (`CLUSTER_LOG_LINES`, 60 by default). `CLUSTER_LEADER_KILLS` (20) sets
+//! how many leaders the linearizability test kills. The partition tests
+//! need root and iptables (tests/run.sh installs it); elsewhere than CI
+//! they skip without them.
 
 mod common;
 
@@ -69,7 +73,7 @@ fn wait_value(c: &Cluster, i: usize, key: &str, mode: &str, want: &str) {
     );
 }
 
-// ---------------------------------------------------------------- 1
+// ---------------------------------------------------------------- 1. bootstrap in any start order
 
 #[test]
 fn three_servers_bootstrap_from_any_start_order() {
@@ -119,7 +123,7 @@ fn three_servers_bootstrap_from_any_start_order() {
     }
 }
 
-// ---------------------------------------------------------------- 2
+// ---------------------------------------------------------------- 2. 5 servers, late starters
 
 #[test]
 fn five_servers_bootstrap_with_late_starters() {
@@ -154,7 +158,7 @@ fn five_servers_bootstrap_with_late_starters() {
     assert_eq!(c.leaders(), vec![leader], "exactly one leader");
 }
 
-// ---------------------------------------------------------------- 3
+// ---------------------------------------------------------------- 3. rejoin after a graceful leave
 
 #[test]
 fn test_rejoin_raft() {
@@ -194,7 +198,7 @@ fn test_rejoin_raft() {
     }
 }
 
-// ---------------------------------------------------------------- 4
+// ---------------------------------------------------------------- 4. quorum loss
 
 #[test]
 fn test_quorum_loss_with_the_leader_killed() {
@@ -310,7 +314,7 @@ fn default_reads_fail_on_a_follower_whose_leader_lost_quorum() {
     );
 }
 
-// ---------------------------------------------------------------- 5
+// ---------------------------------------------------------------- 5. graceful leave of 3 of 5
 
 #[test]
 fn test_graceful_leave() {
@@ -356,7 +360,7 @@ fn test_graceful_leave() {
     assert_eq!(c.leaders(), vec![new_leader]);
 }
 
-// ---------------------------------------------------------------- 6
+// ---------------------------------------------------------------- 6. leader SIGKILL
 
 #[test]
 fn leader_sigkill_elects_a_new_leader_and_marks_it_failed() {
@@ -401,7 +405,7 @@ fn leader_sigkill_elects_a_new_leader_and_marks_it_failed() {
     }
 }
 
-// ---------------------------------------------------------------- 7
+// ---------------------------------------------------------------- 7. SIGKILL of every server
 
 #[test]
 fn kill_all_servers_mid_write_loop_keeps_every_acknowledged_write() {
@@ -486,7 +490,7 @@ fn kill_all_servers_mid_write_loop_keeps_every_acknowledged_write() {
     }
 }
 
-// ---------------------------------------------------------------- 8
+// ---------------------------------------------------------------- 8. linearizability under leader kills
 
 /// What a client thread saw of one operation on the register.
 struct Record {
@@ -719,7 +723,7 @@ fn linearizable_register_under_leader_kills() {
     }
 }
 
-// ---------------------------------------------------------------- 9
+// ---------------------------------------------------------------- 9. partition
 
 /// Partitions need root and iptables; CI has both (tests/run.sh).
 fn partitions_available() -> bool {

@@ -390,11 +390,8 @@ impl Cluster {
     /// SIGTERM server `i` (a graceful leave) and wait for it to exit.
     pub fn terminate(&mut self, i: usize) {
         let pid = self.pid(i).expect("a running server");
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid}");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         self.wait_exit(i, Duration::from_secs(30));
     }
 
