@@ -173,6 +173,11 @@ async fn put(
     let flags = opts.uint_param("flags")?.unwrap_or(0);
     let cas = opts.uint_param("cas")?;
     if let Some(n) = length.filter(|n| *n > MAX_VALUE_SIZE as u64) {
+        // Read (and drop) a bounded oversized body first: answering before
+        // the client finished sending makes it see a reset, not the 413.
+        if n <= DRAIN_LIMIT {
+            let _ = axum::body::to_bytes(body, DRAIN_LIMIT as usize).await;
+        }
         return Err(too_large(n));
     }
     let value = axum::body::to_bytes(body, MAX_VALUE_SIZE)
@@ -236,6 +241,9 @@ async fn write_bool(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Oversized bodies up to this size are read before the 413 is sent.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
 
 fn too_large(n: u64) -> ApiError {
     ApiError::too_large(format!(
