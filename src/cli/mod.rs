@@ -1,5 +1,6 @@
 //! Consul-style CLI commands over the HTTP API: `info`, `members`, `join`,
-//! `leave`, `kv get|put|delete`, `catalog services`. Like the `consul` CLI they
+//! `leave`, `kv get|put|delete`, `catalog services`,
+//! `snapshot save|restore`. Like the `consul` CLI they
 //! are plain HTTP clients of `--http-addr` / `$CONSUL_HTTP_ADDR` (host:port or
 //! a URL; default 127.0.0.1:8500) with the token from `$CONSUL_HTTP_TOKEN`, and
 //! they print exactly what `consul` prints, because scripts parse it (the
@@ -7,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -73,6 +75,30 @@ pub enum ConsulCommand {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Save or restore the cluster's state (KV, sessions, catalog).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Save the state to FILE (written to FILE.tmp, synced, then renamed).
+    Save {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// Read from the agent's own replica, even without a leader.
+        #[arg(long)]
+        stale: bool,
+        file: PathBuf,
+    },
+    /// Replace the cluster's state with FILE's (every server applies it).
+    Restore {
+        #[command(flatten)]
+        http: HttpArgs,
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -138,6 +164,12 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
         ConsulCommand::Catalog {
             command: CatalogCommand::Services { http, tags },
         } => catalog_services(&Api::new(&http), tags).await,
+        ConsulCommand::Snapshot {
+            command: SnapshotCommand::Save { http, stale, file },
+        } => snapshot_save(&Api::new(&http), stale, &file).await,
+        ConsulCommand::Snapshot {
+            command: SnapshotCommand::Restore { http, file },
+        } => snapshot_restore(&Api::new(&http), &file).await,
     };
     match result {
         Ok(out) => {
@@ -635,6 +667,88 @@ async fn catalog_services(api: &Api, tags: bool) -> Result<Out, String> {
         })
         .collect();
     Ok(Out::ok(columns(&rows)))
+}
+
+/// `snapshot save FILE`: fetch, verify, then write atomically (FILE.tmp,
+/// fsync, rename, fsync the directory), so FILE is the old file or the
+/// complete new one. Mode 0600: the file holds every KV value.
+async fn snapshot_save(api: &Api, stale: bool, file: &Path) -> Result<Out, String> {
+    use crate::discovery::server::http::snapshot;
+
+    let path = if stale {
+        "/v1/snapshot?stale"
+    } else {
+        "/v1/snapshot"
+    };
+    let resp = api
+        .send(reqwest::Method::GET, path, None)
+        .await
+        .map_err(|e| format!("Error saving snapshot: {e}"))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("Error saving snapshot: reading the agent's answer: {e}"))?;
+    let verified = snapshot::decode(&bytes)
+        .map_err(|e| format!("Error verifying snapshot file: the agent sent a file that {e}"))?;
+    write_atomically(file, &bytes)
+        .map_err(|e| format!("Error writing snapshot file {}: {e}", file.display()))?;
+    // Read back what is on disk: "verified" means the file, not the download.
+    let on_disk = std::fs::read(file)
+        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))?;
+    snapshot::decode(&on_disk)
+        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))?;
+    Ok(Out::ok(format!(
+        "Saved and verified snapshot to index {}",
+        verified.index
+    )))
+}
+
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut tmp_name = file.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `snapshot restore FILE`: verify locally (a damaged file names itself
+/// before anything is sent), then `PUT /v1/snapshot`.
+async fn snapshot_restore(api: &Api, file: &Path) -> Result<Out, String> {
+    use crate::discovery::server::http::snapshot;
+
+    let bytes = std::fs::read(file)
+        .map_err(|e| format!("Error opening snapshot file {}: {e}", file.display()))?;
+    snapshot::decode(&bytes).map_err(|e| {
+        format!(
+            "Error verifying snapshot file {}: {e}. Nothing was restored.",
+            file.display()
+        )
+    })?;
+    api.send(reqwest::Method::PUT, "/v1/snapshot", Some(bytes))
+        .await
+        .map_err(|e| format!("Error restoring snapshot: {e}"))?;
+    Ok(Out::ok("Restored snapshot"))
 }
 
 #[cfg(test)]
