@@ -1,5 +1,5 @@
 //! Consul-style CLI commands over the HTTP API: `info`, `members`, `join`,
-//! `leave`, `kv get|put|delete`, `catalog services`,
+//! `leave`, `force-leave`, `kv get|put|delete`, `catalog services`,
 //! `snapshot save|restore`. Like the `consul` CLI they
 //! are plain HTTP clients of `--http-addr` / `$CONSUL_HTTP_ADDR` (host:port or
 //! a URL; default 127.0.0.1:8500) with the token from `$CONSUL_HTTP_TOKEN`, and
@@ -74,6 +74,15 @@ pub enum ConsulCommand {
     Catalog {
         #[command(subcommand)]
         command: CatalogCommand,
+    },
+    /// Force a failed member into the left state, as `consul force-leave`.
+    ForceLeave {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// Also remove the node from the member list at once.
+        #[arg(long)]
+        prune: bool,
+        node: String,
     },
     /// Save or restore the cluster's state (KV, sessions, catalog).
     Snapshot {
@@ -164,6 +173,18 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
         ConsulCommand::Catalog {
             command: CatalogCommand::Services { http, tags },
         } => catalog_services(&Api::new(&http), tags).await,
+        ConsulCommand::ForceLeave { http, prune, node } => {
+            let path = format!(
+                "/v1/agent/force-leave/{}{}",
+                encode_path(&node),
+                if prune { "?prune=1" } else { "" }
+            );
+            Api::new(&http)
+                .send(reqwest::Method::PUT, &path, None)
+                .await
+                .map(|_| Out::ok(""))
+                .map_err(|e| format!("Error force leaving: {e}"))
+        }
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Save { http, stale, file },
         } => snapshot_save(&Api::new(&http), stale, &file).await,
