@@ -271,11 +271,7 @@ impl Api {
         } else {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            Err(format!(
-                "Unexpected response code: {} ({})",
-                status.as_u16(),
-                text.trim()
-            ))
+            Err(unexpected(status, &text, self.token.is_some()))
         }
     }
 
@@ -285,6 +281,25 @@ impl Api {
             .await
             .map_err(|e| format!("Error decoding the agent's answer to {path}: {e}"))
     }
+}
+
+/// Consul's `Unexpected response code: N (body)`, plus what to do about a
+/// 403: the agent wants a token (`--acl-token`) this command did not send,
+/// or sent a wrong one.
+fn unexpected(status: reqwest::StatusCode, body: &str, had_token: bool) -> String {
+    let mut text = format!(
+        "Unexpected response code: {} ({})",
+        status.as_u16(),
+        body.trim()
+    );
+    if status == reqwest::StatusCode::FORBIDDEN {
+        text.push_str(if had_token {
+            "; the token in CONSUL_HTTP_TOKEN/--token was refused: use the agent's --acl-token"
+        } else {
+            "; the agent requires an ACL token: set CONSUL_HTTP_TOKEN or --token to its --acl-token"
+        });
+    }
+    text
 }
 
 /// Percent-encode a path segment (keys and IDs may hold any character).
@@ -584,9 +599,11 @@ async fn kv(cmd: KvCommand) -> Result<Out, String> {
                     return Ok(Out::ok(""));
                 }
                 if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
                     return Err(format!(
-                        "Error querying Consul agent: Unexpected response code: {}",
-                        resp.status().as_u16()
+                        "Error querying Consul agent: {}",
+                        unexpected(status, &body, api.token.is_some())
                     ));
                 }
                 let entries: Value = resp.json().await.map_err(|e| e.to_string())?;
@@ -617,9 +634,11 @@ async fn kv(cmd: KvCommand) -> Result<Out, String> {
                     return Err(format!("Error! No key exists at: {key}"));
                 }
                 if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
                     return Err(format!(
-                        "Error querying Consul agent: Unexpected response code: {}",
-                        resp.status().as_u16()
+                        "Error querying Consul agent: {}",
+                        unexpected(status, &body, api.token.is_some())
                     ));
                 }
                 let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
