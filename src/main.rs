@@ -65,7 +65,8 @@ enum Command {
         socket: SocketArg,
     },
     /// Run the Consul-compatible discovery server/agent.
-    Agent(pilotfish::discovery::server::run::AgentArgs),
+    // Boxed: the agent's flags would make every other command as large.
+    Agent(Box<pilotfish::discovery::server::run::AgentArgs>),
     #[command(flatten)]
     Consul(pilotfish::cli::ConsulCommand),
 }
@@ -141,7 +142,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => {
             pilotfish::discovery::server::run::prepare_process();
             match runtime(true) {
-                Ok(rt) => exit(rt.block_on(pilotfish::discovery::server::run::run(args))),
+                Ok(rt) => exit(rt.block_on(pilotfish::discovery::server::run::run(*args))),
                 Err(e) => {
                     eprintln!("pilotfish: cannot start the runtime: {e}");
                     ExitCode::FAILURE
