@@ -65,6 +65,7 @@ enum Command {
         socket: SocketArg,
     },
     /// Run the Consul-compatible discovery server/agent.
+    // Boxed: the agent's flags would make every other command as large.
     Agent(Box<pilotfish::discovery::server::run::AgentArgs>),
     #[command(flatten)]
     Consul(pilotfish::cli::ConsulCommand),

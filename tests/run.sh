@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # System packages the tests use: unshare (PID-1 tests in a fresh pid
-# namespace), dig (DNS tests), Debian's python3 with python-consul 0.7 and
-# pytest, venv for py-consul from PyPI, and iptables (the partition in
-# tests/cluster.rs; setpriv from util-linux gives each server its group).
+# namespace), dig (DNS tests), openssl (certificates made by the TLS tests),
+# Debian's python3 with python-consul 0.7 and pytest (also the HTTPS check
+# tests' server), venv for py-consul from PyPI, and iptables (the partition
+# in tests/cluster.rs; setpriv from util-linux gives each server its group).
 # Installed with apt-get when missing and root.
 need=()
-for pkg in util-linux procps gcc curl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables; do
+for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,5 +1,6 @@
 //! Consul-style CLI commands over the HTTP API: `info`, `members`, `join`,
-//! `leave`, `kv get|put|delete`, `catalog services`. Like the `consul` CLI they
+//! `leave`, `force-leave`, `kv get|put|delete`, `catalog services`,
+//! `snapshot save|restore`. Like the `consul` CLI they
 //! are plain HTTP clients of `--http-addr` / `$CONSUL_HTTP_ADDR` (host:port or
 //! a URL; default 127.0.0.1:8500) with the token from `$CONSUL_HTTP_TOKEN`, and
 //! they print exactly what `consul` prints, because scripts parse it (the
@@ -7,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -73,6 +75,39 @@ pub enum ConsulCommand {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Force a failed member into the left state, as `consul force-leave`.
+    ForceLeave {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// Also remove the node from the member list at once.
+        #[arg(long)]
+        prune: bool,
+        node: String,
+    },
+    /// Save or restore the cluster's state (KV, sessions, catalog).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SnapshotCommand {
+    /// Save the state to FILE (written to FILE.tmp, synced, then renamed).
+    Save {
+        #[command(flatten)]
+        http: HttpArgs,
+        /// Read from the agent's own replica, even without a leader.
+        #[arg(long)]
+        stale: bool,
+        file: PathBuf,
+    },
+    /// Replace the cluster's state with FILE's (every server applies it).
+    Restore {
+        #[command(flatten)]
+        http: HttpArgs,
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -138,6 +173,24 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
         ConsulCommand::Catalog {
             command: CatalogCommand::Services { http, tags },
         } => catalog_services(&Api::new(&http), tags).await,
+        ConsulCommand::ForceLeave { http, prune, node } => {
+            let path = format!(
+                "/v1/agent/force-leave/{}{}",
+                encode_path(&node),
+                if prune { "?prune=1" } else { "" }
+            );
+            Api::new(&http)
+                .send(reqwest::Method::PUT, &path, None)
+                .await
+                .map(|_| Out::ok(""))
+                .map_err(|e| format!("Error force leaving: {e}"))
+        }
+        ConsulCommand::Snapshot {
+            command: SnapshotCommand::Save { http, stale, file },
+        } => snapshot_save(&Api::new(&http), stale, &file).await,
+        ConsulCommand::Snapshot {
+            command: SnapshotCommand::Restore { http, file },
+        } => snapshot_restore(&Api::new(&http), &file).await,
     };
     match result {
         Ok(out) => {
@@ -218,11 +271,7 @@ impl Api {
         } else {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            Err(format!(
-                "Unexpected response code: {} ({})",
-                status.as_u16(),
-                text.trim()
-            ))
+            Err(unexpected(status, &text, self.token.is_some()))
         }
     }
 
@@ -232,6 +281,25 @@ impl Api {
             .await
             .map_err(|e| format!("Error decoding the agent's answer to {path}: {e}"))
     }
+}
+
+/// Consul's `Unexpected response code: N (body)`, plus what to do about a
+/// 403: the agent wants a token (`--acl-token`) this command did not send,
+/// or sent a wrong one.
+fn unexpected(status: reqwest::StatusCode, body: &str, had_token: bool) -> String {
+    let mut text = format!(
+        "Unexpected response code: {} ({})",
+        status.as_u16(),
+        body.trim()
+    );
+    if status == reqwest::StatusCode::FORBIDDEN {
+        text.push_str(if had_token {
+            "; the token in CONSUL_HTTP_TOKEN/--token was refused: use the agent's --acl-token"
+        } else {
+            "; the agent requires an ACL token: set CONSUL_HTTP_TOKEN or --token to its --acl-token"
+        });
+    }
+    text
 }
 
 /// Percent-encode a path segment (keys and IDs may hold any character).
@@ -531,9 +599,11 @@ async fn kv(cmd: KvCommand) -> Result<Out, String> {
                     return Ok(Out::ok(""));
                 }
                 if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
                     return Err(format!(
-                        "Error querying Consul agent: Unexpected response code: {}",
-                        resp.status().as_u16()
+                        "Error querying Consul agent: {}",
+                        unexpected(status, &body, api.token.is_some())
                     ));
                 }
                 let entries: Value = resp.json().await.map_err(|e| e.to_string())?;
@@ -564,9 +634,11 @@ async fn kv(cmd: KvCommand) -> Result<Out, String> {
                     return Err(format!("Error! No key exists at: {key}"));
                 }
                 if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
                     return Err(format!(
-                        "Error querying Consul agent: Unexpected response code: {}",
-                        resp.status().as_u16()
+                        "Error querying Consul agent: {}",
+                        unexpected(status, &body, api.token.is_some())
                     ));
                 }
                 let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
@@ -635,6 +707,88 @@ async fn catalog_services(api: &Api, tags: bool) -> Result<Out, String> {
         })
         .collect();
     Ok(Out::ok(columns(&rows)))
+}
+
+/// `snapshot save FILE`: fetch, verify, then write atomically (FILE.tmp,
+/// fsync, rename, fsync the directory), so FILE is the old file or the
+/// complete new one. Mode 0600: the file holds every KV value.
+async fn snapshot_save(api: &Api, stale: bool, file: &Path) -> Result<Out, String> {
+    use crate::discovery::server::http::snapshot;
+
+    let path = if stale {
+        "/v1/snapshot?stale"
+    } else {
+        "/v1/snapshot"
+    };
+    let resp = api
+        .send(reqwest::Method::GET, path, None)
+        .await
+        .map_err(|e| format!("Error saving snapshot: {e}"))?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("Error saving snapshot: reading the agent's answer: {e}"))?;
+    let verified = snapshot::decode(&bytes)
+        .map_err(|e| format!("Error verifying snapshot file: the agent sent a file that {e}"))?;
+    write_atomically(file, &bytes)
+        .map_err(|e| format!("Error writing snapshot file {}: {e}", file.display()))?;
+    // Read back what is on disk: "verified" means the file, not the download.
+    let on_disk = std::fs::read(file)
+        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))?;
+    snapshot::decode(&on_disk)
+        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))?;
+    Ok(Out::ok(format!(
+        "Saved and verified snapshot to index {}",
+        verified.index
+    )))
+}
+
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut tmp_name = file.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// `snapshot restore FILE`: verify locally (a damaged file names itself
+/// before anything is sent), then `PUT /v1/snapshot`.
+async fn snapshot_restore(api: &Api, file: &Path) -> Result<Out, String> {
+    use crate::discovery::server::http::snapshot;
+
+    let bytes = std::fs::read(file)
+        .map_err(|e| format!("Error opening snapshot file {}: {e}", file.display()))?;
+    snapshot::decode(&bytes).map_err(|e| {
+        format!(
+            "Error verifying snapshot file {}: {e}. Nothing was restored.",
+            file.display()
+        )
+    })?;
+    api.send(reqwest::Method::PUT, "/v1/snapshot", Some(bytes))
+        .await
+        .map_err(|e| format!("Error restoring snapshot: {e}"))?;
+    Ok(Out::ok("Restored snapshot"))
 }
 
 #[cfg(test)]

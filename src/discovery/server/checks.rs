@@ -1,5 +1,5 @@
 //! The agent's check runner: executes this node's checks registered through
-//! `/v1/agent/*` (TTL, HTTP, TCP, script) and writes their results as
+//! `/v1/agent/*` (TTL, HTTP(S), TCP, script) and writes their results as
 //! [`Command::UpdateCheck`], and deregisters services whose check stayed
 //! critical longer than `DeregisterCriticalServiceAfter`.
 //!
@@ -14,6 +14,12 @@
 //! state, so the TTL timers cannot be driven from the catalog: the HTTP
 //! handlers record heartbeats in [`AgentLocal`], the small agent-local table
 //! this runner shares with them.
+//!
+//! HTTPS checks verify the server's certificate against the system's roots
+//! (rustls-platform-verifier, reqwest's default) unless the definition says
+//! `TLSSkipVerify`, which uses a second client that accepts any certificate,
+//! as Consul's `InsecureSkipVerify`. A refused certificate turns the check
+//! critical with Go's x509 text and what to do about it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -185,6 +191,36 @@ fn duration(s: &str) -> Option<Duration> {
     parse_go_duration(s).ok().filter(|d| !d.is_zero())
 }
 
+/// The HTTP clients of HTTP(S) checks: one verifying certificates, one for
+/// `TLSSkipVerify`.
+struct Clients {
+    verify: reqwest::Client,
+    skip_verify: reqwest::Client,
+}
+
+impl Clients {
+    fn new() -> reqwest::Result<Clients> {
+        crate::discovery::server::tls::install_default_provider();
+        let builder = || {
+            reqwest::Client::builder()
+                .no_proxy()
+                .user_agent("Consul Health Check")
+        };
+        Ok(Clients {
+            verify: builder().build()?,
+            skip_verify: builder().tls_danger_accept_invalid_certs(true).build()?,
+        })
+    }
+
+    fn for_check(&self, def: &HealthCheckDefinition) -> reqwest::Client {
+        if def.tls_skip_verify {
+            self.skip_verify.clone()
+        } else {
+            self.verify.clone()
+        }
+    }
+}
+
 struct Running {
     check_type: String,
     definition: String,
@@ -233,12 +269,7 @@ pub async fn anti_entropy(server: Server, shutdown: CancellationToken) {
 /// Run this node's checks until `shutdown`, writing status changes.
 pub async fn run(server: Server, shutdown: CancellationToken) {
     let local = AgentLocal::of(&server);
-    crate::discovery::server::tls::install_default_provider();
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .user_agent("Consul Health Check")
-        .build()
-    {
+    let client = match Clients::new() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("check runner: building the HTTP client failed: {e}");
@@ -275,7 +306,7 @@ pub async fn run(server: Server, shutdown: CancellationToken) {
 fn reconcile(
     server: &Server,
     local: &Arc<AgentLocal>,
-    client: &reqwest::Client,
+    clients: &Clients,
     tasks: &mut HashMap<String, Running>,
     checks: &[HealthCheck],
 ) {
@@ -304,7 +335,7 @@ fn reconcile(
         let probe = Probe {
             server: server.clone(),
             local: local.clone(),
-            client: client.clone(),
+            client: clients.for_check(&def),
             check_id: id.to_string(),
             def,
         };
@@ -483,12 +514,6 @@ impl Probe {
         } else {
             self.def.method.to_uppercase()
         };
-        if url.starts_with("https://") {
-            return (
-                CheckStatus::Critical,
-                format!("{method} {url}: HTTPS checks are not supported by pilotfish (no TLS)"),
-            );
-        }
         let m = match reqwest::Method::from_bytes(method.as_bytes()) {
             Ok(m) => m,
             Err(_) => {
@@ -514,12 +539,18 @@ impl Probe {
         let mut resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
-                let mut text = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    text.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
+                let text = match certificate_error(&e) {
+                    Some(why) => why,
+                    None => {
+                        let mut text = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            text.push_str(&format!(": {s}"));
+                            src = s.source();
+                        }
+                        text
+                    }
+                };
                 return (CheckStatus::Critical, format!("{method} {url}: {text}"));
             }
         };
@@ -597,6 +628,49 @@ impl Probe {
         };
         (status, truncate_script_output(text))
     }
+}
+
+/// The rustls error under a failed request, if any. hyper and tokio-rustls
+/// nest it in `io::Error`s, whose `source()` skips the wrapped error, so
+/// those are opened with `get_ref()`.
+fn rustls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// A refused server certificate in Go's words (what Consul's output says),
+/// followed by what to do.
+fn certificate_error(e: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+
+    let rustls::Error::InvalidCertificate(cert) = rustls_error(e)? else {
+        return None;
+    };
+    let go = match cert {
+        C::UnknownIssuer => "x509: certificate signed by unknown authority",
+        C::Expired | C::ExpiredContext { .. } => "x509: certificate has expired",
+        C::NotValidYet | C::NotValidYetContext { .. } => "x509: certificate is not yet valid",
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            "x509: certificate is not valid for this host name"
+        }
+        C::Revoked => "x509: certificate has been revoked",
+        _ => "x509: certificate is invalid",
+    };
+    Some(format!(
+        "{go} (the certificate is not trusted: {cert:?}; give the server a certificate \
+         the system trusts, or set TLSSkipVerify in the check to skip verification)"
+    ))
 }
 
 #[cfg(test)]

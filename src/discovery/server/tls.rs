@@ -59,6 +59,23 @@ fn roots(files: &TlsFiles) -> Result<Arc<RootCertStore>, String> {
     Ok(Arc::new(roots))
 }
 
+/// A failed pairing of `--tls-cert` and `--tls-key`, naming both files.
+fn pair_error(files: &TlsFiles, e: &rustls::Error) -> String {
+    let why = match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            "the key is not the private key of the certificate; give the key the \
+             certificate was issued for"
+                .to_string()
+        }
+        other => format!("{other} (is the certificate a valid X.509 certificate?)"),
+    };
+    format!(
+        "--tls-cert {} / --tls-key {}: {why}",
+        files.cert.display(),
+        files.key.display()
+    )
+}
+
 fn key(files: &TlsFiles) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
         format!(
@@ -79,7 +96,7 @@ pub fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, String> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
         .with_client_auth_cert(certs(&files.cert, "--tls-cert")?, key(files)?)
-        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))
+        .map_err(|e| pair_error(files, &e))
 }
 
 /// The server side: require a client certificate signed by the CA.
@@ -92,7 +109,7 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&files.cert, "--tls-cert")?, key(files)?)
-        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        .map_err(|e| pair_error(files, &e))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

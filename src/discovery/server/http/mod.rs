@@ -11,6 +11,7 @@ pub mod kv;
 pub mod operator;
 pub mod query;
 pub mod session;
+pub mod snapshot;
 pub mod status;
 pub mod txn;
 
@@ -36,6 +37,7 @@ pub fn router(server: Server) -> Router {
         .merge(agent::routes())
         .merge(catalog::routes())
         .merge(health::routes())
+        .merge(snapshot::routes())
         .fallback(|| async { query::ApiError::not_found("") })
         .layer(axum::middleware::from_fn_with_state(server.clone(), guard))
         .with_state(server)

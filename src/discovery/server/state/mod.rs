@@ -14,6 +14,24 @@
 //!   an index older than the tombstone TTL (see `kv` for the reap rule);
 //! - agent check results: [`Command::UpdateCheck`] (only changes are written).
 //!
+//! [`Command::Restore`] (`PUT /v1/snapshot`) replaces the KV store, sessions
+//! and catalog with a snapshot's. It is an ordinary log entry, so every
+//! replica applies it at the same index R; `last_applied` becomes R (never
+//! lower than before) and the clock keeps its high-water mark. The restored
+//! entries keep the `CreateIndex`/`ModifyIndex`/`LockIndex` they had when
+//! the snapshot was taken (a CAS against a saved ModifyIndex works as it
+//! did then). The blocking indexes, though, treat the restore as a write
+//! to every table: each is at least R, so no list, prefix, catalog, health
+//! or session index goes backwards, and every query parked across the
+//! restore answers at once with the restored data (Consul instead lets
+//! indexes fall back to the snapshot's and relies on clients resetting,
+//! consul-wire.md §3.1/§3.3). The one exception is a *present* key's index,
+//! which stays its ModifyIndex as Consul defines it, because clients
+//! (Patroni's leader watch) block on the ModifyIndex read from a body; that
+//! index may go back after a restore, which clients handle by resetting.
+//! Session TTL timers restart at full 2×TTL from the restore, as after
+//! Consul's post-restore leadership reassertion.
+//!
 //! `now_ms` is clamped to the highest value seen so far, so a leader whose
 //! clock steps backwards cannot shorten lock-delays or TTLs already recorded.
 //!
@@ -107,6 +125,10 @@ pub enum Command {
         status: CheckStatus,
         output: String,
     },
+    /// `PUT /v1/snapshot`: replace KV, sessions and catalog with the
+    /// snapshot's (see the module doc for the indexes). Boxed: a whole state
+    /// would make every other command as large.
+    Restore { snapshot: Box<Snapshot> },
 }
 
 /// What an applied command produced.
@@ -174,6 +196,10 @@ pub enum StateError {
     MissingServiceRegistration,
     #[error("Unknown check ID {}", go_quote(.0))]
     UnknownCheck(String),
+    /// Not a Consul error: a restore of a snapshot layout this version
+    /// cannot read. The state is unchanged.
+    #[error("snapshot format {found} is not supported: this version reads format {supported}")]
+    SnapshotFormat { found: u32, supported: u32 },
 }
 
 /// Go's `%q` of a string (also `%#v`): double quotes, backslash escapes.
@@ -205,6 +231,11 @@ pub struct State {
     catalog: Catalog,
     last_applied: u64,
     clock_ms: u64,
+    /// Index of the last [`Command::Restore`] (0: none): the floor of every
+    /// blocking index but a present key's. `default` so states saved before
+    /// restores existed still load.
+    #[serde(default)]
+    restored_at: u64,
 }
 
 /// A point-in-time copy of the state for raft snapshots. `format` lets a
@@ -358,7 +389,37 @@ impl State {
                 self.apply_effects(idx, now, effects);
                 Ok(Outcome::Done)
             }
+            Command::Restore { snapshot } => {
+                self.restore_from(*snapshot, now)?;
+                Ok(Outcome::Done)
+            }
         }
+    }
+
+    /// Take the data of a snapshot, keeping this replica's log position
+    /// and clock (both only move forward). Called by `apply` once
+    /// `last_applied` is this entry's index, which becomes the index floor.
+    fn restore_from(&mut self, snapshot: Snapshot, now: u64) -> Result<(), StateError> {
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return Err(StateError::SnapshotFormat {
+                found: snapshot.format,
+                supported: SNAPSHOT_FORMAT,
+            });
+        }
+        let State {
+            kv,
+            sessions,
+            catalog,
+            last_applied: _,
+            clock_ms: _,
+            restored_at: _,
+        } = snapshot.state;
+        self.restored_at = self.last_applied;
+        self.kv = kv;
+        self.sessions = sessions;
+        self.catalog = catalog;
+        self.sessions.reset_timers(now);
+        Ok(())
     }
 
     /// Consul's session-create checks against the catalog: the node exists and
@@ -438,41 +499,54 @@ impl State {
         self.clock_ms
     }
 
+    /// A blocking index raised to the last restore's index: a restore is a
+    /// write to every table (see the module doc).
+    fn floor(&self, index: u64) -> u64 {
+        index.max(self.restored_at)
+    }
+
     // ----- KV reads -----
 
     /// `GET /v1/kv/<key>`: the entry and the key's blocking index.
     pub fn kv_get(&self, key: &str) -> (Option<&KvEntry>, u64) {
-        (self.kv.get(key), self.kv.key_index(key))
+        (self.kv.get(key), self.kv_key_index(key))
     }
 
     /// `GET ?recurse`: entries under the prefix and the prefix index.
     pub fn kv_list(&self, prefix: &str) -> (Vec<&KvEntry>, u64) {
-        (self.kv.list(prefix), self.kv.prefix_index(prefix))
+        (self.kv.list(prefix), self.kv_prefix_index(prefix))
     }
 
     /// `GET ?keys[&separator=]`: key names and the prefix index.
     pub fn kv_keys(&self, prefix: &str, separator: Option<&str>) -> (Vec<String>, u64) {
         (
             self.kv.keys(prefix, separator),
-            self.kv.prefix_index(prefix),
+            self.kv_prefix_index(prefix),
         )
     }
 
-    /// Blocking index of one key (ModifyIndex, or its tombstone's index).
+    /// Blocking index of one key: its ModifyIndex when present (never
+    /// raised to the restore floor: clients block on the ModifyIndex they
+    /// read in a body), else its tombstone's index.
     pub fn kv_key_index(&self, key: &str) -> u64 {
-        self.kv.key_index(key)
+        let index = self.kv.key_index(key);
+        if self.kv.get(key).is_some() {
+            index
+        } else {
+            self.floor(index)
+        }
     }
 
     /// Blocking index of a prefix (max over entries and tombstones under it).
     pub fn kv_prefix_index(&self, prefix: &str) -> u64 {
-        self.kv.prefix_index(prefix)
+        self.floor(self.kv.prefix_index(prefix))
     }
 
     /// A read-only txn without the log, and the KV table index; `None` if any op writes.
     pub fn kv_txn_read(&self, ops: &[TxnOp]) -> Option<(TxnOutcome, u64)> {
         self.kv
             .txn_read(ops)
-            .map(|outcome| (outcome, self.kv.table_index()))
+            .map(|outcome| (outcome, self.floor(self.kv.table_index())))
     }
 
     /// Until when (ms) `acquire` on `key` is refused at the current clock.
@@ -489,19 +563,25 @@ impl State {
 
     /// `GET /v1/session/info/<id>`.
     pub fn session_info(&self, id: &str) -> (Option<&Session>, u64) {
-        (self.sessions.get(id), self.sessions.table_index())
+        (
+            self.sessions.get(id),
+            self.floor(self.sessions.table_index()),
+        )
     }
 
     /// `GET /v1/session/list`.
     pub fn sessions(&self) -> (Vec<&Session>, u64) {
-        (self.sessions.all().collect(), self.sessions.table_index())
+        (
+            self.sessions.all().collect(),
+            self.floor(self.sessions.table_index()),
+        )
     }
 
     /// `GET /v1/session/node/<node>`.
     pub fn node_sessions(&self, node: &str) -> (Vec<&Session>, u64) {
         (
             self.sessions.all().filter(|s| s.node == node).collect(),
-            self.sessions.table_index(),
+            self.floor(self.sessions.table_index()),
         )
     }
 
@@ -514,35 +594,35 @@ impl State {
 
     /// Catalog-wide index (`catalog/services`, `catalog/nodes`, `health/state`).
     pub fn catalog_index(&self) -> u64 {
-        self.catalog.table_index()
+        self.floor(self.catalog.table_index())
     }
 
     /// Index of one service name (`catalog/service`, `health/service`, `health/checks`).
     pub fn service_index(&self, name: &str) -> u64 {
-        self.catalog.service_index(name)
+        self.floor(self.catalog.service_index(name))
     }
 
     /// `GET /v1/catalog/services`: name → union of tags.
     pub fn catalog_services(&self) -> (std::collections::BTreeMap<String, Vec<String>>, u64) {
-        (self.catalog.services(), self.catalog.table_index())
+        (self.catalog.services(), self.catalog_index())
     }
 
     /// `GET /v1/catalog/service/<name>?tag=..`.
     pub fn catalog_service(&self, name: &str, tags: &[String]) -> (Vec<ServiceInstance>, u64) {
         (
             self.catalog.service_instances(name, tags),
-            self.catalog.service_index(name),
+            self.service_index(name),
         )
     }
 
     /// `GET /v1/catalog/nodes`.
     pub fn catalog_nodes(&self) -> (Vec<&Node>, u64) {
-        (self.catalog.nodes(), self.catalog.table_index())
+        (self.catalog.nodes(), self.catalog_index())
     }
 
     /// `GET /v1/catalog/node/<name>` (`None` ⇒ `null`).
     pub fn catalog_node(&self, name: &str) -> (Option<NodeServices>, u64) {
-        (self.catalog.node_services(name), self.catalog.table_index())
+        (self.catalog.node_services(name), self.catalog_index())
     }
 
     /// `GET /v1/health/service/<name>?tag=..[&passing]`.
@@ -554,29 +634,23 @@ impl State {
     ) -> (Vec<ServiceEntry>, u64) {
         (
             self.catalog.health_service(name, tags, passing_only),
-            self.catalog.service_index(name),
+            self.service_index(name),
         )
     }
 
     /// `GET /v1/health/checks/<service>`.
     pub fn health_service_checks(&self, name: &str) -> (Vec<HealthCheck>, u64) {
-        (
-            self.catalog.service_checks(name),
-            self.catalog.service_index(name),
-        )
+        (self.catalog.service_checks(name), self.service_index(name))
     }
 
     /// `GET /v1/health/node/<node>`.
     pub fn health_node(&self, node: &str) -> (Vec<HealthCheck>, u64) {
-        (self.catalog.node_checks(node), self.catalog.table_index())
+        (self.catalog.node_checks(node), self.catalog_index())
     }
 
     /// `GET /v1/health/state/<state>`.
     pub fn health_state(&self, filter: StatusFilter) -> (Vec<HealthCheck>, u64) {
-        (
-            self.catalog.checks_in_state(filter),
-            self.catalog.table_index(),
-        )
+        (self.catalog.checks_in_state(filter), self.catalog_index())
     }
 
     /// One check (the HTTP layer's TTL-check lookups).
@@ -949,6 +1023,103 @@ mod tests {
         assert_eq!(restored, s);
         assert_eq!(restored.kv_key_index("k"), 4);
         assert_eq!(restored.next_session_deadline(), Some(40_005));
+    }
+
+    fn set(key: &str, value: &str) -> Command {
+        Command::KvSet {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn restore_replaces_the_data_and_keeps_the_log_position() {
+        let mut s = base();
+        s.apply(2, 1_000, set("a", "1")).unwrap();
+        s.apply(
+            3,
+            1_000,
+            create("s1", SessionBehavior::Release, 15_000_000_000),
+        )
+        .unwrap();
+        let saved = s.snapshot();
+        s.apply(4, 2_000, set("a", "2")).unwrap();
+        s.apply(5, 2_000, set("b", "new")).unwrap();
+        s.apply(6, 2_000, Command::SessionDestroy { id: "s1".into() })
+            .unwrap();
+        let restore = Command::Restore {
+            snapshot: Box::new(saved.clone()),
+        };
+        assert_eq!(s.apply(7, 50_000, restore), Ok(Outcome::Done));
+        // The data is the snapshot's, with the indexes it had then; a
+        // present key's blocking index is its ModifyIndex...
+        let (a, a_index) = s.kv_get("a");
+        assert_eq!(
+            (a.unwrap().value.as_slice(), a.unwrap().modify_index),
+            (&b"1"[..], 2)
+        );
+        assert_eq!((a_index, s.kv_key_index("a")), (2, 2));
+        assert!(s.kv_get("b").0.is_none());
+        assert!(s.session_info("s1").0.is_some());
+        // ...every other blocking index counts the restore as a write.
+        assert_eq!(s.kv_get("b").1, 7, "absent key");
+        assert_eq!(s.kv_list("").1, 7);
+        assert_eq!(s.kv_keys("", None).1, 7);
+        assert_eq!(s.sessions().1, 7);
+        assert_eq!(s.session_info("s1").1, 7);
+        assert_eq!(s.catalog_services().1, 7);
+        assert_eq!(s.catalog_nodes().1, 7);
+        assert_eq!(s.health_service("nope", &[], false).1, 7);
+        assert_eq!(s.health_node("n1").1, 7);
+        // The log position and the clock do not go back...
+        assert_eq!((s.last_applied(), s.clock_ms()), (7, 50_000));
+        assert!(matches!(
+            s.apply(7, 0, set("c", "x")),
+            Err(StateError::StaleIndex { .. })
+        ));
+        // ...session timers restart at 2×TTL from the restore...
+        assert_eq!(s.next_session_deadline(), Some(80_000));
+        // ...and the next write is above every index handed out before.
+        s.apply(8, 50_000, set("a", "3")).unwrap();
+        assert_eq!(s.kv_key_index("a"), 8);
+        // Apart from those, the state is the saved one.
+        let mut expected = State::restore(saved);
+        expected.last_applied = 7;
+        expected.restored_at = 7;
+        expected.clock_ms = 50_000;
+        expected.sessions.reset_timers(50_000);
+        expected.kv.set(8, "a", b"3".to_vec(), 0);
+        expected.last_applied = 8;
+        assert_eq!(s, expected);
+    }
+
+    #[test]
+    fn restore_of_an_unknown_format_changes_nothing() {
+        let mut s = base();
+        s.apply(2, 0, set("a", "1")).unwrap();
+        let mut snap = State::new().snapshot();
+        snap.format = SNAPSHOT_FORMAT + 1;
+        let before = s.clone();
+        let err = s
+            .apply(
+                3,
+                0,
+                Command::Restore {
+                    snapshot: Box::new(snap),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "snapshot format {} is not supported: this version reads format {SNAPSHOT_FORMAT}",
+                SNAPSHOT_FORMAT + 1
+            )
+        );
+        // The failed entry consumed its index; the data is untouched.
+        assert_eq!(s.last_applied(), 3);
+        assert_eq!(s.kv_get("a").0, before.kv_get("a").0);
     }
 
     #[test]
