@@ -30,16 +30,12 @@ async fn open(dir: &Path) -> Server {
     Server::open(config(dir)).await.expect("open the data dir")
 }
 
+/// Apply `cmd`; a refused command still used an index, so answer the last one.
 async fn write(server: &Server, cmd: Command) -> u64 {
-    server
-        .write(cmd)
-        .await
-        .map(|w| w.index)
-        .unwrap_or_else(|e| {
-            // A refused command still used its index.
-            let _ = e;
-            server.last_index()
-        })
+    match server.write(cmd).await {
+        Ok(w) => w.index,
+        Err(_) => server.last_index(),
+    }
 }
 
 fn set(key: &str, value: &str) -> Command {

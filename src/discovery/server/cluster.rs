@@ -426,25 +426,24 @@ impl Server {
                 }
             }
         }
-        let leave = Leave {
+        let leave = std::sync::Arc::new(Leave {
             name: self.members().me().name.clone(),
             generation: self.members().me().generation,
-        };
-        let calls = self
-            .members()
-            .others()
-            .into_iter()
-            .filter(|m| m.status != Status::Left)
-            .map(|m| {
-                let client = self.client().clone();
-                let leave = &leave;
-                async move {
-                    let _ = client
-                        .call::<_, ()>(&m.info.cluster_addr(), "/leave", leave, PROBE_TIMEOUT)
-                        .await;
-                }
+        });
+        // Tell every member at once: a dead one costs one timeout, not one each.
+        let mut calls = tokio::task::JoinSet::new();
+        for m in self.members().others() {
+            if m.status == Status::Left {
+                continue;
+            }
+            let (client, leave) = (self.client().clone(), leave.clone());
+            calls.spawn(async move {
+                let _ = client
+                    .call::<_, ()>(&m.info.cluster_addr(), "/leave", &*leave, PROBE_TIMEOUT)
+                    .await;
             });
-        futures_join_all(calls).await;
+        }
+        while calls.join_next().await.is_some() {}
         tracing::info!("Graceful leave complete");
     }
 
@@ -461,13 +460,6 @@ impl Server {
     /// it from raft and the catalog, and gossip spreads the leave.
     pub fn force_leave(&self, node: &str) -> bool {
         self.members().mark_left(node, None)
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
-    let set: Vec<_> = futs.map(Box::pin).collect();
-    for f in set {
-        f.await;
     }
 }
 
@@ -725,19 +717,14 @@ async fn reconcile(server: &Server) {
         members.iter().map(|m| (m.info.clone(), m.status)).collect();
     all.push((server.members().me().clone(), Status::Alive));
     for (info, status) in all {
-        let (present, address, serf) = server.read(|s| {
-            let node = s.catalog_node(&info.name).0;
-            let serf = s.check(&info.name, super::state::session::SERF_HEALTH);
+        let (address, serf) = server.read(|s| {
             (
-                node.is_some(),
-                s.catalog_nodes()
-                    .0
-                    .iter()
-                    .find(|n| n.name == info.name)
-                    .map(|n| n.address.clone()),
-                serf.map(|c| c.status),
+                s.catalog_node(&info.name).0.map(|ns| ns.node.address),
+                s.check(&info.name, super::state::session::SERF_HEALTH)
+                    .map(|c| c.status),
             )
         });
+        let present = address.is_some();
         let cmd = match status {
             Status::Alive | Status::Leaving => {
                 if !present || address.as_deref() != Some(info.addr.to_string().as_str()) {
