@@ -198,6 +198,60 @@ fn test_rejoin_raft() {
     }
 }
 
+/// A container restarted on the same volume often comes back with a new
+/// address: the server keeps its node ID and data, and the cluster must
+/// replicate to the new address, not the old one.
+#[test]
+fn a_server_restarted_on_a_new_address_is_reached_there() {
+    let mut c = Cluster::new(23, 3, 3);
+    c.start_all();
+    let all = [0, 1, 2];
+    let leader = c.agreed_leader(&all, CONVERGE);
+    eventually("3 peers", CONVERGE, || peers_are(&c, &all, &all));
+    let moved = (0..3).find(|&i| i != leader).expect("a follower");
+    let old_addr = c.rpc_addr(moved);
+
+    c.kill(moved);
+    c.nodes[moved].ip = std::net::Ipv4Addr::new(127, 0, 23, 9);
+    c.start(moved);
+    let new_addr = c.rpc_addr(moved);
+    eventually("every server lists the new address", CONVERGE, || {
+        for i in all {
+            let peers = c.peers(i)?;
+            if peers.contains(&old_addr) || !peers.contains(&new_addr) {
+                return Err(format!("{} lists {peers:?}", c.nodes[i].name));
+            }
+        }
+        Ok(())
+    });
+    let leader = c.agreed_leader(&all, CONVERGE);
+    c.put(leader, "moved/after", "reached")
+        .expect("a write after the move");
+    wait_value(&c, moved, "moved/after", "stale", "reached");
+    let config = c
+        .get_json(leader, "/v1/operator/raft/configuration")
+        .expect("raft configuration");
+    let entry = config["Servers"]
+        .as_array()
+        .expect("Servers")
+        .iter()
+        .find(|s| s["Node"] == c.nodes[moved].name.as_str())
+        .cloned()
+        .expect("the moved server");
+    assert_eq!(entry["Address"], new_addr.as_str(), "{config}");
+    assert_eq!(entry["Voter"], true, "{config}");
+    let name = c.nodes[moved].name.clone();
+    let ip = c.nodes[moved].ip.to_string();
+    eventually("the catalog has the new address", CONVERGE, || {
+        let node = c.get_json(leader, &format!("/v1/catalog/node/{name}"))?;
+        if node["Node"]["Address"] == ip.as_str() {
+            Ok(())
+        } else {
+            Err(node["Node"].to_string())
+        }
+    });
+}
+
 // ---------------------------------------------------------------- 4. quorum loss
 
 #[test]
@@ -290,8 +344,6 @@ fn quorum_loss(subnet: u8, kill_the_leader: bool) {
 /// (500 ms), so its followers stop hearing from it and refuse default
 /// reads within about a second.
 #[test]
-#[ignore = "product bug: a leader that lost quorum stays leader and keeps heartbeating \
-            its followers, which answer default reads with X-Consul-KnownLeader: true forever"]
 fn default_reads_fail_on_a_follower_whose_leader_lost_quorum() {
     let mut c = Cluster::new(21, 5, 5);
     c.start_all();
@@ -833,14 +885,12 @@ fn test_quorum_consistency_under_a_partition() {
     eprintln!("leader {leader} before the cut, {new_leader} during, {healed} after");
 }
 
-/// The same root cause as
+/// The same check as
 /// `default_reads_fail_on_a_follower_whose_leader_lost_quorum`, where it
-/// hurts: cut off with the old leader, a follower keeps answering default
-/// reads with a value the majority has since overwritten (Consul bounds
-/// this to the leader's lease, about a second).
+/// hurts: cut off with the old leader, a follower must not keep answering
+/// default reads with a value the majority has since overwritten (Consul
+/// bounds this to the leader's lease, about a second).
 #[test]
-#[ignore = "product bug: the minority follower of a partitioned leader answers default \
-            reads with overwritten values for as long as the partition lasts"]
 fn the_minority_side_of_a_partition_stops_answering_default_reads() {
     if !partitions_available() {
         return;

@@ -630,6 +630,29 @@ pub async fn leader_loop(server: Server, shutdown: CancellationToken) {
     }
 }
 
+/// Whether raft knows node `id` at another address than the one it gossips
+/// from now (a container restarted on its volume with a new address).
+fn moved(nodes: &BTreeMap<NodeId, Peer>, id: NodeId, info: &MemberInfo) -> bool {
+    nodes
+        .get(&id)
+        .is_some_and(|p| p.node_id == info.node_id && p.addr != info.peer().addr)
+}
+
+/// Point raft at a member's new address. Safe with `SetNodes` because the
+/// raft ID is derived from the node ID the member persisted in its data
+/// dir, and `moved` checked that the node ID matches: the same node, moved.
+async fn readdress(server: &Server, id: NodeId, info: &MemberInfo) {
+    let peer = info.peer();
+    tracing::info!("{} moved: raft reaches it at {} now", info.name, peer.addr);
+    if let Err(e) = server
+        .raft()
+        .change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, peer)])), false)
+        .await
+    {
+        tracing::debug!("updating the address of {}: {e}", info.name);
+    }
+}
+
 /// One reconciliation round (leader only).
 async fn reconcile(server: &Server) {
     let (voters, nodes): (BTreeSet<NodeId>, BTreeMap<NodeId, Peer>) = {
@@ -672,6 +695,7 @@ async fn reconcile(server: &Server) {
                     tracing::debug!("promoting {}: {e}", m.info.name);
                 }
             }
+            Status::Alive if moved(&nodes, id, &m.info) => readdress(server, id, &m.info).await,
             Status::Left if voters.contains(&id) || nodes.contains_key(&id) => {
                 tracing::info!("removing server {} from raft: it left", m.info.name);
                 if let Err(e) = server
@@ -700,6 +724,7 @@ async fn reconcile(server: &Server) {
                     tracing::debug!("adding client {}: {e}", m.info.name);
                 }
             }
+            Status::Alive if moved(&nodes, id, &m.info) => readdress(server, id, &m.info).await,
             Status::Left if nodes.contains_key(&id) => {
                 if let Err(e) = server
                     .raft()

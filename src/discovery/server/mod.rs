@@ -34,7 +34,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
+use raft::propose::{Applied, Rejected};
 use serde::{Deserialize, Serialize};
 use state::{Command, CommandResult, Outcome, State, StateError};
 
@@ -179,6 +180,8 @@ struct Inner {
     me: raft::Peer,
     id: raft::NodeId,
     client: raft::network::Client,
+    /// Group commit of this node's proposals.
+    proposer: raft::propose::Proposer,
     /// Cancelled when the API asks the agent to leave (`PUT /v1/agent/leave`).
     leave: tokio_util::sync::CancellationToken,
     /// When this follower last accepted entries or a heartbeat from a leader.
@@ -399,6 +402,7 @@ impl Server {
         };
         let members = cluster::Members::new(&cfg, &cluster, &me);
         let alone = cluster.bootstraps_alone();
+        let proposer = raft::propose::Proposer::start(raft.clone());
         let server = Server {
             inner: Arc::new(Inner {
                 cfg,
@@ -408,6 +412,7 @@ impl Server {
                 me,
                 id,
                 client,
+                proposer,
                 leave: tokio_util::sync::CancellationToken::new(),
                 last_contact: Mutex::new(None),
                 members,
@@ -550,6 +555,65 @@ impl Server {
         }
     }
 
+    /// Raft's check-quorum, which openraft 0.9 lacks: a leader that no
+    /// quorum has acknowledged for [`raft::ELECTION_MIN`] stops sending
+    /// heartbeats. Its followers then stop trusting it within another
+    /// `ELECTION_MIN` (see [`Server::leader_known`]), so none of them keeps
+    /// answering default reads from data a new majority may have overwritten,
+    /// and they campaign; the vote they ask for makes the old leader step
+    /// down. Heartbeats resume once a quorum answers again or this node no
+    /// longer leads. Runs until `shutdown`.
+    pub async fn check_quorum(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let limit = raft::millis_u64(raft::ELECTION_MIN);
+        let mut every = tokio::time::interval(raft::HEARTBEAT);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The term this node leads in, and since when.
+        let mut leading: Option<(u64, tokio::time::Instant)> = None;
+        let mut beating = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let lost = {
+                let m = self.inner.raft.metrics();
+                let m = m.borrow();
+                if m.state == openraft::ServerState::Leader {
+                    let now = tokio::time::Instant::now();
+                    let since = match leading {
+                        Some((term, since)) if term == m.current_term => since,
+                        _ => leading.insert((m.current_term, now)).1,
+                    };
+                    let alone = m
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .all(|v| v == self.inner.id);
+                    !alone
+                        && m.millis_since_quorum_ack.map_or_else(
+                            || now.duration_since(since) > raft::ELECTION_MIN,
+                            |ms| ms > limit,
+                        )
+                } else {
+                    leading = None;
+                    false
+                }
+            };
+            if lost == beating {
+                beating = !lost;
+                self.inner.raft.runtime_config().heartbeat(beating);
+                if lost {
+                    tracing::warn!(
+                        "no quorum has answered for over {limit} ms: \
+                         stopping heartbeats so that a new leader can be elected"
+                    );
+                } else {
+                    tracing::info!("heartbeats resumed");
+                }
+            }
+        }
+    }
+
     /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms) for a read.
     pub fn leader_status(&self) -> (bool, u64) {
         let known = self.leader_known();
@@ -640,30 +704,18 @@ impl Server {
     pub async fn write(&self, cmd: Command) -> Result<Written, WriteError> {
         let deadline = tokio::time::Instant::now() + HOLD;
         loop {
-            let proposal = raft::Proposal {
-                now_ms: now_ms(),
-                cmd: cmd.clone(),
+            let proposed =
+                tokio::time::timeout_at(deadline, self.inner.proposer.propose(cmd.clone())).await;
+            let leader = match proposed {
+                Err(_) | Ok(Err(Rejected::Stopped)) => return Err(WriteError::NoLeader),
+                Ok(Ok(Applied { index, result })) => {
+                    return result
+                        .map(|outcome| Written { index, outcome })
+                        .map_err(WriteError::State);
+                }
+                Ok(Err(Rejected::NotLeader(leader))) => leader,
+                Ok(Err(Rejected::Failed(m))) => return Err(WriteError::Rpc(m)),
             };
-            let leader =
-                match tokio::time::timeout_at(deadline, self.inner.raft.client_write(proposal))
-                    .await
-                {
-                    Err(_) => return Err(WriteError::NoLeader),
-                    Ok(Ok(resp)) => {
-                        let index = resp.log_id.index;
-                        return resp
-                            .data
-                            .map(|outcome| Written { index, outcome })
-                            .map_err(WriteError::State);
-                    }
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                        f.leader_node
-                    }
-                    Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                        return Err(WriteError::Rpc(e.to_string()))
-                    }
-                    Ok(Err(RaftError::Fatal(_))) => return Err(WriteError::NoLeader),
-                };
             if let Some(leader) = leader.filter(|l| l.addr != self.inner.me.addr) {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 match self
@@ -700,20 +752,12 @@ impl Server {
 
     /// A write forwarded by a follower: proposed only if this node leads.
     pub async fn write_as_leader(&self, cmd: Command) -> Forwarded {
-        let proposal = raft::Proposal {
-            now_ms: now_ms(),
-            cmd,
-        };
-        match tokio::time::timeout(HOLD, self.inner.raft.client_write(proposal)).await {
+        match tokio::time::timeout(HOLD, self.inner.proposer.propose(cmd)).await {
             Err(_) => Forwarded::Failed("timed out waiting for the write to commit".into()),
-            Ok(Ok(resp)) => Forwarded::Applied {
-                index: resp.log_id.index,
-                result: resp.data,
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Forwarded::NotLeader
-            }
-            Ok(Err(e)) => Forwarded::Failed(e.to_string()),
+            Ok(Ok(Applied { index, result })) => Forwarded::Applied { index, result },
+            Ok(Err(Rejected::NotLeader(_))) => Forwarded::NotLeader,
+            Ok(Err(Rejected::Failed(m))) => Forwarded::Failed(m),
+            Ok(Err(Rejected::Stopped)) => Forwarded::Failed("raft has stopped".into()),
         }
     }
 

@@ -376,6 +376,10 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
             server.clone(),
             shutdown.clone(),
         ));
+        {
+            let (server, shutdown) = (server.clone(), shutdown.clone());
+            tasks.spawn(async move { server.check_quorum(shutdown).await });
+        }
     }
     {
         let (server, shutdown) = (server.clone(), shutdown.clone());

@@ -9,9 +9,9 @@
 //! `Durability::Immediate`, so when openraft is told an append is flushed
 //! the entries survive a crash or power loss; a torn commit is rolled back
 //! by redb as a whole on the next open. One append is one fsync; on the
-//! leader openraft 0.9 appends each client write on its own (measured: one
-//! fdatasync per PUT), so writes are not yet group-committed there. The vote
-//! is fsynced too (raft's safety needs it).
+//! leader openraft 0.9 appends each `client_write` on its own, which is why
+//! concurrent writes are grouped into one entry before they reach raft
+//! (`propose`). The vote is fsynced too (raft's safety needs it).
 //! The commit marker is written without its own fsync: it rides on the next
 //! append, and a marker that lags only means a restart replays a little less
 //! before the leader confirms the rest.

@@ -26,7 +26,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, LogId, Membership, NodeId, Peer, StorageError, TypeConfig};
-use crate::discovery::server::state::{self, CommandResult, Outcome, State};
+use crate::discovery::server::state::{self, CommandResult, State};
 use crate::discovery::server::{blocking, Replica, Shared};
 
 /// The snapshot file inside the data dir.
@@ -186,7 +186,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((r.last_log, r.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResult>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -197,13 +197,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for e in entries {
                 r.last_log = Some(e.log_id);
                 match e.payload {
-                    EntryPayload::Blank => results.push(Ok(Outcome::Done)),
+                    EntryPayload::Blank => results.push(Vec::new()),
                     EntryPayload::Normal(p) => {
-                        results.push(r.state.apply(e.log_id.index, p.now_ms, p.cmd));
+                        results.push(r.state.apply_all(e.log_id.index, p.now_ms, p.cmds));
                     }
                     EntryPayload::Membership(m) => {
                         r.membership = StoredMembership::new(Some(e.log_id), m);
-                        results.push(Ok(Outcome::Done));
+                        results.push(Vec::new());
                     }
                 }
             }

@@ -279,6 +279,27 @@ impl State {
         self.dispatch(index, now, cmd)
     }
 
+    /// Apply the commands of one log entry in order, all at `index` (group
+    /// commit): each has its own result, and each sees the ones before it,
+    /// exactly as if they had come one by one.
+    pub fn apply_all(&mut self, index: u64, now_ms: u64, cmds: Vec<Command>) -> Vec<CommandResult> {
+        let mut cmds = cmds.into_iter();
+        let Some(first) = cmds.next() else {
+            return Vec::new();
+        };
+        let first = self.apply(index, now_ms, first);
+        if let Err(stale @ StateError::StaleIndex { .. }) = &first {
+            let stale = stale.clone();
+            return std::iter::once(first)
+                .chain(cmds.map(|_| Err(stale.clone())))
+                .collect();
+        }
+        let now = self.clock_ms;
+        std::iter::once(first)
+            .chain(cmds.map(|cmd| self.dispatch(index, now, cmd)))
+            .collect()
+    }
+
     fn dispatch(&mut self, idx: u64, now: u64, cmd: Command) -> CommandResult {
         let need_key = |k: &str| {
             if k.is_empty() {
@@ -731,6 +752,59 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StateError::StaleIndex { .. }));
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn commands_of_one_entry_apply_in_order_at_its_index() {
+        let set = |k: &str, v: &[u8]| Command::KvSet {
+            key: k.into(),
+            value: v.to_vec(),
+            flags: 0,
+        };
+        let cas = |k: &str, index: u64| Command::KvCas {
+            key: k.into(),
+            value: b"cas".to_vec(),
+            flags: 0,
+            index,
+        };
+        let mut s = base();
+        let results = s.apply_all(
+            5,
+            10,
+            vec![
+                set("a", b"1"),
+                cas("a", 0), // create-only: a exists now
+                cas("a", 5), // a's ModifyIndex is the entry's
+                Command::KvSet {
+                    key: String::new(),
+                    value: vec![],
+                    flags: 0,
+                },
+                set("b", b"2"),
+            ],
+        );
+        assert_eq!(
+            results,
+            vec![
+                Ok(Outcome::Bool(true)),
+                Ok(Outcome::Bool(false)),
+                Ok(Outcome::Bool(true)),
+                Err(StateError::MissingKey),
+                Ok(Outcome::Bool(true)),
+            ]
+        );
+        assert_eq!(
+            s.kv_get("a").0.map(|e| e.value.clone()),
+            Some(b"cas".to_vec())
+        );
+        assert_eq!(s.kv_get("b").0.map(|e| e.modify_index), Some(5));
+        let before = s.clone();
+        let stale = s.apply_all(5, 11, vec![set("c", b"3"), set("d", b"4")]);
+        assert!(stale
+            .iter()
+            .all(|r| matches!(r, Err(StateError::StaleIndex { .. }))));
+        assert_eq!(s, before);
+        assert!(s.apply_all(6, 12, Vec::new()).is_empty());
     }
 
     #[test]
