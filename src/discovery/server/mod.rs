@@ -556,15 +556,16 @@ impl Server {
     }
 
     /// Raft's check-quorum, which openraft 0.9 lacks: a leader that no
-    /// quorum has acknowledged for [`raft::ELECTION_MIN`] stops sending
-    /// heartbeats. Its followers then stop trusting it within another
-    /// `ELECTION_MIN` (see [`Server::leader_known`]), so none of them keeps
-    /// answering default reads from data a new majority may have overwritten,
-    /// and they campaign; the vote they ask for makes the old leader step
-    /// down. Heartbeats resume once a quorum answers again or this node no
+    /// quorum has acknowledged for [`raft::CHECK_QUORUM`] stops sending
+    /// heartbeats. Its followers then stop trusting it within
+    /// [`raft::ELECTION_MIN`] (see [`Server::leader_known`]), so none of them
+    /// keeps answering default reads for long from data a new majority may
+    /// have overwritten (a window of about 0.3 s, under Consul's leader
+    /// lease), and they campaign; the vote they ask for makes the old leader
+    /// step down. Heartbeats resume once a quorum answers again or this node no
     /// longer leads. Runs until `shutdown`.
     pub async fn check_quorum(&self, shutdown: tokio_util::sync::CancellationToken) {
-        let limit = raft::millis_u64(raft::ELECTION_MIN);
+        let limit = raft::millis_u64(raft::CHECK_QUORUM);
         let mut every = tokio::time::interval(raft::HEARTBEAT);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The term this node leads in, and since when.
@@ -591,7 +592,7 @@ impl Server {
                         .all(|v| v == self.inner.id);
                     !alone
                         && m.millis_since_quorum_ack.map_or_else(
-                            || now.duration_since(since) > raft::ELECTION_MIN,
+                            || now.duration_since(since) > raft::CHECK_QUORUM,
                             |ms| ms > limit,
                         )
                 } else {

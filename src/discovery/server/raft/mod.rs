@@ -77,6 +77,12 @@ pub const HEARTBEAT: Duration = Duration::from_millis(50);
 /// etcd's default 1 s election timeout. Five heartbeats fit in a lease, and
 /// an fsync here takes a few ms, so elections don't flap under write load.
 pub const ELECTION_MIN: Duration = Duration::from_millis(200);
+/// A leader that no quorum acknowledged for this long gives up (see
+/// `Server::check_quorum`): the lease plus the shortest election timeout,
+/// the silence after which its followers would campaign themselves. Shorter
+/// made a leader on this 2-core test machine give up under write load
+/// while a compiler kept the disk busy (fsync stalls of several hundred ms).
+pub const CHECK_QUORUM: Duration = Duration::from_millis(600);
 
 /// The openraft configuration every server uses.
 pub fn config() -> openraft::Config {
