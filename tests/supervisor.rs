@@ -142,11 +142,17 @@ impl Pilotfish {
 impl Drop for Pilotfish {
     fn drop(&mut self) {
         if let Ok(pgid) = i32::try_from(self.child.id()) {
+            let group = nix::unistd::Pid::from_raw(pgid);
+            // SIGTERM first, so pilotfish stops its jobs: they run in their
+            // own process groups and outside a pid namespace a SIGKILLed
+            // pilotfish would leave them running after the test.
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             // The whole group: pilotfish, and with unshare the namespace's init.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         }
         let _ = self.child.wait();
     }
