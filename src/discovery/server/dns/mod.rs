@@ -23,10 +23,48 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::cluster::Status;
 use super::Server;
-use answer::{Answer, Zone, UDP_ANSWER_LIMIT};
+use answer::{Answer, ServerNode, Zone};
 use hickory_server::net::xfer::Protocol;
 use recursor::Transport;
+
+/// Consul's `dns_config` options this server honours (the agent's
+/// `--dns-*` flags); the defaults are Consul's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `only_passing`: drop instances with a warning check too.
+    pub only_passing: bool,
+    /// `enable_truncate`: set TC when a UDP answer was cut.
+    pub enable_truncate: bool,
+    /// `udp_answer_limit`: answers over UDP without EDNS (at most 8 are kept).
+    pub udp_answer_limit: usize,
+    /// `a_record_limit`: A/AAAA answers of a service on any transport; 0 = no limit.
+    pub a_record_limit: usize,
+    /// `node_ttl` and `service_ttl`, in seconds.
+    pub node_ttl: u32,
+    pub service_ttl: u32,
+}
+
+impl Default for DnsConfig {
+    fn default() -> DnsConfig {
+        DnsConfig {
+            only_passing: false,
+            enable_truncate: false,
+            udp_answer_limit: 3,
+            a_record_limit: 0,
+            node_ttl: 0,
+            service_ttl: 0,
+        }
+    }
+}
+
+/// How deep a hostname in the domain may point at another one (Consul's
+/// `maxRecursionLevelDefault`).
+const MAX_CNAME_DEPTH: usize = 3;
+/// Records of one recursed hostname kept without EDNS (Consul's
+/// `maxRecurseRecords`).
+const MAX_RECURSE_RECORDS: usize = 5;
 
 /// How long an idle TCP connection is kept open.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,11 +77,12 @@ pub async fn serve(
     udp: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     server: Server,
+    config: DnsConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let udp_addr = udp.local_addr()?;
     let tcp_addr = tcp.local_addr()?;
-    let mut dns = hickory_server::Server::new(ConsulDns::new(server));
+    let mut dns = hickory_server::Server::new(ConsulDns::new(server, config));
     dns.register_socket(udp);
     dns.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
     info!("listening for dns on {udp_addr} (udp)");
@@ -64,9 +103,9 @@ struct ConsulDns {
 }
 
 impl ConsulDns {
-    fn new(server: Server) -> ConsulDns {
+    fn new(server: Server, config: DnsConfig) -> ConsulDns {
         let cfg = server.config();
-        let zone = Zone::new(&cfg.domain, &cfg.datacenter, &cfg.node, cfg.advertise);
+        let zone = Zone::new(&cfg.domain, &cfg.datacenter, config);
         ConsulDns { server, zone }
     }
 
@@ -97,9 +136,13 @@ impl ConsulDns {
 
         let name: &Name = query.name();
         let owner = query.original().name();
+        let udp = request.protocol() == Protocol::Udp;
         let mut answer = if self.zone.domain.zone_of(name) {
             metadata.authoritative = true;
-            self.catalog_answer(name, qtype, owner)
+            let mut answer = self.catalog_answer(name, qtype, owner);
+            let limit = (udp && edns.is_none()).then_some(MAX_RECURSE_RECORDS);
+            self.resolve_hostnames(&mut answer, qtype, limit, 0).await;
+            answer
         } else if let Some(answer) = self.reverse_answer(name, qtype, owner) {
             metadata.authoritative = true;
             answer
@@ -107,13 +150,13 @@ impl ConsulDns {
             return self.recurse(request, metadata, edns.as_ref(), out).await;
         };
 
-        let udp = request.protocol() == Protocol::Udp;
         if udp {
             let (max_answers, max_bytes) = match &edns {
                 Some(e) => (None, usize::from(e.max_payload())),
-                None => (Some(UDP_ANSWER_LIMIT), 512),
+                None => (Some(self.zone.config.udp_answer_limit), 512),
             };
-            answer.fit(query.original(), max_answers, max_bytes);
+            let cut = answer.fit(query.original(), max_answers, max_bytes);
+            metadata.truncation = cut && self.zone.config.enable_truncate;
         }
         metadata.response_code = answer.code;
         let soa = answer.needs_soa().then(|| self.zone.soa(unix_secs()));
@@ -121,7 +164,7 @@ impl ConsulDns {
             metadata,
             answer.answers.iter(),
             std::iter::empty(),
-            soa.iter(),
+            soa.iter().chain(answer.authority.iter()),
             answer.additionals.iter(),
         );
         send(&mut out, response, metadata).await
@@ -139,6 +182,11 @@ impl ConsulDns {
             return Answer::nxdomain();
         };
         let lookup = name::parse(&labels, &self.zone.datacenter.to_ascii_lowercase());
+        let servers = match &lookup {
+            name::Lookup::Apex => self.servers(),
+            name::Lookup::Service { name, tag: None } if name == "consul" => self.servers(),
+            _ => Vec::new(),
+        };
         let mut rng = rand::rng();
         self.server.read(|state| {
             answer::lookup(
@@ -147,10 +195,80 @@ impl ConsulDns {
                 &lookup,
                 qtype,
                 owner,
+                &servers,
                 unix_secs(),
                 &mut rng,
             )
         })
+    }
+
+    /// The server agents this node knows alive (itself included when it is one).
+    fn servers(&self) -> Vec<ServerNode> {
+        self.server
+            .members()
+            .all(false)
+            .into_iter()
+            .filter(|(m, status)| m.server && *status == Status::Alive)
+            .map(|(m, _)| ServerNode {
+                name: m.name,
+                addr: m.addr,
+                port: m.port,
+            })
+            .collect()
+    }
+
+    /// Add the addresses of the hostnames `answer` names (CNAME targets,
+    /// SRV targets): from the catalog inside the domain (up to
+    /// [`MAX_CNAME_DEPTH`] hops), else from the recursors; without them a
+    /// hostname stays unresolved, as in Consul. `limit` caps the records
+    /// kept per hostname (UDP without EDNS).
+    async fn resolve_hostnames(
+        &self,
+        answer: &mut Answer,
+        qtype: RecordType,
+        limit: Option<usize>,
+        depth: usize,
+    ) {
+        for target in answer.unresolved(qtype) {
+            let mut records = if self.zone.domain.zone_of(&target.target) {
+                if depth >= MAX_CNAME_DEPTH {
+                    continue;
+                }
+                let lower = target.target.to_lowercase();
+                let mut inner = self.catalog_answer(&lower, target.qtype, &target.target);
+                Box::pin(self.resolve_hostnames(&mut inner, target.qtype, limit, depth + 1)).await;
+                inner.answers
+            } else {
+                self.recurse_hostname(&target.target, target.qtype).await
+            };
+            records.retain(|r| {
+                matches!(
+                    r.record_type(),
+                    RecordType::CNAME | RecordType::A | RecordType::AAAA
+                )
+            });
+            if let Some(limit) = limit {
+                records.truncate(limit);
+            }
+            for r in &mut records {
+                r.ttl = target.ttl;
+            }
+            answer.add_resolution(&target, records);
+        }
+    }
+
+    /// The answer records the recursors give for `name`; none when there
+    /// are no recursors or they all failed.
+    async fn recurse_hostname(&self, name: &Name, qtype: RecordType) -> Vec<Record> {
+        let recursors = &self.server.config().recursors;
+        if recursors.is_empty() {
+            return Vec::new();
+        }
+        let query = hickory_server::proto::op::Query::query(name.clone(), qtype);
+        match recursor::forward(recursors, &query, None, Transport::Udp).await {
+            Some(reply) => reply.answers,
+            None => Vec::new(),
+        }
     }
 
     /// PTR for a node's address; `None` lets the name recurse (or NXDOMAIN).
