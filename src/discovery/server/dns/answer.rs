@@ -7,8 +7,9 @@
 //! CNAMEs (or SRV targets) whose resolution the caller adds afterwards
 //! ([`Answer::unresolved`]), since it may take a recursor.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
@@ -285,6 +286,7 @@ impl Answer {
 pub fn lookup(
     state: &State,
     zone: &Zone,
+    cache: &InstanceCache,
     lookup: &Lookup,
     qtype: RecordType,
     owner: &Name,
@@ -305,6 +307,7 @@ pub fn lookup(
         Lookup::Service { name, tag } => service(
             state,
             zone,
+            cache,
             servers,
             name,
             tag.as_deref(),
@@ -414,7 +417,8 @@ fn meta_txt(key: &str, value: &str) -> String {
 }
 
 /// One healthy instance, as DNS sees it.
-struct Instance {
+#[derive(Debug)]
+pub struct Instance {
     node: String,
     node_address: String,
     /// `""`: use the node address.
@@ -423,19 +427,71 @@ struct Instance {
     weight: u16,
 }
 
+/// How many (service, tag) answers [`InstanceCache`] keeps per index.
+const MAX_CACHED: usize = 1024;
+
+/// The healthy instances of each asked (service, tag), computed once per
+/// applied index: DNS asks the same few names over and over, and each
+/// catalog read clones every entry with its checks. Any write clears it.
+#[derive(Debug, Default)]
+pub struct InstanceCache {
+    inner: Mutex<CachedInstances>,
+}
+
+#[derive(Debug, Default)]
+struct CachedInstances {
+    /// The state's last applied index the entries were read at.
+    index: u64,
+    /// Service name → tag (`""` for none; tags are never empty) → instances.
+    by_name: HashMap<String, HashMap<String, Arc<[Instance]>>>,
+    entries: usize,
+}
+
+impl InstanceCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedInstances> {
+        // The map is only a memo: whatever a panicking holder left is valid.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instances of `name` (lower-case) with `tag`, from the memo when
+    /// it was read at the state's current index.
+    fn get(&self, state: &State, zone: &Zone, name: &str, tag: Option<&str>) -> Arc<[Instance]> {
+        let index = state.last_applied();
+        let tag_key = tag.unwrap_or("");
+        {
+            let mut cache = self.lock();
+            if cache.index != index {
+                cache.by_name.clear();
+                cache.entries = 0;
+                cache.index = index;
+            }
+            if let Some(found) = cache.by_name.get(name).and_then(|t| t.get(tag_key)) {
+                return found.clone();
+            }
+        }
+        let found: Arc<[Instance]> = instances(state, zone, name, tag).into();
+        // Unknown names are not kept: a flood of them would only fill the map.
+        if !found.is_empty() {
+            let mut cache = self.lock();
+            if cache.index == index && cache.entries < MAX_CACHED {
+                cache.entries += 1;
+                cache
+                    .by_name
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(tag_key.to_string(), found.clone());
+            }
+        }
+        found
+    }
+}
+
 /// The instances DNS answers with: no critical check (`only_passing`: no
-/// check other than passing). `consul.service` falls back to the servers
-/// when no agent registered it.
-fn instances(
-    state: &State,
-    zone: &Zone,
-    servers: &[ServerNode],
-    name: &str,
-    tag: Option<&str>,
-) -> Vec<Instance> {
+/// check other than passing).
+fn instances(state: &State, zone: &Zone, name: &str, tag: Option<&str>) -> Vec<Instance> {
     let tags: Vec<String> = tag.map(str::to_string).into_iter().collect();
     let (entries, _) = state.health_service(name, &tags, zone.config.only_passing);
-    let mut found: Vec<Instance> = entries
+    entries
         .into_iter()
         .filter(|e| e.checks.iter().all(|c| c.status != CheckStatus::Critical))
         .map(|e| {
@@ -453,23 +509,28 @@ fn instances(
                 weight: u16::try_from(weight).unwrap_or(u16::MAX),
             }
         })
-        .collect();
-    if found.is_empty() && tag.is_none() && name == "consul" {
-        found.extend(servers.iter().map(|s| Instance {
+        .collect()
+}
+
+/// `consul.service` names the servers when no agent registered it.
+fn server_instances(servers: &[ServerNode]) -> Arc<[Instance]> {
+    servers
+        .iter()
+        .map(|s| Instance {
             node: s.name.clone(),
             node_address: s.addr.to_string(),
             service_address: String::new(),
             port: s.port,
             weight: 1,
-        }));
-    }
-    found
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)] // the inputs of `lookup`, passed on
 fn service(
     state: &State,
     zone: &Zone,
+    cache: &InstanceCache,
     servers: &[ServerNode],
     name: &str,
     tag: Option<&str>,
@@ -477,10 +538,14 @@ fn service(
     owner: &Name,
     rng: &mut impl Rng,
 ) -> Answer {
-    let mut found = instances(state, zone, servers, name, tag);
-    if found.is_empty() {
+    let mut all = cache.get(state, zone, name, tag);
+    if all.is_empty() && tag.is_none() && name == "consul" {
+        all = server_instances(servers);
+    }
+    if all.is_empty() {
         return Answer::nxdomain();
     }
+    let mut found: Vec<&Instance> = all.iter().collect();
     found.shuffle(rng);
     let ttl = zone.config.service_ttl;
     match qtype {
@@ -495,12 +560,12 @@ fn service(
                 .iter()
                 .map(|i| {
                     if i.service_address.is_empty() {
-                        &i.node_address
+                        i.node_address.as_str()
                     } else {
-                        &i.service_address
+                        i.service_address.as_str()
                     }
                 })
-                .filter(|addr| seen.insert(*addr))
+                .filter(|addr| found.len() == 1 || seen.insert(*addr))
                 .filter_map(|addr| address_record(owner, addr, qtype, ttl))
                 .take(limit)
                 .collect();
@@ -513,13 +578,13 @@ fn service(
 /// SRV per instance: priority 1, the instance's weight, target
 /// `<hex>.addr.<dc>.<domain>` for an own IP, the hostname for an own
 /// hostname, else `<node>.node.<dc>.<domain>`; addresses in additional.
-fn srv(zone: &Zone, found: &[Instance], owner: &Name) -> Answer {
+fn srv(zone: &Zone, found: &[&Instance], owner: &Name) -> Answer {
     let ttl = zone.config.service_ttl;
     let mut answers = Vec::with_capacity(found.len());
     let mut additionals = Vec::with_capacity(found.len());
     let mut seen = HashSet::new();
     let mut targets = HashSet::new();
-    for i in found {
+    for &i in found {
         let address = if i.service_address.is_empty() {
             &i.node_address
         } else {
@@ -681,6 +746,7 @@ mod tests {
         let answer = super::lookup(
             state,
             &zone(),
+            &InstanceCache::default(),
             &lookup,
             qtype,
             &owner,
@@ -844,6 +910,51 @@ mod tests {
             "a-rather-long-node-name-for-size-tests-1.node.dc1.consul."
         );
         assert!(reverse(&state, &zone(), "10.9.9.9".parse().unwrap(), &owner).is_none());
+    }
+
+    #[test]
+    fn cached_instances_follow_every_write() {
+        let mut state = state_with("web", 2);
+        let cache = InstanceCache::default();
+        let zone = zone();
+        let owner = Name::from_ascii("web.service.consul.").unwrap();
+        let lookup = Lookup::Service {
+            name: "web".into(),
+            tag: None,
+        };
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut ask = |state: &State| {
+            let answer = super::lookup(
+                state,
+                &zone,
+                &cache,
+                &lookup,
+                RecordType::A,
+                &owner,
+                &[],
+                0,
+                &mut rng,
+            );
+            answer.answers.len()
+        };
+        assert_eq!(ask(&state), 2);
+        assert_eq!(ask(&state), 2, "from the memo");
+        let mut more = state_with("web", 3);
+        std::mem::swap(&mut state, &mut more);
+        assert_eq!(ask(&state), 3, "a newer index reads the state again");
+        state
+            .apply(
+                10,
+                1,
+                Command::UpdateCheck {
+                    node: "a-rather-long-node-name-for-size-tests-0".into(),
+                    check_id: "serfHealth".into(),
+                    status: CheckStatus::Critical,
+                    output: String::new(),
+                },
+            )
+            .unwrap();
+        assert_eq!(ask(&state), 2, "a check going critical hides its instance");
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! Consul's DNS interface (consul-wire.md §8) on hickory-server: names in the
 //! Consul domain are answered from the catalog state (`name` parses them,
 //! `answer` builds the records), every other name goes to the recursors
-//! (`recursor`). hickory-server owns the sockets, the wire format and
-//! malformed packets (FORMERR, or dropped below a header); this module owns
-//! what the answers say and Consul's UDP limits.
+//! (`recursor`). hickory-server owns the TCP listener, hickory-proto the
+//! wire format; `udp` is our own UDP loop (hickory's costs a task and a
+//! channel hop per query). This module owns what the answers say and
+//! Consul's UDP limits.
 
 mod answer;
 mod name;
 mod recursor;
+mod udp;
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
@@ -25,7 +28,7 @@ use tracing::{debug, info};
 
 use super::cluster::Status;
 use super::Server;
-use answer::{Answer, ServerNode, Zone};
+use answer::{Answer, InstanceCache, ServerNode, Zone};
 use hickory_server::net::xfer::Protocol;
 use recursor::Transport;
 
@@ -82,31 +85,42 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let udp_addr = udp.local_addr()?;
     let tcp_addr = tcp.local_addr()?;
-    let mut dns = hickory_server::Server::new(ConsulDns::new(server, config));
-    dns.register_socket(udp);
-    dns.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    let dns = Arc::new(ConsulDns::new(server, config));
+    let mut tcp_server = hickory_server::Server::new(Tcp(dns.clone()));
+    tcp_server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    let udp_stop = shutdown.child_token();
+    let udp_server = tokio::spawn(udp::serve(udp, dns, udp_stop.clone()));
     info!("listening for dns on {udp_addr} (udp)");
     info!("listening for dns on {tcp_addr} (tcp)");
-    tokio::select! {
-        done = dns.block_until_done() => return done.map_err(std::io::Error::other),
-        () = shutdown.cancelled() => {}
-    }
-    dns.shutdown_gracefully()
-        .await
-        .map_err(std::io::Error::other)
+    let done = tokio::select! {
+        done = tcp_server.block_until_done() => done.map_err(std::io::Error::other),
+        () = shutdown.cancelled() => tcp_server
+            .shutdown_gracefully()
+            .await
+            .map_err(std::io::Error::other),
+    };
+    // The UDP side stops with the TCP side, whichever way that ended.
+    udp_stop.cancel();
+    udp_server.await.map_err(std::io::Error::other)?;
+    done
 }
 
 /// The request handler: one per listener pair, shared by every query.
 struct ConsulDns {
     server: Server,
     zone: Zone,
+    instances: InstanceCache,
 }
 
 impl ConsulDns {
     fn new(server: Server, config: DnsConfig) -> ConsulDns {
         let cfg = server.config();
         let zone = Zone::new(&cfg.domain, &cfg.datacenter, config);
-        ConsulDns { server, zone }
+        ConsulDns {
+            server,
+            zone,
+            instances: InstanceCache::default(),
+        }
     }
 
     async fn respond<R: ResponseHandler>(&self, request: &Request, mut out: R) -> ResponseInfo {
@@ -192,6 +206,7 @@ impl ConsulDns {
             answer::lookup(
                 state,
                 &self.zone,
+                &self.instances,
                 &lookup,
                 qtype,
                 owner,
@@ -334,9 +349,12 @@ impl ConsulDns {
     }
 }
 
+/// The handler hickory-server's TCP side calls.
+struct Tcp(Arc<ConsulDns>);
+
 /// hickory's `RequestHandler` is an `async_trait`; this is its expanded
 /// form, so the crate needs no `async-trait` dependency of its own.
-impl RequestHandler for ConsulDns {
+impl RequestHandler for Tcp {
     fn handle_request<'life0, 'life1, 'async_trait, R, T>(
         &'life0 self,
         request: &'life1 Request,
@@ -349,7 +367,7 @@ impl RequestHandler for ConsulDns {
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        Box::pin(self.respond(request, response_handle))
+        Box::pin(self.0.respond(request, response_handle))
     }
 }
 
