@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use pilotfish::discovery::server::dns;
+use pilotfish::discovery::server::dns::{self, DnsConfig};
 use pilotfish::discovery::server::state::catalog::{Registration, Service, Weights};
 use pilotfish::discovery::server::state::checks::{CheckStatus, HealthCheck};
 use pilotfish::discovery::server::state::Command;
@@ -36,6 +36,10 @@ impl Drop for Dns {
 
 impl Dns {
     async fn start(domain: &str, recursors: Vec<SocketAddr>) -> Dns {
+        Dns::start_with(domain, recursors, DnsConfig::default()).await
+    }
+
+    async fn start_with(domain: &str, recursors: Vec<SocketAddr>, config: DnsConfig) -> Dns {
         let server = Server::open(ServerConfig {
             node: "pilot".into(),
             datacenter: "dc1".into(),
@@ -50,7 +54,13 @@ impl Dns {
         let (udp, tcp) = bind_pair().await;
         let port = udp.local_addr().unwrap().port();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(dns::serve(udp, tcp, server.clone(), shutdown.clone()));
+        let task = tokio::spawn(dns::serve(
+            udp,
+            tcp,
+            server.clone(),
+            config,
+            shutdown.clone(),
+        ));
         Dns {
             port,
             server,
@@ -132,7 +142,11 @@ fn service(id: &str, name: &str, tags: &[&str], address: &str, port: u16) -> Ser
 /// - `many`: ten passing instances on m0..m9 (10.1.0.0–9);
 /// - node `Mixed-Case` (10.0.0.9) with meta rack=r1.
 async fn populated(recursors: Vec<SocketAddr>) -> Dns {
-    let dns = Dns::start("consul.", recursors).await;
+    populated_with(recursors, DnsConfig::default()).await
+}
+
+async fn populated_with(recursors: Vec<SocketAddr>, config: DnsConfig) -> Dns {
+    let dns = Dns::start_with("consul.", recursors, config).await;
     dns.register(
         "n1",
         "10.0.0.1",
@@ -186,6 +200,21 @@ async fn populated(recursors: Vec<SocketAddr>) -> Dns {
     dns
 }
 
+/// The "recursor": a second server of ours, authoritative for `other.`,
+/// with `api` passing on node u1 (10.8.0.1).
+async fn upstream() -> Dns {
+    let upstream = Dns::start("other.", Vec::new()).await;
+    upstream
+        .register(
+            "u1",
+            "10.8.0.1",
+            Some(service("api1", "api", &[], "", 443)),
+            Some(CheckStatus::Passing),
+        )
+        .await;
+    upstream
+}
+
 // ---------------------------------------------------------------- dig
 
 /// One resource record as dig prints it.
@@ -214,6 +243,14 @@ impl Reply {
             .iter()
             .filter(|r| r.rtype == rtype)
             .map(|r| r.data.clone())
+            .collect()
+    }
+
+    /// `(name, type, data)` of each record of a section, in order.
+    fn rrs(section: &[Rr]) -> Vec<(&str, &str, &str)> {
+        section
+            .iter()
+            .map(|a| (a.name.as_str(), a.rtype.as_str(), a.data.as_str()))
             .collect()
     }
 
@@ -492,11 +529,42 @@ async fn nodes_addrs_apex_and_reverse() {
     assert_eq!(r.status, "NOERROR", "{}", r.text);
     assert_eq!(r.answer.len(), 1, "{}", r.text);
     assert_eq!(r.answer[0].rtype, "SOA", "{}", r.text);
+    // The NS of the domain next to the SOA, its address as glue.
+    assert_eq!(r.authority.len(), 1, "{}", r.text);
+    assert_eq!(
+        (r.authority[0].rtype.as_str(), r.authority[0].data.as_str()),
+        ("NS", "pilot.node.dc1.consul."),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        Reply::rrs(&r.additional),
+        [("pilot.node.dc1.consul.", "A", "127.0.0.1")],
+        "{}",
+        r.text
+    );
     let r = dns.dig(&["consul.", "NS"]).await;
     assert_eq!(r.data("NS"), set(&["pilot.node.dc1.consul."]), "{}", r.text);
+    assert_eq!(r.answer[0].name, "consul.", "{}", r.text);
+    assert_eq!(
+        Reply::rrs(&r.additional),
+        [("pilot.node.dc1.consul.", "A", "127.0.0.1")],
+        "glue: {}",
+        r.text
+    );
 
     let r = dns.dig(&["-x", "10.0.0.1"]).await;
     assert_eq!(r.data("PTR"), set(&["n1.node.dc1.consul."]), "{}", r.text);
+    assert!(r.has_flag("aa"), "{}", r.text);
+    // No node has the address, a service instance does.
+    let r = dns.dig(&["-x", "192.168.0.10"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(
+        r.data("PTR"),
+        set(&["web.service.dc1.consul."]),
+        "{}",
+        r.text
+    );
 
     // `consul.service` names the servers.
     let r = dns.dig(&["consul.service.consul", "SRV"]).await;
@@ -635,16 +703,7 @@ async fn recursors_answer_other_names() {
     if !dig_present() {
         return;
     }
-    // The "recursor" is a second server of ours, authoritative for `other.`.
-    let upstream = Dns::start("other.", Vec::new()).await;
-    upstream
-        .register(
-            "u1",
-            "10.8.0.1",
-            Some(service("api1", "api", &[], "", 443)),
-            Some(CheckStatus::Passing),
-        )
-        .await;
+    let upstream = upstream().await;
     // A dead recursor first: the next one answers.
     let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
@@ -744,4 +803,151 @@ async fn serve_returns_on_shutdown() {
     })
     .await;
     assert!(done.is_ok(), "serve did not return after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_addresses_are_resolved() {
+    if !dig_present() {
+        return;
+    }
+    // Its node u1 is the host the hostnames name.
+    let upstream = upstream().await;
+    let dns = populated(vec![upstream.addr()]).await;
+    // Outside the domain: resolved through the recursor.
+    dns.register(
+        "h1",
+        "10.0.0.21",
+        Some(service("ext1", "ext", &[], "u1.node.other", 8080)),
+        None,
+    )
+    .await;
+    // Inside the domain: resolved from the catalog.
+    dns.register(
+        "h2",
+        "10.0.0.22",
+        Some(service("int1", "int", &[], "n1.node.consul", 8081)),
+        None,
+    )
+    .await;
+    // A node whose address is a hostname.
+    dns.register("alias", "u1.node.other", None, None).await;
+
+    let r = dns.dig(&["ext.service.consul", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(
+        Reply::rrs(&r.answer),
+        [
+            ("ext.service.consul.", "CNAME", "u1.node.other."),
+            ("u1.node.other.", "A", "10.8.0.1"),
+        ],
+        "{}",
+        r.text
+    );
+
+    let r = dns.dig(&["int.service.consul", "A"]).await;
+    assert_eq!(
+        Reply::rrs(&r.answer),
+        [
+            ("int.service.consul.", "CNAME", "n1.node.consul."),
+            ("n1.node.consul.", "A", "10.0.0.1"),
+        ],
+        "{}",
+        r.text
+    );
+
+    let r = dns.dig(&["+tcp", "alias.node.consul", "A"]).await;
+    assert_eq!(r.data("CNAME"), set(&["u1.node.other."]), "{}", r.text);
+    assert_eq!(r.data("A"), set(&["10.8.0.1"]), "{}", r.text);
+
+    // SRV: the hostname is the target, its address goes in additional.
+    let r = dns.dig(&["ext.service.consul", "SRV"]).await;
+    assert_eq!(
+        r.data("SRV"),
+        set(&["1 1 8080 u1.node.other."]),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        Reply::rrs(&r.additional),
+        [("u1.node.other.", "A", "10.8.0.1")],
+        "{}",
+        r.text
+    );
+
+    // Without recursors an outside hostname stays a bare CNAME.
+    let alone = populated(Vec::new()).await;
+    alone
+        .register(
+            "h1",
+            "10.0.0.21",
+            Some(service("ext1", "ext", &[], "u1.node.other", 8080)),
+            None,
+        )
+        .await;
+    let r = alone.dig(&["ext.service.consul", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(r.answer.len(), 1, "{}", r.text);
+    assert_eq!(r.data("CNAME"), set(&["u1.node.other."]), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_config_options() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated_with(
+        Vec::new(),
+        DnsConfig {
+            only_passing: true,
+            enable_truncate: true,
+            udp_answer_limit: 2,
+            a_record_limit: 4,
+            node_ttl: 30,
+            service_ttl: 10,
+        },
+    )
+    .await;
+    // only_passing: the warning instance web2 (10.0.0.2) is gone too.
+    let r = dns.dig(&["web.service.consul", "A"]).await;
+    assert_eq!(
+        r.data("A"),
+        set(&["10.0.0.1", "192.168.0.10"]),
+        "{}",
+        r.text
+    );
+    assert!(!r.has_flag("tc"), "nothing was cut: {}", r.text);
+    assert!(
+        r.answer.iter().all(|a| a.ttl == "10"),
+        "service_ttl: {}",
+        r.text
+    );
+
+    // udp_answer_limit 2 with enable_truncate: two answers and TC.
+    let r = dns
+        .dig(&["+noedns", "+ignore", "many.service.consul"])
+        .await;
+    assert_eq!(r.answer.len(), 2, "{}", r.text);
+    assert!(r.has_flag("tc"), "cut answers set TC: {}", r.text);
+
+    // a_record_limit caps A answers on any transport.
+    let r = dns.dig(&["+tcp", "many.service.consul"]).await;
+    assert_eq!(r.answer.len(), 4, "{}", r.text);
+    assert!(!r.has_flag("tc"), "{}", r.text);
+    let r = dns.dig(&["+bufsize=4096", "many.service.consul"]).await;
+    assert_eq!(r.answer.len(), 4, "{}", r.text);
+    // ... but not SRV.
+    let r = dns.dig(&["+tcp", "many.service.consul", "SRV"]).await;
+    assert_eq!(r.answer.len(), 10, "{}", r.text);
+
+    // node_ttl on node answers and NS, service_ttl on SRV and its additionals.
+    let r = dns.dig(&["n1.node.consul"]).await;
+    assert_eq!(r.answer[0].ttl, "30", "{}", r.text);
+    let r = dns.dig(&["consul.", "NS"]).await;
+    assert_eq!(r.answer[0].ttl, "30", "{}", r.text);
+    let r = dns.dig(&["web.service.consul", "SRV"]).await;
+    assert!(
+        r.answer.iter().chain(&r.additional).all(|a| a.ttl == "10"),
+        "{}",
+        r.text
+    );
 }

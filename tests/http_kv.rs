@@ -464,6 +464,122 @@ async fn txn_commits_atomically_or_rolls_back_with_409() {
 }
 
 #[tokio::test]
+async fn txn_node_service_and_check_ops_apply_together_or_not_at_all() {
+    let a = Agent::start();
+    let ops = json!([
+        {"Node": {"Verb": "set", "Node": {"Node": "tx1", "Address": "10.9.0.1", "Meta": {"Rack": "r1"}}}},
+        {"Service": {"Verb": "set", "Node": "tx1", "Service": {"ID": "web1", "Service": "web", "Port": 80, "Tags": ["a"]}}},
+        {"Check": {"Verb": "set", "Check": {"Node": "tx1", "CheckID": "web1-alive", "Name": "alive", "Status": "passing", "ServiceID": "web1"}}},
+        {"KV": {"Verb": "set", "Key": "tx/registered", "Value": "eWVz"}},
+    ]);
+    let r = a.put("/v1/txn", &ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["Errors"], Value::Null);
+    let results = body["Results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{body}");
+    assert_eq!(results[0]["Node"]["Node"], "tx1");
+    assert_eq!(results[0]["Node"]["Address"], "10.9.0.1");
+    assert_eq!(results[0]["Node"]["Meta"]["Rack"], "r1");
+    assert_eq!(results[0]["Node"]["Datacenter"], "dc1");
+    assert_eq!(results[1]["Service"]["ID"], "web1");
+    assert_eq!(results[1]["Service"]["Port"], 80);
+    assert_eq!(results[2]["Check"]["Status"], "passing");
+    assert_eq!(results[2]["Check"]["ServiceName"], "web");
+    assert_eq!(results[3]["KV"]["Key"], "tx/registered");
+    let service_index = results[1]["Service"]["ModifyIndex"].as_u64().unwrap();
+    let r = a.get("/v1/health/service/web?passing").await;
+    assert_eq!(r.json()[0]["Node"]["Node"], "tx1", "{}", r.text());
+
+    // A stale CAS rolls back the whole txn: the node delete before it too.
+    let ops = json!([
+        {"Node": {"Verb": "delete", "Node": {"Node": "tx1"}}},
+        {"Service": {"Verb": "cas", "Node": "tx1", "Service": {"ID": "web1", "Service": "web", "Port": 81, "ModifyIndex": service_index + 1000}}},
+        {"Check": {"Verb": "get", "Check": {"Node": "tx1", "CheckID": "nope"}}},
+    ]);
+    let r = a.put("/v1/txn", &ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["Results"], Value::Null);
+    assert_eq!(
+        body["Errors"],
+        json!([
+            {"OpIndex": 1, "What": "failed to set service \"web1\" on node \"tx1\", index is stale"},
+            {"OpIndex": 2, "What": "check \"nope\" on node \"tx1\" doesn't exist"},
+        ])
+    );
+    assert_eq!(
+        a.get("/v1/catalog/node/tx1").await.json()["Node"]["Node"],
+        "tx1"
+    );
+
+    // The right index applies; reads alone come with an index header.
+    let ops = json!([
+        {"Service": {"Verb": "cas", "Node": "tx1", "Service": {"ID": "web1", "Service": "web", "Port": 81, "ModifyIndex": service_index}}},
+    ]);
+    let r = a.put("/v1/txn", &ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["Results"][0]["Service"]["Port"], 81);
+    let r = a
+        .put(
+            "/v1/txn",
+            &json!([{"Service": {"Verb": "get", "Node": "tx1", "Service": {"ID": "web1"}}}])
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["Results"][0]["Service"]["Port"], 81);
+    assert!(r.index.is_some());
+
+    // A service on a node that does not exist; an unknown verb; bad input.
+    let r = a
+        .put(
+            "/v1/txn",
+            &json!([{"KV": {"Verb": "set", "Key": "tx/x", "Value": "eA=="}},
+                    {"Service": {"Verb": "set", "Node": "ghost", "Service": {"Service": "x"}}}])
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(
+        r.json()["Errors"],
+        json!([{"OpIndex": 1, "What": "Missing node registration"}])
+    );
+    assert_eq!(a.get("/v1/kv/tx/x").await.status, StatusCode::NOT_FOUND);
+    let r = a
+        .put(
+            "/v1/txn",
+            &json!([{"Node": {"Verb": "touch", "Node": {"Node": "tx1"}}}]).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert_eq!(
+        r.json()["Errors"],
+        json!([{"OpIndex": 0, "What": "unknown Node verb \"touch\""}])
+    );
+    let r = a
+        .put(
+            "/v1/txn",
+            &json!([{"Check": {"Verb": "set", "Check": {"Node": "tx1", "CheckID": "c", "Status": "fine"}}}])
+                .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("Check.Check.Status"), "{}", r.text());
+    assert!(r.text().contains("fine"), "{}", r.text());
+
+    // Deleting the node takes its service and check with it.
+    let r = a
+        .put(
+            "/v1/txn",
+            &json!([{"Node": {"Verb": "delete", "Node": {"Node": "tx1"}}}]).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(a.get("/v1/health/service/web").await.json(), json!([]));
+}
+
+#[tokio::test]
 async fn sessions_create_renew_destroy_and_validate_ttl() {
     let a = Agent::start();
     // Patroni's body: lowercase keys, fractional TTL, no checks.

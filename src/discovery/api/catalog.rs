@@ -236,6 +236,26 @@ pub struct CatalogServiceBody {
     pub enable_tag_override: Option<bool>,
     #[serde(default)]
     pub weights: Option<super::agent::WeightsBody>,
+    /// The CAS index of a `/v1/txn` service op.
+    #[serde(default, rename = "modifyindex")]
+    pub modify_index: Option<u64>,
+}
+
+impl CatalogServiceBody {
+    pub fn into_state(self) -> state::Service {
+        state::Service {
+            id: self.id.unwrap_or_default(),
+            name: self.service.unwrap_or_default(),
+            tags: self.tags.unwrap_or_default(),
+            address: self.address.unwrap_or_default(),
+            port: self.port.unwrap_or(0),
+            meta: self.meta.unwrap_or_default(),
+            enable_tag_override: self.enable_tag_override.unwrap_or(false),
+            weights: self.weights.map(|w| w.to_state()).unwrap_or_default(),
+            create_index: 0,
+            modify_index: self.modify_index.unwrap_or(0),
+        }
+    }
 }
 
 /// A check of a catalog registration (a `HealthCheck`).
@@ -259,6 +279,37 @@ pub struct CatalogCheckBody {
     pub check_type: Option<String>,
     #[serde(default)]
     pub definition: Option<serde_json::Value>,
+    /// The CAS index of a `/v1/txn` check op.
+    #[serde(default, rename = "modifyindex")]
+    pub modify_index: Option<u64>,
+}
+
+impl CatalogCheckBody {
+    /// The check on `node`; Consul's defaults: ID = name, status critical.
+    pub fn into_state(self, node: &str) -> Result<HealthCheck, CatalogBodyError> {
+        let name = self.name.unwrap_or_default();
+        let id = self
+            .check_id
+            .filter(|i| !i.is_empty())
+            .unwrap_or(name.clone());
+        let status = match self.status.as_deref() {
+            None | Some("") => CheckStatus::Critical,
+            Some(s) => {
+                CheckStatus::parse(s).ok_or_else(|| CatalogBodyError::Status(s.to_string()))?
+            }
+        };
+        let mut hc = HealthCheck::new(node, &id, &name, status);
+        hc.notes = self.notes.unwrap_or_default();
+        hc.output = self.output.unwrap_or_default();
+        hc.service_id = self.service_id.unwrap_or_default();
+        hc.check_type = self.check_type.unwrap_or_default();
+        hc.definition = match self.definition {
+            Some(v @ serde_json::Value::Object(_)) => v.to_string(),
+            _ => String::new(),
+        };
+        hc.modify_index = self.modify_index.unwrap_or(0);
+        Ok(hc)
+    }
 }
 
 /// `PUT /v1/catalog/register`.
@@ -298,16 +349,8 @@ impl CatalogRegistration {
     pub fn into_state(self) -> Result<state::Registration, CatalogBodyError> {
         let node = self.node.unwrap_or_default();
         let service = self.service.map(|s| state::Service {
-            id: s.id.unwrap_or_default(),
-            name: s.service.unwrap_or_default(),
-            tags: s.tags.unwrap_or_default(),
-            address: s.address.unwrap_or_default(),
-            port: s.port.unwrap_or(0),
-            meta: s.meta.unwrap_or_default(),
-            enable_tag_override: s.enable_tag_override.unwrap_or(false),
-            weights: s.weights.map(|w| w.to_state()).unwrap_or_default(),
-            create_index: 0,
             modify_index: 0,
+            ..s.into_state()
         });
         let mut checks = Vec::new();
         for c in self
@@ -315,24 +358,10 @@ impl CatalogRegistration {
             .into_iter()
             .chain(self.checks.unwrap_or_default())
         {
-            let name = c.name.unwrap_or_default();
-            let id = c.check_id.filter(|i| !i.is_empty()).unwrap_or(name.clone());
-            let status = match c.status.as_deref() {
-                None | Some("") => CheckStatus::Critical,
-                Some(s) => {
-                    CheckStatus::parse(s).ok_or_else(|| CatalogBodyError::Status(s.to_string()))?
-                }
-            };
-            let mut hc = HealthCheck::new(&node, &id, &name, status);
-            hc.notes = c.notes.unwrap_or_default();
-            hc.output = c.output.unwrap_or_default();
-            hc.service_id = c.service_id.unwrap_or_default();
-            hc.check_type = c.check_type.unwrap_or_default();
-            hc.definition = match c.definition {
-                Some(v @ serde_json::Value::Object(_)) => v.to_string(),
-                _ => String::new(),
-            };
-            checks.push(hc);
+            checks.push(HealthCheck {
+                modify_index: 0,
+                ..c.into_state(&node)?
+            });
         }
         Ok(state::Registration {
             node,

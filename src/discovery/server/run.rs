@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::dns::DnsConfig;
 use super::state::Command;
 use super::{now_ms, ClusterConfig, Server, ServerConfig};
 use crate::config::{LogFormat, LoggingConfig};
@@ -57,6 +58,25 @@ pub struct AgentArgs {
     /// Server RPC port, as shown by /v1/status/leader and peers.
     #[arg(long, value_name = "PORT", default_value_t = 8300)]
     pub server_port: u16,
+    /// DNS: leave out instances with a warning check too (Consul's dns_config.only_passing).
+    #[arg(long)]
+    pub dns_only_passing: bool,
+    /// DNS: set the TC flag when a UDP answer was cut (dns_config.enable_truncate).
+    #[arg(long)]
+    pub dns_enable_truncate: bool,
+    /// DNS: answers in a UDP reply without EDNS, at most 8 (dns_config.udp_answer_limit).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub dns_udp_answer_limit: usize,
+    /// DNS: A/AAAA records in a service answer on any transport, 0 = no limit
+    /// (dns_config.a_record_limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub dns_a_record_limit: usize,
+    /// DNS: TTL of node records, a Go duration (dns_config.node_ttl).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub dns_node_ttl: String,
+    /// DNS: TTL of service records, a Go duration (dns_config.service_ttl).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub dns_service_ttl: String,
     /// Upstream DNS server for names outside the domain (repeatable; port 53 by default).
     #[arg(long = "recursor", value_name = "ADDR")]
     pub recursors: Vec<String>,
@@ -104,10 +124,11 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Run the agent until SIGTERM/SIGINT; returns the exit status.
 pub async fn run(args: AgentArgs) -> i32 {
-    let cfg = match server_config(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pilotfish agent: {e}");
+    let (cfg, dns) = match (server_config(&args), dns_config(&args)) {
+        (Ok(cfg), Ok(dns)) => (cfg, dns),
+        (cfg, dns) => {
+            let errors: Vec<String> = [cfg.err(), dns.err()].into_iter().flatten().collect();
+            eprintln!("pilotfish agent: {}", errors.join("; "));
             return 1;
         }
     };
@@ -119,7 +140,7 @@ pub async fn run(args: AgentArgs) -> i32 {
         },
     };
     let (_level, _flush) = crate::logging::init(&logging);
-    match serve(&args, cfg).await {
+    match serve(&args, cfg, dns).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -199,6 +220,43 @@ pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
         enable_script_checks: args.enable_script_checks,
         recursors,
     })
+}
+
+/// The `--dns-*` flags; every problem is reported.
+pub fn dns_config(args: &AgentArgs) -> Result<DnsConfig, String> {
+    let mut errors = Vec::new();
+    let mut ttl = |flag: &str, value: &str| match dns_ttl(value) {
+        Ok(secs) => secs,
+        Err(e) => {
+            errors.push(format!("{flag} {value:?}: {e}"));
+            0
+        }
+    };
+    let node_ttl = ttl("--dns-node-ttl", &args.dns_node_ttl);
+    let service_ttl = ttl("--dns-service-ttl", &args.dns_service_ttl);
+    if args.dns_udp_answer_limit == 0 {
+        errors.push(
+            "--dns-udp-answer-limit 0: must be at least 1 (answers in a UDP reply without EDNS)"
+                .to_string(),
+        );
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    Ok(DnsConfig {
+        only_passing: args.dns_only_passing,
+        enable_truncate: args.dns_enable_truncate,
+        udp_answer_limit: args.dns_udp_answer_limit,
+        a_record_limit: args.dns_a_record_limit,
+        node_ttl,
+        service_ttl,
+    })
+}
+
+/// A Go duration as whole seconds of a DNS TTL (fractions are cut, as Consul does).
+fn dns_ttl(value: &str) -> Result<u32, String> {
+    let d = super::http::query::parse_go_duration(value)?;
+    u32::try_from(d.as_secs()).map_err(|_| "longer than a DNS TTL can be (136 years)".to_string())
 }
 
 /// The node's cluster role and ports from the flags.
@@ -314,7 +372,7 @@ fn limit_malloc_arenas(n: i32) {
 ///    voters, members told), then cancel the root token: listeners stop
 ///    accepting, in-flight requests get a short grace, tasks stop, raft
 ///    stops, all under a deadline.
-async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
+async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -392,7 +450,7 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig) -> anyhow::Result<()> {
     {
         let (server, shutdown) = (server.clone(), shutdown.clone());
         tasks.spawn(async move {
-            if let Err(e) = super::dns::serve(dns_udp, dns_tcp, server, shutdown).await {
+            if let Err(e) = super::dns::serve(dns_udp, dns_tcp, server, dns, shutdown).await {
                 tracing::error!("dns server: {e}");
             }
         });
@@ -595,5 +653,52 @@ mod tests {
         );
         assert_eq!(cluster.retry_join, ["consul.svc", "10.0.0.2"]);
         assert_eq!(cluster.http_port, 18500);
+    }
+
+    #[test]
+    fn dns_flags_parse_with_consul_defaults() {
+        assert_eq!(
+            dns_config(&parse(&["--dev"])).unwrap(),
+            DnsConfig::default()
+        );
+        let dns = dns_config(&parse(&[
+            "--dns-only-passing",
+            "--dns-enable-truncate",
+            "--dns-udp-answer-limit",
+            "5",
+            "--dns-a-record-limit",
+            "2",
+            "--dns-node-ttl",
+            "1m30s",
+            "--dns-service-ttl",
+            "10s",
+        ]))
+        .unwrap();
+        assert_eq!(
+            dns,
+            DnsConfig {
+                only_passing: true,
+                enable_truncate: true,
+                udp_answer_limit: 5,
+                a_record_limit: 2,
+                node_ttl: 90,
+                service_ttl: 10,
+            }
+        );
+        let e = dns_config(&parse(&[
+            "--dns-node-ttl",
+            "10",
+            "--dns-service-ttl",
+            "5x",
+            "--dns-udp-answer-limit",
+            "0",
+        ]))
+        .unwrap_err();
+        assert!(
+            e.contains("--dns-node-ttl \"10\": time: missing unit"),
+            "{e}"
+        );
+        assert!(e.contains("--dns-service-ttl \"5x\""), "{e}");
+        assert!(e.contains("--dns-udp-answer-limit 0"), "{e}");
     }
 }

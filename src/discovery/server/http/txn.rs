@@ -1,7 +1,8 @@
-//! `PUT /v1/txn` with KV operations (consul-wire.md §4.5): all ops apply or
-//! none; 200 `{"Results":[...],"Errors":null}` or 409 with the errors. A txn
-//! made only of reads is answered from the state without a write, with the
-//! query headers.
+//! `PUT /v1/txn` (consul-wire.md §4.5): KV, Node, Service, Check and
+//! Session operations; all ops apply or none; 200
+//! `{"Results":[...],"Errors":null}` or 409 with the errors. A txn made only
+//! of reads is answered from the state without a write, with the query
+//! headers. A KV-only txn stays the `KvTxn` command older servers apply.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,6 +14,7 @@ use axum::Router;
 use super::query::{self, json, json_with_index, ApiError, QueryOptions};
 use crate::discovery::api::txn::{parse_ops, TxnResponse};
 use crate::discovery::server::state::kv::{TxnError, TxnOutcome};
+use crate::discovery::server::state::txn::{self, TxnOp};
 use crate::discovery::server::state::{Command, Outcome};
 use crate::discovery::server::Server;
 
@@ -63,11 +65,30 @@ async fn txn(
     if !errors.is_empty() {
         return Ok(answer(&TxnOutcome::RolledBack(errors), &opts, None));
     }
-    if let Some((outcome, index)) = server.read(|s| s.kv_txn_read(&ops)) {
-        return Ok(answer(&outcome, &opts, Some(index)));
+    let kv_only: Option<Vec<_>> = ops
+        .iter()
+        .map(|op| match op {
+            TxnOp::Kv(op) => Some(op.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(ops) = kv_only {
+        if let Some((outcome, index)) = server.read(|s| s.kv_txn_read(&ops)) {
+            return Ok(answer(&outcome, &opts, Some(index)));
+        }
+        return match server.write(Command::KvTxn { ops }).await?.outcome {
+            Outcome::Txn(outcome) => Ok(answer(&outcome, &opts, None)),
+            other => Err(ApiError::internal(format!(
+                "unexpected outcome of a txn: {other:?}"
+            ))),
+        };
     }
-    match server.write(Command::KvTxn { ops }).await?.outcome {
-        Outcome::Txn(outcome) => Ok(answer(&outcome, &opts, None)),
+    let dc = &server.config().datacenter;
+    if let Some((outcome, index)) = server.read(|s| s.txn_read(&ops)) {
+        return Ok(answer_results(&outcome, dc, &opts, Some(index)));
+    }
+    match server.write(Command::Txn { ops }).await?.outcome {
+        Outcome::TxnResults(outcome) => Ok(answer_results(&outcome, dc, &opts, None)),
         other => Err(ApiError::internal(format!(
             "unexpected outcome of a txn: {other:?}"
         ))),
@@ -75,12 +96,41 @@ async fn txn(
 }
 
 fn answer(outcome: &TxnOutcome, opts: &QueryOptions, index: Option<u64>) -> Response {
-    let body = TxnResponse::from_outcome(outcome);
+    let rolled_back = matches!(outcome, TxnOutcome::RolledBack(_));
+    respond(
+        &TxnResponse::from_outcome(outcome),
+        rolled_back,
+        opts,
+        index,
+    )
+}
+
+fn answer_results(
+    outcome: &txn::TxnOutcome,
+    datacenter: &str,
+    opts: &QueryOptions,
+    index: Option<u64>,
+) -> Response {
+    let rolled_back = matches!(outcome, txn::TxnOutcome::RolledBack(_));
+    respond(
+        &TxnResponse::from_results(outcome, datacenter),
+        rolled_back,
+        opts,
+        index,
+    )
+}
+
+fn respond(
+    body: &TxnResponse,
+    rolled_back: bool,
+    opts: &QueryOptions,
+    index: Option<u64>,
+) -> Response {
     let mut r = match index {
-        Some(i) => json_with_index(&body, i, opts),
-        None => json(&body, opts),
+        Some(i) => json_with_index(body, i, opts),
+        None => json(body, opts),
     };
-    if matches!(outcome, TxnOutcome::RolledBack(_)) {
+    if rolled_back {
         *r.status_mut() = StatusCode::CONFLICT;
     }
     r.into_response()

@@ -431,6 +431,11 @@ impl Catalog {
         self.nodes.get(name).map(|r| &r.node)
     }
 
+    /// One service instance of a node.
+    pub fn service(&self, node: &str, id: &str) -> Option<&Service> {
+        self.nodes.get(node)?.services.get(id)
+    }
+
     /// One check, decorated with its service name and tags.
     pub fn check(&self, node: &str, check_id: &str) -> Option<HealthCheck> {
         let r = self.nodes.get(node)?;

@@ -472,19 +472,9 @@ impl KvStore {
         sessions: &SessionStore,
     ) -> TxnOutcome {
         let mut errors = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            if op.key().is_empty() && !matches!(op, TxnOp::DeleteTree { .. }) {
-                errors.push(TxnError {
-                    op_index: i,
-                    what: "Must provide key".to_string(),
-                });
-            } else if let TxnOp::Lock { key, .. } = op {
-                if self.lock_delay_until(key, now_ms).is_some() {
-                    errors.push(TxnError {
-                        op_index: i,
-                        what: format!("failed to lock key {} due to lock delay", go_quote(key)),
-                    });
-                }
+        for (op_index, op) in ops.iter().enumerate() {
+            if let Err(what) = self.txn_check(op, now_ms) {
+                errors.push(TxnError { op_index, what });
             }
         }
         if !errors.is_empty() {
@@ -499,7 +489,7 @@ impl KvStore {
         };
         let mut results = Vec::new();
         for (i, op) in ops.into_iter().enumerate() {
-            match self.txn_op(idx, op, sessions) {
+            match self.txn_write_one(idx, op, sessions) {
                 Ok(mut r) => results.append(&mut r),
                 Err(what) => errors.push(TxnError { op_index: i, what }),
             }
@@ -514,6 +504,23 @@ impl KvStore {
         }
     }
 
+    /// The checks made before any op of a txn runs: a key is given, and a
+    /// lock is not refused by a lock-delay.
+    pub(super) fn txn_check(&self, op: &TxnOp, now_ms: u64) -> Result<(), String> {
+        if op.key().is_empty() && !matches!(op, TxnOp::DeleteTree { .. }) {
+            return Err("Must provide key".to_string());
+        }
+        if let TxnOp::Lock { key, .. } = op {
+            if self.lock_delay_until(key, now_ms).is_some() {
+                return Err(format!(
+                    "failed to lock key {} due to lock delay",
+                    go_quote(key)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Run a txn made only of read verbs without the log; `None` if any op writes.
     pub fn txn_read(&self, ops: &[TxnOp]) -> Option<TxnOutcome> {
         if !ops.iter().all(TxnOp::is_read) {
@@ -522,7 +529,7 @@ impl KvStore {
         let mut results = Vec::new();
         let mut errors = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            match self.txn_read_op(op) {
+            match self.txn_read_one(op) {
                 Ok(mut r) => results.append(&mut r),
                 Err(what) => errors.push(TxnError { op_index: i, what }),
             }
@@ -534,7 +541,8 @@ impl KvStore {
         })
     }
 
-    fn txn_read_op(&self, op: &TxnOp) -> Result<Vec<KvEntry>, String> {
+    /// One read verb's entries (values only for `get` and `get-tree`).
+    pub(super) fn txn_read_one(&self, op: &TxnOp) -> Result<Vec<KvEntry>, String> {
         let strip = |e: &KvEntry| KvEntry {
             value: Vec::new(),
             ..e.clone()
@@ -580,7 +588,8 @@ impl KvStore {
         }
     }
 
-    fn txn_op(
+    /// One op of a txn being applied (entries of write verbs without values).
+    pub(super) fn txn_write_one(
         &mut self,
         idx: u64,
         op: TxnOp,
@@ -655,7 +664,7 @@ impl KvStore {
                     ))
                 }
             }
-            read => self.txn_read_op(&read),
+            read => self.txn_read_one(&read),
         }
     }
 }

@@ -48,6 +48,7 @@ pub mod catalog;
 pub mod checks;
 pub mod kv;
 pub mod session;
+pub mod txn;
 
 use serde::{Deserialize, Serialize};
 
@@ -100,8 +101,10 @@ pub enum Command {
     KvDeleteCas { key: String, index: u64 },
     /// `DELETE ?recurse` (empty prefix = everything).
     KvDeleteTree { prefix: String },
-    /// `PUT /v1/txn` (KV ops only).
+    /// `PUT /v1/txn` with KV ops only (kept so older logs still apply).
     KvTxn { ops: Vec<TxnOp> },
+    /// `PUT /v1/txn`: KV, catalog and session ops.
+    Txn { ops: Vec<txn::TxnOp> },
     /// Drop tombstones at or below `up_to` (see `kv`).
     ReapTombstones { up_to: u64 },
     /// `PUT /v1/session/create`.
@@ -136,8 +139,10 @@ pub enum Command {
 pub enum Outcome {
     /// The `true`/`false` body of KV writes.
     Bool(bool),
-    /// A txn committed or rolled back (HTTP 200 / 409).
+    /// A KV-only txn committed or rolled back (HTTP 200 / 409).
     Txn(TxnOutcome),
+    /// A [`Command::Txn`] committed or rolled back.
+    TxnResults(txn::TxnOutcome),
     /// `{"ID": ...}` of a new session.
     SessionCreated(Session),
     /// `[Session]` of a renewal.
@@ -361,6 +366,7 @@ impl State {
                 Ok(Outcome::Bool(true))
             }
             Command::KvTxn { ops } => Ok(Outcome::Txn(self.kv.txn(idx, now, ops, &self.sessions))),
+            Command::Txn { ops } => Ok(Outcome::TxnResults(self.txn(idx, now, ops))),
             Command::ReapTombstones { up_to } => {
                 self.kv.reap(up_to);
                 Ok(Outcome::Done)
