@@ -648,7 +648,8 @@ impl Server {
                     Err(NoLeader)
                 }
             }
-            Consistency::Consistent => self.linearizable().await,
+            // Boxed for the same reason as `write`: it may call the leader.
+            Consistency::Consistent => Box::pin(self.linearizable()).await,
         }
     }
 
@@ -703,6 +704,13 @@ impl Server {
     /// leads, otherwise forwarded to the leader. Waits up to [`HOLD`] for a
     /// leader; answers once the entry is committed and applied here.
     pub async fn write(&self, cmd: Command) -> Result<Written, WriteError> {
+        // Boxed: forwarding makes this future several KiB, and a handler
+        // that can write (most can) would otherwise carry that size in its
+        // own future for every request, parked blocking queries included.
+        Box::pin(self.propose_or_forward(cmd)).await
+    }
+
+    async fn propose_or_forward(&self, cmd: Command) -> Result<Written, WriteError> {
         let deadline = tokio::time::Instant::now() + HOLD;
         loop {
             let proposed =

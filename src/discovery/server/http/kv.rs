@@ -41,15 +41,17 @@ async fn kv(State(server): State<Server>, req: Request) -> Response {
     };
     // A parked query keeps only its key and options: the request head
     // (headers, URI, extensions) and the empty GET body are gone by now.
+    // The writes are boxed so that their futures (reading a body, waiting
+    // for the write) do not size this one, which a parked GET keeps alive.
     let result = match method {
         Method::GET => {
             drop(body);
             get(server, key, opts).await
         }
-        Method::PUT => put(server, key, opts, body, length).await,
+        Method::PUT => Box::pin(put(server, key, opts, body, length)).await,
         Method::DELETE => {
             drop(body);
-            delete(server, key, opts).await
+            Box::pin(delete(server, key, opts)).await
         }
         other => Err(query::method_not_allowed(&other)),
     };

@@ -1,6 +1,7 @@
 //! Consul's HTTP API, one file per endpoint group. Handlers reach the node only
-//! through `Server::{write, read, block_on}`; one middleware ([`guard`])
-//! applies the ACL token, the read consistency modes and the leader headers; the wire conventions every group
+//! through `Server::{write, read, block_on}`; [`guard`], in front of the
+//! router, applies the ACL token, the read consistency modes and the leader
+//! headers; the wire conventions every group
 //! shares (presence flags, Go durations, index headers, error bodies) live in
 //! `query`.
 
@@ -19,7 +20,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -39,7 +39,6 @@ pub fn router(server: Server) -> Router {
         .merge(health::routes())
         .merge(snapshot::routes())
         .fallback(|| async { query::ApiError::not_found("") })
-        .layer(axum::middleware::from_fn_with_state(server.clone(), guard))
         .with_state(server)
 }
 
@@ -85,14 +84,18 @@ fn token(req: &axum::extract::Request) -> Option<String> {
 /// without it; status endpoints are open, as in Consul), the read's
 /// consistency mode (500 `No cluster leader` when it cannot be met), and
 /// the real `X-Consul-KnownLeader`/`X-Consul-LastContact` on query answers.
+///
+/// A plain function in front of the router rather than an axum middleware:
+/// a parked blocking query keeps this future alive, and `from_fn`'s costs
+/// about 1 KiB more per connection (tests/bench/blocking.py).
 async fn guard(
-    axum::extract::State(server): axum::extract::State<Server>,
+    server: Server,
+    mut app: Router,
     req: axum::extract::Request,
-    next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
 
-    let path = req.uri().path().to_string();
+    let path = req.uri().path();
     if let Some(master) = &server.cluster().acl_token {
         if !path.starts_with("/v1/status/") && token(&req).as_deref() != Some(master.as_str()) {
             return query::ApiError::forbidden().into_response();
@@ -102,24 +105,34 @@ async fn guard(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
     );
-    if read && is_query(&path) {
-        let q = req.uri().query().unwrap_or("");
-        let (stale, consistent) = (has_flag(q, "stale"), has_flag(q, "consistent"));
-        // Both: the handler answers Consul's 400.
-        if !(stale && consistent) {
-            let mode = if stale {
-                Consistency::Stale
-            } else if consistent {
-                Consistency::Consistent
-            } else {
-                Consistency::Default
-            };
-            if let Err(e) = server.read_barrier(mode).await {
+    let mode = (read && is_query(path))
+        .then(|| {
+            let q = req.uri().query().unwrap_or("");
+            match (has_flag(q, "stale"), has_flag(q, "consistent")) {
+                // Both: the handler answers Consul's 400.
+                (true, true) => None,
+                (true, false) => Some(Consistency::Stale),
+                (false, true) => Some(Consistency::Consistent),
+                (false, false) => Some(Consistency::Default),
+            }
+        })
+        .flatten();
+    match mode {
+        None | Some(Consistency::Stale) => {}
+        Some(Consistency::Default) if server.leader_known() => {}
+        // Boxed: only a read that has to wait pays for the wait's future.
+        Some(mode) => {
+            if let Err(e) = Box::pin(server.read_barrier(mode)).await {
                 return query::ApiError::internal(e.to_string()).into_response();
             }
         }
     }
-    let mut resp = next.run(req).await;
+    // A `Router` is always ready (its `poll_ready` returns `Ready` at once),
+    // so it may be called without polling readiness first.
+    let mut resp = match tower_service::Service::call(&mut app, req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
     if resp.headers().contains_key("x-consul-index") {
         let (known, contact) = server.leader_status();
         let h = resp.headers_mut();
@@ -161,7 +174,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!("listening for http on {}", listener.local_addr()?);
-    let app = router(server);
+    let app = router(server.clone());
     let http1 = http1();
     let connections = TaskTracker::new();
     loop {
@@ -182,11 +195,22 @@ pub async fn serve(
         };
         // Small JSON answers: don't let Nagle delay them behind the ACK.
         let _ = stream.set_nodelay(true);
-        let conn =
-            http1.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let service = {
+            let (server, app) = (server.clone(), app.clone());
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (server, app) = (server.clone(), app.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        guard(server, app, req.map(axum::body::Body::new)).await,
+                    )
+                }
+            })
+        };
+        // Boxed here: moved into the task and pinned there, the connection
+        // would be stored twice in the task (captured, then pinned).
+        let mut conn = Box::pin(http1.serve_connection(TokioIo::new(stream), service));
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
