@@ -86,7 +86,7 @@ fn token(req: &axum::extract::Request) -> Option<String> {
 /// the real `X-Consul-KnownLeader`/`X-Consul-LastContact` on query answers.
 ///
 /// A plain function in front of the router rather than an axum middleware:
-/// a parked blocking query keeps this future alive, and `from_fn`'s costs
+/// a parked blocking query keeps this future alive, and `from_fn`'s future costs
 /// about 1 KiB more per connection (tests/bench/blocking.py).
 async fn guard(
     server: Server,
