@@ -976,12 +976,9 @@ mod tests {
         assert_eq!(server.parked_queries(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn timed_out_queries_leave_the_table() {
-        // Paused only once the node is up: the raft log's writer is a
-        // thread, and a paused clock would jump past every wait for it.
         let server = dev().await;
-        tokio::time::pause();
         let index = server.read(|s| s.kv_key_index("k"));
         let (found, at) = server
             .block_on(
@@ -1007,11 +1004,9 @@ mod tests {
         assert_eq!(server.parked_queries(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_index_ahead_of_the_log_answers_at_once() {
-        // Paused after the start, as in `timed_out_queries_leave_the_table`.
         let server = dev().await;
-        tokio::time::pause();
         let (_, index) = server
             .block_on(
                 1_000,

@@ -13,7 +13,8 @@
 //! open. Because `append` does not wait for the fsync, the leader sends the
 //! entries to its followers while its own fsync runs, as etcd does; a write
 //! costs about one fsync less. Concurrent client writes are also grouped
-//! into one entry before they reach raft (`propose`).
+//! into one entry before they reach raft (`propose`). The in-memory log
+//! of `--dev` has no fsync to overlap and is written in the caller.
 //! The vote is fsynced too (raft's safety needs it); it, truncation and
 //! purging first wait for the writer to drain, so they apply after every
 //! append before them. The commit marker goes through the writer, in the
@@ -101,7 +102,8 @@ impl Drop for Writer {
     }
 }
 
-fn write_appends(db: &Database, rx: &mpsc::Receiver<Job>, first: Job, pending: &Pending) {
+/// Commit `first` and every job queued behind it (none when `rx` is `None`).
+fn write_appends(db: &Database, rx: Option<&mpsc::Receiver<Job>>, first: Job, pending: &Pending) {
     let mut appends = Vec::new();
     let mut barriers = Vec::new();
     let mut committed = None;
@@ -118,7 +120,7 @@ fn write_appends(db: &Database, rx: &mpsc::Receiver<Job>, first: Job, pending: &
             // once the batch is committed.
             Job::Barrier(done) => barriers.push(done),
         }
-        next = rx.try_recv().ok();
+        next = rx.and_then(|rx| rx.try_recv().ok());
     }
     if !appends.is_empty() || committed.is_some() {
         let result = (|| {
@@ -207,6 +209,18 @@ impl LogStore {
         txn.commit().map_err(|e| e.to_string())?;
         let db = Arc::new(db);
         let pending: Pending = Arc::default();
+        if dir.is_none() {
+            // In memory there is no fsync to overlap: write in the caller,
+            // which also keeps tests with a paused tokio clock exact.
+            return Ok(LogStore {
+                db,
+                pending,
+                writer: Arc::new(Writer {
+                    tx: None,
+                    thread: None,
+                }),
+            });
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = {
             let (db, pending) = (db.clone(), pending.clone());
@@ -214,7 +228,7 @@ impl LogStore {
                 .name("raft-log".into())
                 .spawn(move || {
                     while let Ok(job) = rx.recv() {
-                        write_appends(&db, &rx, job, &pending);
+                        write_appends(&db, Some(&rx), job, &pending);
                     }
                 })
                 .map_err(|e| format!("starting the raft log writer: {e}"))?
@@ -229,32 +243,34 @@ impl LogStore {
         })
     }
 
+    /// Wait until every append handed to the writer is committed; every
+    /// other change to the log goes after them.
+    async fn drain(&self) -> Result<(), StorageError> {
+        let Some(tx) = &self.writer.tx else {
+            return Ok(()); // in memory: nothing is queued
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if tx.send(Job::Barrier(done)).is_err() || wait.await.is_err() {
+            return Err(io("the raft log writer has stopped"));
+        }
+        Ok(())
+    }
+
     /// Hand a job to the writer thread.
     fn send(&self, job: Job) -> Result<(), StorageError> {
-        match self.writer.tx.as_ref().map(|tx| tx.send(job)) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(mpsc::SendError(Job::Append { callback, .. }))) => {
+        let Some(tx) = &self.writer.tx else {
+            blocking(|| write_appends(&self.db, None, job, &self.pending));
+            return Ok(());
+        };
+        match tx.send(job) {
+            Ok(()) => Ok(()),
+            Err(mpsc::SendError(Job::Append { callback, .. })) => {
                 let e = io("the raft log writer has stopped");
                 callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
                 Err(e)
             }
-            Some(Err(_)) | None => Err(io("the raft log writer has stopped")),
+            Err(_) => Err(io("the raft log writer has stopped")),
         }
-    }
-
-    /// Wait until every append handed to the writer is committed; every
-    /// other change to the log goes after them.
-    async fn drain(&self) -> Result<(), StorageError> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let sent = self
-            .writer
-            .tx
-            .as_ref()
-            .is_some_and(|tx| tx.send(Job::Barrier(done)).is_ok());
-        if !sent || wait.await.is_err() {
-            return Err(io("the raft log writer has stopped"));
-        }
-        Ok(())
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
