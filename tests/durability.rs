@@ -7,12 +7,16 @@
 //! Process level: the real `pilotfish agent --data-dir`, killed with SIGKILL
 //! in the middle of a PUT loop and restarted.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+// Only the HTTP client of the cluster harness is used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Response;
 use pilotfish::discovery::server::raft::state_machine::SNAPSHOT_FILE;
 use pilotfish::discovery::server::state::session::{SessionBehavior, SessionRequest};
 use pilotfish::discovery::server::state::{catalog::Registration, Command, State};
@@ -325,69 +329,10 @@ impl Agent {
     }
 }
 
-/// Status, lower-cased headers, body.
-type Response = (u16, Vec<(String, String)>, Vec<u8>);
-
-/// One HTTP/1.1 request on its own connection.
+/// One HTTP/1.1 request on its own connection (the cluster tests' client).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        conn,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    conn.write_all(body)?;
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers not text"))?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = body.as_slice();
-        loop {
-            let nl = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(|| bad("bad chunk"))?;
-            let size = std::str::from_utf8(&rest[..nl])
-                .ok()
-                .and_then(|s| {
-                    usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok()
-                })
-                .ok_or_else(|| bad("bad chunk size"))?;
-            rest = &rest[nl + 2..];
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(rest.get(..size).ok_or_else(|| bad("short chunk"))?);
-            rest = rest.get(size + 2..).unwrap_or(&[]);
-        }
-        body = out;
-    }
-    Ok((status, headers, body))
+    common::http_with_timeout(addr, method, path, body, Duration::from_secs(10))
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 fn header(headers: &[(String, String)], name: &str) -> Option<String> {

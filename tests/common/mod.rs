@@ -5,8 +5,6 @@
 //! iptables rules (see [`Partition`]). Everything a test starts is killed
 //! on drop, and a failing test prints the tail of every server's log.
 
-pub mod linearizability;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -130,26 +128,7 @@ pub fn text(body: &[u8]) -> String {
 }
 
 /// Standard base64 with padding (Consul's KV `Value` and txn values).
-pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+pub use pilotfish::discovery::api::kv::base64_encode as base64;
 
 // ---------------------------------------------------------------- waiting
 
