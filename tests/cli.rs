@@ -2,7 +2,11 @@
 //! exit codes scripts depend on (`consul info`'s `\tnum_peers = N`, `kv get`,
 //! `join` by a DNS name, `leave`).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+// Only parts of the cluster harness are used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,7 +61,7 @@ impl Agent {
             .expect("start agent");
         let addr = SocketAddr::from(([127, 0, 0, 1], http));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
+        while !common::accepts(addr) {
             assert!(Instant::now() < deadline, "agent did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+// Only parts of the cluster harness are used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -50,7 +54,7 @@ fn agent(n: u8, server: bool, data: &std::path::Path) -> Proc {
     let mut child = cmd.spawn().unwrap();
     let addr: SocketAddr = format!("{ip}:8500").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
+    while !common::accepts(addr) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("agent n{n} exited: {status}");
         }

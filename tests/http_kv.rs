@@ -4,7 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+// Only parts of the cluster harness are used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,7 +53,7 @@ impl Agent {
             .unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
+        while !common::accepts(addr) {
             assert!(Instant::now() < deadline, "agent did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -9,6 +9,10 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+// Only parts of the cluster harness are used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -204,7 +208,7 @@ fn free_port() -> u16 {
 
 fn wait_listening(addr: SocketAddr, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
+    while !common::accepts(addr) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("agent on {addr} exited: {status}");
         }

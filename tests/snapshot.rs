@@ -5,7 +5,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+// Only parts of the cluster harness are used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +48,7 @@ fn free_port() -> u16 {
 
 fn wait_listening(addr: SocketAddr, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
+    while !common::accepts(addr) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("agent on {addr} exited: {status}");
         }
@@ -53,19 +57,40 @@ fn wait_listening(addr: SocketAddr, child: &mut Child) {
     }
 }
 
+/// Free ports on `ip`.
+fn free_ports_on(ip: [u8; 4]) -> [u16; 3] {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind(SocketAddr::from((ip, 0))).unwrap())
+        .collect();
+    let port = |i: usize| listeners[i].local_addr().unwrap().port();
+    [port(0), port(1), port(2)]
+}
+
 impl Agent {
+    /// A `--dev` agent on a loopback address of its own (127.0.94.n), so
+    /// agents of tests running in parallel never race for one port: a
+    /// test would otherwise talk to another test's agent.
     fn dev() -> Agent {
-        let http = free_port();
+        static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+        let ip = [
+            127,
+            0,
+            94,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        ];
+        let [http, dns, server] = free_ports_on(ip);
+        let ip_s = std::net::Ipv4Addr::from(ip).to_string();
         let mut child = Command::new(BIN)
-            .args(["agent", "--dev", "--node", "snap", "--client", "127.0.0.1"])
+            .args(["agent", "--dev", "--node", "snap"])
+            .args(["--client", &ip_s, "--bind", &ip_s])
             .args(["--http-port", &http.to_string()])
-            .args(["--dns-port", &free_port().to_string()])
-            .args(["--server-port", &free_port().to_string()])
+            .args(["--dns-port", &dns.to_string()])
+            .args(["--server-port", &server.to_string()])
             .args(["--log-level", "warn"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], http));
+        let addr = SocketAddr::from((ip, http));
         wait_listening(addr, &mut child);
         Agent { child, addr }
     }

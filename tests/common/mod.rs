@@ -15,6 +15,15 @@ use serde_json::Value;
 
 // ---------------------------------------------------------------- HTTP
 
+/// Whether something listens on `addr`. A connection to itself does not
+/// count: connecting again and again to a loopback port nobody listens on
+/// yet can pick that very port as the source and succeed (TCP simultaneous
+/// open), and a test would then talk to nothing.
+#[allow(dead_code)] // the suites that start single agents use it; cluster.rs does not
+pub fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect(addr).is_ok_and(|c| c.local_addr().ok() != c.peer_addr().ok())
+}
+
 /// Status, lower-cased headers, body.
 pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
 
