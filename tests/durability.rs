@@ -1,4 +1,4 @@
-//! Crash tests for the data dir (the raft log in `raft.redb`, the state
+//! Crash tests for the data dir (the raft log in `raft-log/`, the state
 //! snapshot in `raft-snapshot.json`).
 //!
 //! Library level: a lone server on a data dir, written to through

@@ -1,99 +1,129 @@
-//! The raft log, vote and commit marker in one redb database
-//! (`<data-dir>/raft.redb`; an in-memory redb for `--dev`).
+//! The raft log: an append-only, checksummed, segmented file log in
+//! `<data-dir>/raft-log/` (in memory for `--dev`), the design of etcd's
+//! WAL and of HashiCorp's raft-wal.
 //!
-//! - table `log`: log index (u64) → one JSON [`Entry`] (its term, index and
-//!   payload);
-//! - table `meta`: `vote`, `committed` and `purged`, each JSON.
+//! - `<first index>.wal`: segments of records, each `[len u32][crc32 u32]
+//!   [kind u8][payload]` (little endian; the checksum covers kind and
+//!   payload). Kinds: a log entry (JSON [`Entry`]) or the commit marker
+//!   (JSON `Option<LogId>`). A segment is preallocated to
+//!   [`SEGMENT_BYTES`] so an append changes no file metadata, and a new one
+//!   is started once a segment is full.
+//! - `meta.json`: the vote and the purge point, replaced atomically (temp
+//!   file, fsync, rename, directory fsync).
+//! - `LOCK`: held (`flock`) while the log is open, so a second process on
+//!   the same data dir is refused with a clear error.
 //!
-//! `append` keeps the entries in memory (readable at once) and hands them
-//! to one writer thread, which commits everything queued in one write
-//! transaction with redb's default `Durability::Immediate` (one fsync) and
-//! only then tells openraft they are flushed: they survive a crash or power
-//! loss, and a torn commit is rolled back by redb as a whole on the next
-//! open. Because `append` does not wait for the fsync, the leader sends the
-//! entries to its followers while its own fsync runs, as etcd does; a write
-//! costs about one fsync less. Concurrent client writes are also grouped
-//! into one entry before they reach raft (`propose`). The in-memory log
-//! of `--dev` has no fsync to overlap and is written in the caller.
-//! The vote is fsynced too (raft's safety needs it); it, truncation and
-//! purging first wait for the writer to drain, so they apply after every
-//! append before them. The commit marker goes through the writer, in the
-//! same transaction as the next batch: it is never durable before the
-//! entries it covers, and a marker that lags only means a restart replays a
-//! little less before the leader confirms the rest.
+//! `append` keeps the entries in memory (readable at once) and hands them to
+//! one writer thread, which writes everything queued with one `pwrite` and
+//! one `fdatasync` and only then tells openraft they are flushed: an
+//! acknowledged entry survives a crash or power loss. One append costs one
+//! small sequential write, where a B-tree store rewrites a dozen pages per
+//! commit (measured here: about 0.1 ms against 0.4 ms per fsync).
 //!
-//! redb locks the file, so a second process on the same data dir is refused
-//! with a clear error. The state snapshot lives in another file
-//! (`state_machine`), so writing a snapshot never holds up a log fsync.
+//! Recovery reads the segments in order and stops at the first record that
+//! is incomplete or fails its checksum: that is a batch whose `fdatasync`
+//! never returned, so nothing in it was acknowledged. The bytes after it
+//! are discarded before anything new is written, so a later, shorter batch
+//! can never be followed by stale records. A damaged record in any segment
+//! but the last cannot come from a crash and is reported as damage.
+//!
+//! The commit marker is written with the next batch of entries, never
+//! before the entries it covers; a marker that lags only means a restart
+//! replays a little less before the leader confirms the rest. The vote,
+//! truncation and purging first wait for the writer to drain, so they
+//! apply after every append before them.
 
 // openraft's storage and RPC traits dictate their (large) error types.
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
 use std::ops::RangeBounds;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::discovery::server::blocking;
 
-/// The log file inside the data dir.
-pub const LOG_FILE: &str = "raft.redb";
+/// The log's directory inside the data dir.
+pub const LOG_DIR: &str = "raft-log";
+/// The log file of earlier builds (a redb database), refused with advice.
+const OLD_LOG_FILE: &str = "raft.redb";
+const META_FILE: &str = "meta.json";
+const META_TMP: &str = "meta.json.tmp";
+const LOCK_FILE: &str = "LOCK";
+const SEGMENT_EXT: &str = "wal";
+/// A segment is preallocated to this size; a batch that starts past it
+/// goes to a new segment (a batch larger than this simply grows the file).
+pub const SEGMENT_BYTES: u64 = 16 << 20;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const PURGED: &str = "purged";
+const HEADER: usize = 8;
+const KIND_ENTRY: u8 = 1;
+const KIND_COMMITTED: u8 = 2;
 
 /// openraft's log storage; cheap to clone (the reader is a clone).
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
-    /// Appended entries the writer has not committed yet: readable at once,
-    /// as openraft requires of `append`.
-    pending: Pending,
-    writer: Arc<Writer>,
+    mem: Arc<Mutex<Mem>>,
+    disk: Option<Arc<Disk>>,
 }
 
-type Pending = Arc<Mutex<BTreeMap<u64, Entry>>>;
-
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-    p.lock().unwrap_or_else(|e| e.into_inner())
+/// What the log holds, as every reader sees it.
+#[derive(Default)]
+struct Mem {
+    /// Appended entries not written yet (with `--dev`, every entry).
+    pending: BTreeMap<u64, Entry>,
+    /// Written entries: where each one is.
+    written: BTreeMap<u64, Loc>,
+    vote: Option<Vote<NodeId>>,
+    purged: Option<LogId>,
+    /// The commit marker as read at open and last saved.
+    committed: Option<LogId>,
 }
 
-/// Work for the writer thread, done in the order it was sent.
-enum Job {
-    Append {
-        encoded: Vec<(u64, Vec<u8>)>,
-        ids: Vec<LogId>,
-        callback: LogFlushed<TypeConfig>,
-    },
-    /// The commit marker, written with the next batch (or alone, without
-    /// an fsync, when no append is queued).
-    Committed(Vec<u8>),
-    /// Answered once every job sent before it is done.
-    Barrier(tokio::sync::oneshot::Sender<()>),
+/// Where a written entry is: its record's payload in a segment.
+#[derive(Clone)]
+struct Loc {
+    log_id: LogId,
+    seg: Arc<Segment>,
+    /// Offset of the payload (after the header and the kind byte).
+    offset: u64,
+    len: u32,
 }
 
-/// The thread that commits appends: `append` hands its entries over and
-/// returns, so openraft replicates them to the followers while this node's
-/// fsync runs (etcd does the same). Appends queued meanwhile are committed
-/// together, with one fsync. Dropping the last handle stops the thread and
-/// waits for it, so the log file is released when the store is.
-struct Writer {
+struct Segment {
+    first: u64,
+    path: PathBuf,
+    file: File,
+}
+
+/// The files, owned by whoever writes: the writer thread, or truncate and
+/// purge once the writer is drained.
+struct Files {
+    dir: PathBuf,
+    segments: Vec<Arc<Segment>>,
+    /// Where the next record goes in the last segment.
+    end: u64,
+}
+
+/// The on-disk side: the files, the writer thread and the lock. Dropping
+/// the last handle stops the thread and waits for it, then releases the
+/// lock, so the data dir is free once the store is gone.
+struct Disk {
+    files: Arc<Mutex<Files>>,
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    _lock: nix::fcntl::Flock<File>,
 }
 
-impl Drop for Writer {
+impl Drop for Disk {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
@@ -102,69 +132,31 @@ impl Drop for Writer {
     }
 }
 
-/// Commit `first` and every job queued behind it (none when `rx` is `None`).
-fn write_appends(db: &Database, rx: Option<&mpsc::Receiver<Job>>, first: Job, pending: &Pending) {
-    let mut appends = Vec::new();
-    let mut barriers = Vec::new();
-    let mut committed = None;
-    let mut next = Some(first);
-    while let Some(job) = next.take() {
-        match job {
-            Job::Append {
-                encoded,
-                ids,
-                callback,
-            } => appends.push((encoded, ids, callback)),
-            Job::Committed(bytes) => committed = Some(bytes),
-            // Everything before the barrier is in this batch: answer it
-            // once the batch is committed.
-            Job::Barrier(done) => barriers.push(done),
-        }
-        next = rx.and_then(|rx| rx.try_recv().ok());
-    }
-    if !appends.is_empty() || committed.is_some() {
-        let result = (|| {
-            let mut txn = db.begin_write().map_err(io)?;
-            if appends.is_empty() {
-                txn.set_durability(Durability::None).map_err(io)?;
-            }
-            {
-                let mut table = txn.open_table(LOG).map_err(io)?;
-                for (encoded, _, _) in &appends {
-                    for (index, bytes) in encoded {
-                        table.insert(*index, bytes.as_slice()).map_err(io)?;
-                    }
-                }
-                if let Some(bytes) = &committed {
-                    let mut meta = txn.open_table(META).map_err(io)?;
-                    meta.insert(COMMITTED, bytes.as_slice()).map_err(io)?;
-                }
-            }
-            txn.commit().map_err(io)
-        })();
-        if let (Err(e), true) = (&result, appends.is_empty()) {
-            tracing::warn!("writing the raft commit marker: {e}");
-        }
-        if result.is_ok() {
-            let mut p = lock(pending);
-            for id in appends.iter().flat_map(|(_, ids, _)| ids) {
-                if p.get(&id.index).is_some_and(|e| e.log_id == *id) {
-                    p.remove(&id.index);
-                }
-            }
-        }
-        for (_, _, callback) in appends {
-            callback.log_io_completed(
-                result
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| std::io::Error::other(e.to_string())),
-            );
-        }
-    }
-    for done in barriers {
-        let _ = done.send(());
-    }
+type Done = Box<dyn FnOnce(std::io::Result<()>) + Send>;
+
+/// Work for the writer thread, done in the order it was sent.
+enum Job {
+    Append {
+        /// Framed records, back to back.
+        records: Vec<u8>,
+        /// Each entry's id, payload offset in `records` and payload length.
+        entries: Vec<(LogId, usize, u32)>,
+        done: Done,
+    },
+    /// The commit marker (a framed record), written with the next batch.
+    Committed(Vec<u8>),
+    /// Answered once every job sent before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Meta {
+    vote: Option<Vote<NodeId>>,
+    purged: Option<LogId>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn io(e: impl std::fmt::Display) -> StorageError {
@@ -179,74 +171,392 @@ fn read_err(e: impl std::fmt::Display) -> StorageError {
     }
 }
 
-impl LogStore {
-    /// Open (or create) the log in `dir`, or in memory when `dir` is `None`.
-    pub fn open(dir: Option<&Path>) -> Result<LogStore, String> {
-        let db = match dir {
-            None => redb::Builder::new()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(|e| format!("creating the in-memory log: {e}"))?,
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating the data dir {}: {e}", dir.display()))?;
-                let path = dir.join(LOG_FILE);
-                Database::create(&path).map_err(|e| match e {
-                    DatabaseError::DatabaseAlreadyOpen => format!(
-                        "the data dir {} is in use by another process (its raft log {} is locked); \
-                         stop that agent or pick another --data-dir",
-                        dir.display(),
-                        path.display()
-                    ),
-                    e => format!("opening the raft log {}: {e}", path.display()),
-                })?
+/// Append one framed record of `kind` to `out`; answers the payload's
+/// offset in `out`.
+fn frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) -> usize {
+    let len = u32::try_from(payload.len() + 1).unwrap_or(u32::MAX);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(payload);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.push(kind);
+    let at = out.len();
+    out.extend_from_slice(payload);
+    at
+}
+
+/// Allocate a segment's blocks up front, so appends inside it change no
+/// file metadata and `fdatasync` flushes data alone. Best effort: where the
+/// file system cannot, the file just grows.
+fn preallocate(file: &File) {
+    use nix::fcntl::{fallocate, FallocateFlags};
+    let _ = fallocate(file, FallocateFlags::empty(), 0, SEGMENT_BYTES as i64);
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.{SEGMENT_EXT}")
+}
+
+impl Files {
+    /// Start a new segment whose first entry is `first`.
+    fn rotate(&mut self, first: u64) -> std::io::Result<()> {
+        let path = self.dir.join(segment_name(first));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        preallocate(&file);
+        file.sync_all()?;
+        sync_dir(&self.dir)?;
+        self.segments.push(Arc::new(Segment { first, path, file }));
+        self.end = 0;
+        Ok(())
+    }
+}
+
+/// Write `jobs` (and the carried commit marker) as one batch with one
+/// `fdatasync`, then make the entries readable from disk and answer.
+fn write_batch(
+    files: &Mutex<Files>,
+    mem: &Mutex<Mem>,
+    carry: &mut Option<Vec<u8>>,
+    jobs: Vec<Job>,
+) {
+    let mut records = Vec::new();
+    let mut placed = Vec::new(); // (log id, payload offset in `records`, len)
+    let mut dones = Vec::new();
+    let mut barriers = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Append {
+                records: r,
+                entries,
+                done,
+            } => {
+                let base = records.len();
+                records.extend_from_slice(&r);
+                placed.extend(
+                    entries
+                        .into_iter()
+                        .map(|(id, at, len)| (id, base + at, len)),
+                );
+                dones.push(done);
             }
-        };
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
-        {
-            txn.open_table(LOG).map_err(|e| e.to_string())?;
-            txn.open_table(META).map_err(|e| e.to_string())?;
+            Job::Committed(r) => *carry = Some(r),
+            Job::Barrier(b) => barriers.push(b),
         }
-        txn.commit().map_err(|e| e.to_string())?;
-        let db = Arc::new(db);
-        let pending: Pending = Arc::default();
-        if dir.is_none() {
-            // In memory there is no fsync to overlap: write in the caller,
-            // which also keeps tests with a paused tokio clock exact.
-            return Ok(LogStore {
-                db,
-                pending,
-                writer: Arc::new(Writer {
-                    tx: None,
-                    thread: None,
-                }),
+    }
+    if !placed.is_empty() {
+        if let Some(r) = carry.take() {
+            records.extend_from_slice(&r);
+        }
+        let result = (|| -> std::io::Result<(Arc<Segment>, u64)> {
+            let mut f = lock(files);
+            if f.segments.is_empty() || f.end >= SEGMENT_BYTES {
+                f.rotate(placed[0].0.index)?;
+            }
+            let (seg, start) = match f.segments.last() {
+                Some(seg) => (seg.clone(), f.end),
+                None => return Err(std::io::Error::other("no segment to write to")),
+            };
+            seg.file.write_all_at(&records, start)?;
+            seg.file.sync_data()?;
+            f.end = start + records.len() as u64;
+            Ok((seg, start))
+        })();
+        if let Ok((seg, start)) = &result {
+            let mut m = lock(mem);
+            for (log_id, at, len) in placed {
+                m.written.insert(
+                    log_id.index,
+                    Loc {
+                        log_id,
+                        seg: seg.clone(),
+                        offset: start + at as u64,
+                        len,
+                    },
+                );
+                if m.pending
+                    .get(&log_id.index)
+                    .is_some_and(|e| e.log_id == log_id)
+                {
+                    m.pending.remove(&log_id.index);
+                }
+            }
+        }
+        for done in dones {
+            done(match &result {
+                Ok(_) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             });
         }
+    }
+    for b in barriers {
+        let _ = b.send(());
+    }
+}
+
+/// What recovery found in the segments.
+struct Recovered {
+    segments: Vec<Arc<Segment>>,
+    end: u64,
+    written: BTreeMap<u64, Loc>,
+    committed: Option<LogId>,
+}
+
+fn damaged(path: &Path, offset: u64, what: &str) -> String {
+    format!(
+        "the raft log is damaged: {} at offset {offset}: {what}; restore this server from a \
+         snapshot (pilotfish snapshot restore), or remove its data dir and let it rejoin the \
+         cluster",
+        path.display()
+    )
+}
+
+/// Read every segment in `dir`, in order, skipping entries at or below
+/// `purged`.
+fn recover(dir: &Path, purged: Option<LogId>) -> Result<Recovered, String> {
+    let mut names: Vec<(u64, PathBuf)> = Vec::new();
+    let listing = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    for item in listing {
+        let item = item.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let path = item.path();
+        if path.extension().and_then(|x| x.to_str()) != Some(SEGMENT_EXT) {
+            continue;
+        }
+        let first = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a raft log segment name (<first index>.{SEGMENT_EXT}); move it out of {}",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
+        names.push((first, path));
+    }
+    names.sort();
+    let mut out = Recovered {
+        segments: Vec::new(),
+        end: 0,
+        written: BTreeMap::new(),
+        committed: None,
+    };
+    let count = names.len();
+    for (n, (first, path)) in names.into_iter().enumerate() {
+        let last_segment = n + 1 == count;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let seg = Arc::new(Segment {
+            first,
+            path: path.clone(),
+            file,
+        });
+        let mut at = 0usize;
+        let mut torn = None;
+        while at + HEADER <= bytes.len() {
+            let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+            if len == 0 {
+                break; // the preallocated, never written rest
+            }
+            let crc =
+                u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
+            let body = at + HEADER;
+            let Some(body_end) = body.checked_add(len as usize).filter(|e| *e <= bytes.len())
+            else {
+                torn = Some("a record runs past the end of the file");
+                break;
+            };
+            if crc32fast::hash(&bytes[body..body_end]) != crc {
+                torn = Some("a record fails its checksum");
+                break;
+            }
+            let payload = &bytes[body + 1..body_end];
+            match bytes[body] {
+                KIND_ENTRY => {
+                    let e: Entry = serde_json::from_slice(payload).map_err(|e| {
+                        damaged(&path, at as u64, &format!("an entry does not decode: {e}"))
+                    })?;
+                    let index = e.log_id.index;
+                    if purged.is_none_or(|p| index > p.index) {
+                        if let Some((prev, _)) = out.written.last_key_value() {
+                            if index != prev + 1 {
+                                return Err(damaged(
+                                    &path,
+                                    at as u64,
+                                    &format!("entry {index} follows entry {prev}"),
+                                ));
+                            }
+                        }
+                        out.written.insert(
+                            index,
+                            Loc {
+                                log_id: e.log_id,
+                                seg: seg.clone(),
+                                offset: body as u64 + 1,
+                                len: len - 1,
+                            },
+                        );
+                    }
+                }
+                KIND_COMMITTED => {
+                    out.committed = serde_json::from_slice(payload).map_err(|e| {
+                        damaged(
+                            &path,
+                            at as u64,
+                            &format!("the commit marker does not decode: {e}"),
+                        )
+                    })?;
+                }
+                kind => {
+                    return Err(damaged(
+                        &path,
+                        at as u64,
+                        &format!("unknown record kind {kind}"),
+                    ));
+                }
+            }
+            at = body_end;
+        }
+        if let Some(why) = torn {
+            if !last_segment {
+                return Err(damaged(&path, at as u64, why));
+            }
+            // A batch whose fdatasync never returned: never acknowledged.
+            // Drop it and everything after it before anything is written.
+            tracing::warn!(
+                "raft log {}: dropping an unfinished write at offset {at} ({why}); \
+                 it was never acknowledged",
+                path.display()
+            );
+            seg.file
+                .set_len(at as u64)
+                .and_then(|()| {
+                    preallocate(&seg.file);
+                    seg.file.sync_all()
+                })
+                .map_err(|e| format!("cutting the unfinished write off {}: {e}", path.display()))?;
+        }
+        if last_segment {
+            out.end = at as u64;
+        }
+        out.segments.push(seg);
+    }
+    Ok(out)
+}
+
+impl LogStore {
+    /// Open (or create) the log in `<dir>/raft-log`, or in memory when
+    /// `dir` is `None`.
+    pub fn open(dir: Option<&Path>) -> Result<LogStore, String> {
+        let Some(dir) = dir else {
+            return Ok(LogStore {
+                mem: Arc::default(),
+                disk: None,
+            });
+        };
+        let log_dir = dir.join(LOG_DIR);
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| format!("creating the data dir {}: {e}", log_dir.display()))?;
+        let lock_path = log_dir.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| format!("opening {}: {e}", lock_path.display()))?;
+        use nix::fcntl::{Flock, FlockArg};
+        let lock_file = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(format!(
+                    "the data dir {} is in use by another process (its raft log {} is locked); \
+                     stop that agent or pick another --data-dir",
+                    dir.display(),
+                    log_dir.display()
+                ))
+            }
+            Err((_, e)) => return Err(format!("locking {}: {e}", lock_path.display())),
+        };
+        let meta_path = log_dir.join(META_FILE);
+        let meta: Meta = match std::fs::read(&meta_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} is damaged ({e}); restore this server from a snapshot, or remove its \
+                     data dir and let it rejoin the cluster",
+                    meta_path.display()
+                )
+            })?,
+            Err(e) if e.kind() == ErrorKind::NotFound => Meta::default(),
+            Err(e) => return Err(format!("reading {}: {e}", meta_path.display())),
+        };
+        let found = recover(&log_dir, meta.purged)?;
+        if found.segments.is_empty() && meta.vote.is_none() && dir.join(OLD_LOG_FILE).exists() {
+            return Err(format!(
+                "{} holds a raft log in the format of an earlier pilotfish build ({OLD_LOG_FILE}), \
+                 which this build does not read; remove the data dir and let this server rejoin \
+                 its cluster, or restore a snapshot saved with `pilotfish snapshot save`",
+                dir.display()
+            ));
+        }
+        let mem = Arc::new(Mutex::new(Mem {
+            pending: BTreeMap::new(),
+            written: found.written,
+            vote: meta.vote,
+            purged: meta.purged,
+            committed: found.committed,
+        }));
+        let files = Arc::new(Mutex::new(Files {
+            dir: log_dir,
+            segments: found.segments,
+            end: found.end,
+        }));
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = {
-            let (db, pending) = (db.clone(), pending.clone());
+            let (files, mem) = (files.clone(), mem.clone());
             std::thread::Builder::new()
                 .name("raft-log".into())
                 .spawn(move || {
+                    let mut carry = None;
                     while let Ok(job) = rx.recv() {
-                        write_appends(&db, Some(&rx), job, &pending);
+                        let mut jobs = vec![job];
+                        jobs.extend(rx.try_iter());
+                        write_batch(&files, &mem, &mut carry, jobs);
                     }
                 })
                 .map_err(|e| format!("starting the raft log writer: {e}"))?
         };
         Ok(LogStore {
-            db,
-            pending,
-            writer: Arc::new(Writer {
+            mem,
+            disk: Some(Arc::new(Disk {
+                files,
                 tx: Some(tx),
                 thread: Some(thread),
-            }),
+                _lock: lock_file,
+            })),
         })
     }
 
-    /// Wait until every append handed to the writer is committed; every
+    /// Wait until every append handed to the writer is written; every
     /// other change to the log goes after them.
     async fn drain(&self) -> Result<(), StorageError> {
-        let Some(tx) = &self.writer.tx else {
+        let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
             return Ok(()); // in memory: nothing is queued
         };
         let (done, wait) = tokio::sync::oneshot::channel();
@@ -256,85 +566,110 @@ impl LogStore {
         Ok(())
     }
 
-    /// Hand a job to the writer thread.
-    fn send(&self, job: Job) -> Result<(), StorageError> {
-        let Some(tx) = &self.writer.tx else {
-            blocking(|| write_appends(&self.db, None, job, &self.pending));
+    /// Replace `meta.json` with the vote and purge point in memory.
+    fn save_meta(&self, disk: &Disk) -> Result<(), StorageError> {
+        let bytes = {
+            let m = lock(&self.mem);
+            serde_json::to_vec(&Meta {
+                vote: m.vote,
+                purged: m.purged,
+            })
+            .map_err(io)?
+        };
+        let dir = lock(&disk.files).dir.clone();
+        blocking(|| {
+            let tmp = dir.join(META_TMP);
+            let mut f = File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(META_FILE))?;
+            sync_dir(&dir)
+        })
+        .map_err(|e| io(format!("saving the raft log's {META_FILE}: {e}")))
+    }
+
+    /// Append entries; `done` is called once they are durable.
+    fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        done: Done,
+    ) -> Result<(), StorageError> {
+        let mut records = Vec::new();
+        let mut placed = Vec::new();
+        {
+            let mut m = lock(&self.mem);
+            for e in entries {
+                if self.disk.is_some() {
+                    let json = serde_json::to_vec(&e).map_err(io)?;
+                    let at = frame(&mut records, KIND_ENTRY, &json);
+                    placed.push((e.log_id, at, u32::try_from(json.len()).unwrap_or(u32::MAX)));
+                }
+                m.pending.insert(e.log_id.index, e);
+            }
+        }
+        let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
+            done(Ok(())); // in memory: held in `pending` for good
             return Ok(());
+        };
+        let job = Job::Append {
+            records,
+            entries: placed,
+            done,
         };
         match tx.send(job) {
             Ok(()) => Ok(()),
-            Err(mpsc::SendError(Job::Append { callback, .. })) => {
+            Err(mpsc::SendError(job)) => {
                 let e = io("the raft log writer has stopped");
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                if let Job::Append { done, .. } = job {
+                    done(Err(std::io::Error::other(e.to_string())));
+                }
                 Err(e)
             }
-            Err(_) => Err(io("the raft log writer has stopped")),
         }
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(META).map_err(read_err)?;
-        match table.get(key).map_err(read_err)? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| read_err(format!("the raft log's {key} record is damaged: {e}"))),
-        }
-    }
-
-    fn put_meta<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durability: Durability,
-    ) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(io)?;
-        blocking(|| {
-            let mut txn = self.db.begin_write().map_err(io)?;
-            txn.set_durability(durability).map_err(io)?;
-            {
-                let mut table = txn.open_table(META).map_err(io)?;
-                table.insert(key, bytes.as_slice()).map_err(io)?;
-            }
-            txn.commit().map_err(io)
-        })
-    }
-
-    fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
-        if let Some((_, e)) = lock(&self.pending).last_key_value() {
-            return Ok(Some(e.clone()));
-        }
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(LOG).map_err(read_err)?;
-        let last = table.last().map_err(read_err)?;
-        match last {
-            None => Ok(None),
-            Some((_, v)) => decode(v.value()).map(Some),
-        }
+    fn last_log_id(&self) -> Option<LogId> {
+        let m = lock(&self.mem);
+        let pending = m.pending.last_key_value().map(|(_, e)| e.log_id);
+        let written = m.written.last_key_value().map(|(_, l)| l.log_id);
+        pending.into_iter().chain(written).max_by_key(|id| id.index)
     }
 
     /// The highest log index stored (0 when empty), for startup decisions.
     pub fn last_index(&self) -> u64 {
-        self.last_entry()
-            .ok()
-            .flatten()
-            .map(|e| e.log_id.index)
-            .unwrap_or(0)
+        self.last_log_id().map(|id| id.index).unwrap_or(0)
     }
 
     /// Whether this node ever voted or stored an entry (it then belongs to
     /// a cluster and must never bootstrap another one).
     pub fn has_state(&self) -> bool {
-        self.last_index() > 0
-            || matches!(self.get_meta::<Vote<NodeId>>(VOTE), Ok(Some(_)))
-            || matches!(self.get_meta::<LogId>(PURGED), Ok(Some(_)))
+        let (vote, purged) = {
+            let m = lock(&self.mem);
+            (m.vote.is_some(), m.purged.is_some())
+        };
+        self.last_index() > 0 || vote || purged
     }
 }
 
-fn decode(bytes: &[u8]) -> Result<Entry, StorageError> {
-    serde_json::from_slice(bytes).map_err(|e| read_err(format!("a raft log entry is damaged: {e}")))
+fn read_loc(loc: &Loc) -> Result<Entry, StorageError> {
+    let mut buf = vec![0u8; loc.len as usize];
+    loc.seg
+        .file
+        .read_exact_at(&mut buf, loc.offset)
+        .map_err(|e| {
+            read_err(format!(
+                "reading entry {} from {}: {e}",
+                loc.log_id.index,
+                loc.seg.path.display()
+            ))
+        })?;
+    serde_json::from_slice(&buf).map_err(|e| {
+        read_err(format!(
+            "entry {} in {} is damaged: {e}",
+            loc.log_id.index,
+            loc.seg.path.display()
+        ))
+    })
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -342,19 +677,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        // Pending entries first: the writer removes one only after it is
-        // committed, so an entry is always in one of the two reads.
-        let mut out: BTreeMap<u64, Entry> = lock(&self.pending)
-            .range(range.clone())
-            .map(|(i, e)| (*i, e.clone()))
-            .collect();
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let table = txn.open_table(LOG).map_err(read_err)?;
-        for item in table.range(range).map_err(read_err)? {
-            let (index, v) = item.map_err(read_err)?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(index.value()) {
-                slot.insert(decode(v.value())?);
-            }
+        // Pending entries first: the writer records an entry's place before
+        // it drops it from `pending`, so each entry is in one of the two.
+        let (mut out, to_read) = {
+            let m = lock(&self.mem);
+            let out: BTreeMap<u64, Entry> = m
+                .pending
+                .range(range.clone())
+                .map(|(i, e)| (*i, e.clone()))
+                .collect();
+            let to_read: Vec<Loc> = m
+                .written
+                .range(range)
+                .filter(|(i, _)| !out.contains_key(i))
+                .map(|(_, l)| l.clone())
+                .collect();
+            (out, to_read)
+        };
+        for loc in &to_read {
+            out.insert(loc.log_id.index, read_loc(loc)?);
         }
         Ok(out.into_values().collect())
     }
@@ -364,8 +705,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let purged: Option<LogId> = self.get_meta(PURGED)?;
-        let last = self.last_entry()?.map(|e| e.log_id).or(purged);
+        let purged = lock(&self.mem).purged;
+        let last = self.last_log_id().or(purged);
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,
@@ -378,22 +719,35 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.drain().await?;
-        self.put_meta(VOTE, vote, Durability::Immediate)
+        lock(&self.mem).vote = Some(*vote);
+        match &self.disk {
+            Some(disk) => self.save_meta(disk),
+            None => Ok(()),
+        }
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_meta(VOTE)
+        Ok(lock(&self.mem).vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Through the writer: in order after the appends it covers, and
-        // without holding raft up while a batch is being fsynced.
-        let bytes = serde_json::to_vec(&committed).map_err(io)?;
-        self.send(Job::Committed(bytes))
+        lock(&self.mem).committed = committed;
+        let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
+            return Ok(());
+        };
+        // Through the writer: in order after the entries it covers.
+        let mut record = Vec::new();
+        frame(
+            &mut record,
+            KIND_COMMITTED,
+            &serde_json::to_vec(&committed).map_err(io)?,
+        );
+        tx.send(Job::Committed(record))
+            .map_err(|_| io("the raft log writer has stopped"))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        Ok(lock(&self.mem).committed)
     }
 
     async fn append<I>(
@@ -405,49 +759,67 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut encoded = Vec::new();
-        let mut ids = Vec::new();
-        {
-            let mut p = lock(&self.pending);
-            for e in entries {
-                encoded.push((e.log_id.index, serde_json::to_vec(&e).map_err(io)?));
-                ids.push(e.log_id);
-                p.insert(e.log_id.index, e);
-            }
-        }
-        let job = Job::Append {
-            encoded,
-            ids,
-            callback,
-        };
-        self.send(job)
+        self.append_entries(entries, Box::new(move |r| callback.log_io_completed(r)))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.drain().await?;
-        blocking(|| {
-            let txn = self.db.begin_write().map_err(io)?;
-            {
-                let mut table = txn.open_table(LOG).map_err(io)?;
-                table.retain_in(log_id.index.., |_, _| false).map_err(io)?;
+        let since = log_id.index;
+        let first_written = {
+            let mut m = lock(&self.mem);
+            m.pending.split_off(&since);
+            let cut = m.written.split_off(&since);
+            cut.into_values().next()
+        };
+        let (Some(disk), Some(loc)) = (&self.disk, first_written) else {
+            return Ok(());
+        };
+        // Cut the segment holding `since` at its record and delete every
+        // later segment, last first, so a crash leaves a prefix.
+        let mut f = lock(&disk.files);
+        let result = blocking(|| -> std::io::Result<()> {
+            while f.segments.last().is_some_and(|s| s.first > loc.seg.first) {
+                if let Some(s) = f.segments.pop() {
+                    std::fs::remove_file(&s.path)?;
+                }
             }
-            txn.commit().map_err(io)
-        })
+            sync_dir(&f.dir)?;
+            let at = loc.offset - HEADER as u64 - 1;
+            loc.seg.file.set_len(at)?;
+            preallocate(&loc.seg.file);
+            loc.seg.file.sync_all()?;
+            f.end = at;
+            Ok(())
+        });
+        result.map_err(|e| io(format!("truncating the raft log at {since}: {e}")))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.drain().await?;
-        let bytes = serde_json::to_vec(&log_id).map_err(io)?;
-        blocking(|| {
-            let txn = self.db.begin_write().map_err(io)?;
-            {
-                let mut meta = txn.open_table(META).map_err(io)?;
-                meta.insert(PURGED, bytes.as_slice()).map_err(io)?;
-                let mut table = txn.open_table(LOG).map_err(io)?;
-                table.retain_in(..=log_id.index, |_, _| false).map_err(io)?;
+        {
+            let mut m = lock(&self.mem);
+            m.purged = Some(log_id);
+            m.written = m.written.split_off(&(log_id.index + 1));
+            m.pending = m.pending.split_off(&(log_id.index + 1));
+        }
+        let Some(disk) = &self.disk else {
+            return Ok(());
+        };
+        // The purge point first: a crash after it leaves segments that
+        // recovery skips.
+        self.save_meta(disk)?;
+        let mut f = lock(&disk.files);
+        let result = blocking(|| -> std::io::Result<()> {
+            // A segment all of whose entries are purged: the next one
+            // starts at or before the first entry kept. The last segment
+            // stays: it is where appends go.
+            while f.segments.len() > 1 && f.segments[1].first <= log_id.index + 1 {
+                let s = f.segments.remove(0);
+                std::fs::remove_file(&s.path)?;
             }
-            txn.commit().map_err(io)
-        })
+            sync_dir(&f.dir)
+        });
+        result.map_err(|e| io(format!("purging the raft log up to {}: {e}", log_id.index)))
     }
 }
 
@@ -465,16 +837,37 @@ mod tests {
         }
     }
 
-    fn put(store: &LogStore, entries: &[Entry]) {
-        let txn = store.db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(LOG).unwrap();
-            for e in entries {
-                t.insert(e.log_id.index, serde_json::to_vec(e).unwrap().as_slice())
-                    .unwrap();
-            }
-        }
-        txn.commit().unwrap();
+    fn id(term: u64, index: u64) -> LogId {
+        entry(term, index).log_id
+    }
+
+    /// Append and wait until the entries are durable.
+    async fn put(store: &LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store
+            .append_entries(entries, Box::new(move |r| drop(tx.send(r))))
+            .unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    async fn ids(store: &mut LogStore) -> Vec<(u64, u64)> {
+        store
+            .try_get_log_entries(0..u64::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    fn segment_files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(LOG_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        v.sort();
+        v
     }
 
     #[tokio::test]
@@ -482,24 +875,144 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = LogStore::open(Some(dir.path())).unwrap();
-            put(&s, &(1..=10).map(|i| entry(1, i)).collect::<Vec<_>>());
+            put(&s, (1..=10).map(|i| entry(1, i)).collect()).await;
             s.save_vote(&Vote::new(3, 7)).await.unwrap();
-            s.truncate(LogId::new(CommittedLeaderId::new(1, 1), 8))
-                .await
-                .unwrap();
-            s.purge(LogId::new(CommittedLeaderId::new(1, 1), 3))
-                .await
-                .unwrap();
+            s.save_committed(Some(id(1, 6))).await.unwrap();
+            s.truncate(id(1, 8)).await.unwrap();
+            s.purge(id(1, 3)).await.unwrap();
+            // The commit marker goes with the next batch.
+            put(&s, vec![entry(3, 8)]).await;
         }
         let mut s = LogStore::open(Some(dir.path())).unwrap();
         assert!(s.has_state());
         assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 7)));
-        let got = s.try_get_log_entries(0..100).await.unwrap();
-        let indexes: Vec<u64> = got.iter().map(|e| e.log_id.index).collect();
-        assert_eq!(indexes, vec![4, 5, 6, 7]);
+        assert_eq!(s.read_committed().await.unwrap(), Some(id(1, 6)));
+        assert_eq!(
+            ids(&mut s).await,
+            vec![(1, 4), (1, 5), (1, 6), (1, 7), (3, 8)]
+        );
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id.unwrap().index, 3);
-        assert_eq!(st.last_log_id.unwrap().index, 7);
+        assert_eq!(st.last_log_id.unwrap(), id(3, 8));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_suffix_never_comes_back_after_a_shorter_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(Some(dir.path())).unwrap();
+            // openraft's first entry has index 0.
+            put(&s, (0..=10).map(|i| entry(1, i)).collect()).await;
+            s.truncate(id(1, 5)).await.unwrap();
+            put(&s, vec![entry(2, 5)]).await;
+        }
+        let mut s = LogStore::open(Some(dir.path())).unwrap();
+        assert_eq!(
+            ids(&mut s).await,
+            vec![(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (2, 5)]
+        );
+        // And appending goes on after it.
+        put(&s, vec![entry(2, 6)]).await;
+        assert_eq!(ids(&mut s).await.last(), Some(&(2, 6)));
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_write_at_the_end_is_dropped_and_later_appends_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = LogStore::open(Some(dir.path())).unwrap();
+            put(&s, (1..=4).map(|i| entry(1, i)).collect()).await;
+        }
+        // A batch of entries 5..=7 whose first record was torn: the records
+        // after it are complete and would pass their checksums.
+        let seg = dir.path().join(LOG_DIR).join(segment_name(1));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes).unwrap();
+        let mut end = 0;
+        while u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) != 0 {
+            end += HEADER + u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+        }
+        let mut batch = Vec::new();
+        for i in 5..=7 {
+            frame(
+                &mut batch,
+                KIND_ENTRY,
+                &serde_json::to_vec(&entry(1, i)).unwrap(),
+            );
+        }
+        batch[HEADER + 3] ^= 0xff; // damage entry 5's payload
+        file.write_all_at(&batch, end as u64).unwrap();
+        drop(file);
+        {
+            let mut s = LogStore::open(Some(dir.path())).unwrap();
+            assert_eq!(s.last_index(), 4);
+            // A shorter rewrite of 5 must not be followed by the old 6, 7.
+            put(&s, vec![entry(2, 5)]).await;
+            assert_eq!(ids(&mut s).await.len(), 5);
+        }
+        let mut s = LogStore::open(Some(dir.path())).unwrap();
+        assert_eq!(
+            ids(&mut s).await,
+            vec![(1, 1), (1, 2), (1, 3), (1, 4), (2, 5)]
+        );
+    }
+
+    #[tokio::test]
+    async fn damage_before_the_last_segment_is_reported_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = LogStore::open(Some(dir.path())).unwrap();
+            put(&s, vec![entry(1, 1), entry(1, 2)]).await;
+            // Fill the first segment so the next batch starts another.
+            lock(&s.disk.as_ref().unwrap().files).end = SEGMENT_BYTES;
+            put(&s, vec![entry(1, 3)]).await;
+        }
+        assert_eq!(segment_files(dir.path()).len(), 2);
+        let seg = dir.path().join(LOG_DIR).join(segment_name(1));
+        let file = OpenOptions::new().write(true).open(&seg).unwrap();
+        file.write_all_at(b"\xff", HEADER as u64 + 5).unwrap();
+        let e = LogStore::open(Some(dir.path())).err().unwrap();
+        assert!(e.contains("the raft log is damaged"), "{e}");
+        assert!(e.contains(&segment_name(1)), "{e}");
+        assert!(e.contains("snapshot restore"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn segments_rotate_and_purged_ones_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = LogStore::open(Some(dir.path())).unwrap();
+            for batch in 0..3u64 {
+                put(&s, (1..=5).map(|i| entry(1, batch * 5 + i)).collect()).await;
+                lock(&s.disk.as_ref().unwrap().files).end = SEGMENT_BYTES;
+            }
+            assert_eq!(
+                segment_files(dir.path()),
+                vec![segment_name(1), segment_name(6), segment_name(11)]
+            );
+            assert_eq!(ids(&mut s).await.len(), 15);
+            s.purge(id(1, 7)).await.unwrap();
+            assert_eq!(
+                segment_files(dir.path()),
+                vec![segment_name(6), segment_name(11)]
+            );
+        }
+        let mut s = LogStore::open(Some(dir.path())).unwrap();
+        let got = ids(&mut s).await;
+        assert_eq!(got.first(), Some(&(1, 8)));
+        assert_eq!(got.last(), Some(&(1, 15)));
+        // Truncating into an earlier segment drops the later ones.
+        s.truncate(id(1, 9)).await.unwrap();
+        assert_eq!(segment_files(dir.path()), vec![segment_name(6)]);
+        put(&s, vec![entry(2, 9)]).await;
+        drop(s);
+        let mut s = LogStore::open(Some(dir.path())).unwrap();
+        assert_eq!(ids(&mut s).await, vec![(1, 8), (2, 9)]);
     }
 
     #[test]
@@ -511,9 +1024,22 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_store_has_no_state() {
+    fn a_log_of_an_earlier_build_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(OLD_LOG_FILE), b"redb").unwrap();
+        let e = LogStore::open(Some(dir.path())).err().unwrap();
+        assert!(e.contains("earlier pilotfish build"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_fresh_store_has_no_state_and_memory_holds_entries() {
         let s = LogStore::open(None).unwrap();
         assert!(!s.has_state());
         assert_eq!(s.last_index(), 0);
+        put(&s, vec![entry(1, 1), entry(1, 2)]).await;
+        let mut s2 = s.clone();
+        assert_eq!(ids(&mut s2).await, vec![(1, 1), (1, 2)]);
+        s2.purge(id(1, 1)).await.unwrap();
+        assert_eq!(ids(&mut s2).await, vec![(1, 2)]);
     }
 }
