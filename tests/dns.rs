@@ -1,6 +1,7 @@
 //! Consul DNS, end to end: an in-process server with a registered catalog,
 //! `dns::serve` on 127.0.0.1 (UDP and TCP on one port), queried with the real
-//! `dig` (Debian `bind9-dnsutils`). Without `dig` the tests are skipped, or
+//! `dig` (Debian `bind9-dnsutils`); one test runs a real `pilotfish agent
+//! --dev` with the `--dns-*` flags. Without `dig` the tests are skipped, or
 //! fail under `CI` so a missing install step cannot pass unnoticed.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -950,4 +951,92 @@ async fn dns_config_options() {
         "{}",
         r.text
     );
+}
+
+/// Kills the agent when the test ends, passed or failed.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `--dns-*` flags of `pilotfish agent` reach its DNS server: a real
+/// agent process, services registered through its HTTP API, `dig` against
+/// its DNS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_dns_flags_shape_a_real_agents_answers() {
+    if !dig_present() {
+        return;
+    }
+    let (udp, tcp) = bind_pair().await;
+    let dns_port = udp.local_addr().unwrap().port();
+    drop((udp, tcp));
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http_port, server_port) = (free(), free());
+    let _agent = Agent(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+            .args(["agent", "--dev", "--node", "flags", "--bind", "127.0.0.1"])
+            .args(["--client", "127.0.0.1", "--log-level", "warn"])
+            .args(["--http-port", &http_port.to_string()])
+            .args(["--dns-port", &dns_port.to_string()])
+            .args(["--server-port", &server_port.to_string()])
+            .args(["--dns-udp-answer-limit", "1", "--dns-enable-truncate"])
+            .args(["--dns-only-passing"])
+            .args(["--dns-node-ttl", "1m", "--dns-service-ttl", "15s"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start pilotfish agent --dev"),
+    );
+    pilotfish::discovery::server::tls::install_default_provider();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{http_port}");
+    let ready = async {
+        loop {
+            let up = http.get(format!("{base}/v1/status/leader")).send().await;
+            if up.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), ready)
+        .await
+        .expect("the agent answers HTTP within 20 s");
+    for (i, status) in [(1, "passing"), (2, "passing"), (3, "warning")] {
+        let body = format!(
+            r#"{{"ID":"web{i}","Name":"web","Address":"10.0.0.{i}","Port":80,
+                 "Check":{{"TTL":"1m","Status":"{status}"}}}}"#
+        );
+        let r = http
+            .put(format!("{base}/v1/agent/service/register"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "register web{i}: {}", r.status());
+    }
+
+    // --dns-only-passing drops the warning instance; over TCP nothing is cut.
+    let r = dig(dns_port, &["+tcp", "web.service.consul", "A"]).await;
+    assert_eq!(r.data("A"), set(&["10.0.0.1", "10.0.0.2"]), "{}", r.text);
+    // --dns-service-ttl 15s.
+    assert!(r.answer.iter().all(|a| a.ttl == "15"), "{}", r.text);
+    // --dns-udp-answer-limit 1 with --dns-enable-truncate: one answer and TC.
+    let r = dig(dns_port, &["+noedns", "+ignore", "web.service.consul", "A"]).await;
+    assert_eq!(r.answer.len(), 1, "{}", r.text);
+    assert!(r.has_flag("tc"), "{}", r.text);
+    // --dns-node-ttl 1m.
+    let r = dig(dns_port, &["flags.node.consul", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+    assert_eq!(r.answer[0].ttl, "60", "{}", r.text);
 }
