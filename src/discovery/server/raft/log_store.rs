@@ -43,7 +43,7 @@ use std::io::ErrorKind;
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, RaftLogReader, StorageIOError, Vote};
@@ -73,6 +73,10 @@ const KIND_COMMITTED: u8 = 2;
 pub struct LogStore {
     mem: Arc<Mutex<Mem>>,
     disk: Option<Arc<Disk>>,
+    /// Held shared while entries are read from their files and exclusively
+    /// while the log is cut: a reader (a replication task) must never read
+    /// a place that a truncation freed and a new entry then filled.
+    cut: Arc<RwLock<()>>,
 }
 
 /// What the log holds, as every reader sees it.
@@ -468,6 +472,7 @@ impl LogStore {
             return Ok(LogStore {
                 mem: Arc::default(),
                 disk: None,
+                cut: Arc::default(),
             });
         };
         let log_dir = dir.join(LOG_DIR);
@@ -544,6 +549,7 @@ impl LogStore {
         };
         Ok(LogStore {
             mem,
+            cut: Arc::default(),
             disk: Some(Arc::new(Disk {
                 files,
                 tx: Some(tx),
@@ -663,13 +669,22 @@ fn read_loc(loc: &Loc) -> Result<Entry, StorageError> {
                 loc.seg.path.display()
             ))
         })?;
-    serde_json::from_slice(&buf).map_err(|e| {
+    let entry: Entry = serde_json::from_slice(&buf).map_err(|e| {
         read_err(format!(
             "entry {} in {} is damaged: {e}",
             loc.log_id.index,
             loc.seg.path.display()
         ))
-    })
+    })?;
+    if entry.log_id != loc.log_id {
+        return Err(read_err(format!(
+            "{} holds {} where {} was written",
+            loc.seg.path.display(),
+            entry.log_id,
+            loc.log_id
+        )));
+    }
+    Ok(entry)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -679,6 +694,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         // Pending entries first: the writer records an entry's place before
         // it drops it from `pending`, so each entry is in one of the two.
+        let _no_cut = self.cut.read().unwrap_or_else(|e| e.into_inner());
         let (mut out, to_read) = {
             let m = lock(&self.mem);
             let out: BTreeMap<u64, Entry> = m
@@ -765,6 +781,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.drain().await?;
         let since = log_id.index;
+        let _cut = self.cut.write().unwrap_or_else(|e| e.into_inner());
         let first_written = {
             let mut m = lock(&self.mem);
             m.pending.split_off(&since);
@@ -1013,6 +1030,55 @@ mod tests {
         drop(s);
         let mut s = LogStore::open(Some(dir.path())).unwrap();
         assert_eq!(ids(&mut s).await, vec![(1, 8), (2, 9)]);
+    }
+
+    /// A replication task reads entries while the log is cut and refilled
+    /// with entries of another length at the same places: every read must
+    /// see either the old entries or the new ones, never a mix.
+    #[test]
+    fn reads_racing_a_truncation_never_see_a_refilled_place() {
+        use std::collections::BTreeSet;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = LogStore::open(Some(dir.path())).unwrap();
+        rt.block_on(put(&store, (0..=40).map(|i| entry(1, i)).collect()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (mut s, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let got = rt.block_on(s.try_get_log_entries(0..=40)).unwrap();
+                    // Between a cut and its refill the log ends at 9.
+                    assert!(got.len() == 10 || got.len() == 41, "{}", got.len());
+                    let tail: BTreeSet<u64> =
+                        got[10..].iter().map(|e| e.log_id.leader_id.term).collect();
+                    assert!(tail.len() <= 1, "entries of two rounds: {tail:?}");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for round in 0..100u64 {
+            // Terms of 1 and of 10 digits: the entries change length.
+            let term = if round % 2 == 0 {
+                1_000_000_000 + round
+            } else {
+                1
+            };
+            rt.block_on(async {
+                store.clone().truncate(id(term, 10)).await.unwrap();
+                put(&store, (10..=40).map(|i| entry(term, i)).collect()).await;
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
     }
 
     #[test]
