@@ -244,31 +244,26 @@ impl State {
                 go_quote(&node.name)
             )
         };
+        if is_stale(verb, stored, node.modify_index) {
+            return Err(stale());
+        }
         match verb {
             CatalogVerb::Get => Ok(()),
-            CatalogVerb::Set | CatalogVerb::Cas => {
-                if verb == CatalogVerb::Cas && !cas_matches(stored, node.modify_index) {
-                    return Err(stale());
-                }
-                self.register(
-                    idx,
-                    now,
-                    Registration {
-                        node: node.name.clone(),
-                        node_id: node.id.clone(),
-                        address: node.address.clone(),
-                        tagged_addresses: node.tagged_addresses.clone(),
-                        node_meta: node.meta.clone(),
-                        skip_node_update: false,
-                        service: None,
-                        checks: Vec::new(),
-                    },
-                )
-            }
+            CatalogVerb::Set | CatalogVerb::Cas => self.register(
+                idx,
+                now,
+                Registration {
+                    node: node.name.clone(),
+                    node_id: node.id.clone(),
+                    address: node.address.clone(),
+                    tagged_addresses: node.tagged_addresses.clone(),
+                    node_meta: node.meta.clone(),
+                    skip_node_update: false,
+                    service: None,
+                    checks: Vec::new(),
+                },
+            ),
             CatalogVerb::Delete | CatalogVerb::DeleteCas => {
-                if verb == CatalogVerb::DeleteCas && stored != Some(node.modify_index) {
-                    return Err(stale());
-                }
                 self.deregister(idx, now, &node.name, None, None);
                 Ok(())
             }
@@ -295,21 +290,18 @@ impl State {
                 go_quote(node)
             )
         };
+        if is_stale(verb, stored, service.modify_index) {
+            return Err(stale());
+        }
         match verb {
             CatalogVerb::Get => Ok(()),
             CatalogVerb::Set | CatalogVerb::Cas => {
-                if verb == CatalogVerb::Cas && !cas_matches(stored, service.modify_index) {
-                    return Err(stale());
-                }
                 if self.catalog.node(node).is_none() {
                     return Err(StateError::MissingNode.to_string());
                 }
                 self.register(idx, now, attach(node, Some(service.clone()), Vec::new()))
             }
             CatalogVerb::Delete | CatalogVerb::DeleteCas => {
-                if verb == CatalogVerb::DeleteCas && stored != Some(service.modify_index) {
-                    return Err(stale());
-                }
                 self.deregister(idx, now, node, Some(service.id.clone()), None);
                 Ok(())
             }
@@ -335,21 +327,18 @@ impl State {
                 go_quote(&check.node)
             )
         };
+        if is_stale(verb, stored, check.modify_index) {
+            return Err(stale());
+        }
         match verb {
             CatalogVerb::Get => Ok(()),
             CatalogVerb::Set | CatalogVerb::Cas => {
-                if verb == CatalogVerb::Cas && !cas_matches(stored, check.modify_index) {
-                    return Err(stale());
-                }
                 if self.catalog.node(&check.node).is_none() {
                     return Err(StateError::MissingNode.to_string());
                 }
                 self.register(idx, now, attach(&check.node, None, vec![check.clone()]))
             }
             CatalogVerb::Delete | CatalogVerb::DeleteCas => {
-                if verb == CatalogVerb::DeleteCas && stored != Some(check.modify_index) {
-                    return Err(stale());
-                }
                 self.deregister(idx, now, &check.node, None, Some(check.check_id.clone()));
                 Ok(())
             }
@@ -401,6 +390,16 @@ fn cas_matches(stored: Option<u64>, index: u64) -> bool {
     match stored {
         None => index == 0,
         Some(stored) => index != 0 && stored == index,
+    }
+}
+
+/// Whether a `cas` or `delete-cas` op's index no longer matches the stored
+/// entry's (other verbs carry no index to check).
+fn is_stale(verb: CatalogVerb, stored: Option<u64>, index: u64) -> bool {
+    match verb {
+        CatalogVerb::Cas => !cas_matches(stored, index),
+        CatalogVerb::DeleteCas => stored != Some(index),
+        CatalogVerb::Get | CatalogVerb::Set | CatalogVerb::Delete => false,
     }
 }
 
