@@ -248,7 +248,11 @@ fn write_batch(
                 done,
             } => {
                 let base = records.len();
-                records.extend_from_slice(&r);
+                if base == 0 {
+                    records = r; // the usual batch of one: no copy
+                } else {
+                    records.extend_from_slice(&r);
+                }
                 placed.extend(
                     entries
                         .into_iter()
