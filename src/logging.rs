@@ -6,8 +6,10 @@
 //! the queue is full: a log reader that stalls (a full pipe, a stuck log driver)
 //! must never stall supervision.
 
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, LoggingConfig};
@@ -51,9 +53,40 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false);
+    let quiet = filter_fn(|meta| !is_raft_rpc_noise(meta));
     match cfg.format {
-        LogFormat::Text => registry.with(fmt.with_ansi(false)).init(),
-        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(false).with_filter(quiet))
+            .init(),
+        LogFormat::Json => registry
+            .with(fmt.json().flatten_event(true).with_filter(quiet))
+            .init(),
     }
     (LevelHandle(handle), guard)
+}
+
+/// openraft 0.9 logs every failed RPC to another server at ERROR, on every
+/// retry: a server whose peers are down wrote two lines every 300 ms. These
+/// are its per-attempt network failures (a vote request, an RPC timeout, a
+/// replication RPC error), recognised by their target and fields since
+/// openraft is pinned; the cluster transport (`raft::network`) logs each
+/// peer's reachability once per change instead. Storage errors and every
+/// other openraft event still pass.
+fn is_raft_rpc_noise(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    if !target.starts_with("openraft") || *meta.level() > tracing::Level::WARN {
+        return false;
+    }
+    let has = |name: &str| meta.fields().field(name).is_some();
+    match target {
+        // "while requesting vote", "timeout" (a vote), "timeout while
+        // confirming leadership": each names the other server in `target`.
+        "openraft::core::raft_core" => has("target") && has("error"),
+        // "RPCError" (error) and "error replication to target=…" (warn);
+        // the storage-error line (error, field `error`) is kept.
+        "openraft::replication" => {
+            has("err") || (*meta.level() == tracing::Level::WARN && has("error"))
+        }
+        _ => false,
+    }
 }

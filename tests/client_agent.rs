@@ -4,6 +4,10 @@
 //! (anti-entropy), and a client that stops answering gets a critical
 //! `serfHealth` that drops it from `?passing`.
 
+// Only the cluster key of the shared harness is used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,7 +40,7 @@ impl Drop for Agent {
 fn start(ip: &str, name: &str, data: &Path, server: bool, join: Option<&str>, port: u16) -> Agent {
     let http = free_port(ip);
     let mut cmd = Command::new(BIN);
-    cmd.arg("agent");
+    cmd.args(["agent", "--encrypt", common::CLUSTER_KEY]);
     if server {
         cmd.args(["--server", "--bootstrap-expect", "1"]);
     }

@@ -924,3 +924,41 @@ fn the_minority_side_of_a_partition_stops_answering_default_reads() {
         },
     );
 }
+
+// ---------------------------------------------------------------- 9. a survivor stops
+
+/// A server whose peers are all gone still stops on SIGTERM: the graceful
+/// leave cannot reach a quorum, gives up after a few seconds, and the
+/// process exits. Its log names each unreachable peer once per change, not
+/// on every retry.
+#[test]
+fn a_server_whose_peers_died_exits_on_sigterm() {
+    let mut c = Cluster::new(24, 3, 3);
+    c.start_all();
+    let all: Vec<usize> = (0..3).collect();
+    let leader = c.agreed_leader(&all, CONVERGE);
+    c.put(leader, "survivor/k", "v").expect("a write");
+    let survivor = (leader + 1) % 3;
+    for i in all.iter().copied().filter(|&i| i != survivor) {
+        c.kill(i);
+    }
+    // Long enough for raft to retry the dead peers many times over.
+    sleep_ms(3000);
+    let pid = c.pid(survivor).expect("running");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let started = Instant::now();
+    let status = c.wait_exit(survivor, Duration::from_secs(10));
+    assert!(status.code().is_some(), "ended by a signal: {status}");
+    eprintln!("survivor exited in {:?} with {status}", started.elapsed());
+    let log = c.log_tail(survivor, 100_000);
+    let unreachable = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("unreachable"))
+        .count();
+    assert!(
+        unreachable <= 12,
+        "{unreachable} ERROR/unreachable lines in the survivor's log:\n{}",
+        c.log_tail(survivor, 40)
+    );
+}

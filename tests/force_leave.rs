@@ -30,7 +30,7 @@ impl Drop for Proc {
 fn agent(n: u8, server: bool, data: &std::path::Path) -> Proc {
     let ip = format!("{SUBNET}.{n}");
     let mut cmd = Command::new(BIN);
-    cmd.arg("agent");
+    cmd.args(["agent", "--encrypt", common::CLUSTER_KEY]);
     if server {
         cmd.args(["--server", "--bootstrap-expect", "1"]);
     } else {

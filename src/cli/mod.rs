@@ -89,6 +89,8 @@ pub enum ConsulCommand {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Print a new random cluster key for `agent --encrypt`, as `consul keygen`.
+    Keygen,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -150,6 +152,14 @@ pub enum CatalogCommand {
     },
 }
 
+/// 32 random bytes in base64, as `consul keygen` prints a gossip key.
+fn keygen() -> Result<Out, String> {
+    let mut key = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| "Error generating key: the system's random source failed".to_string())?;
+    Ok(Out::ok(crate::discovery::api::kv::base64_encode(&key)))
+}
+
 /// Run one command; returns the exit status.
 pub async fn run(cmd: ConsulCommand) -> i32 {
     let result = match cmd {
@@ -191,6 +201,7 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Restore { http, file },
         } => snapshot_restore(&Api::new(&http), &file).await,
+        ConsulCommand::Keygen => keygen(),
     };
     match result {
         Ok(out) => {

@@ -162,6 +162,10 @@ pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<
 
 // ---------------------------------------------------------------- the cluster
 
+/// The cluster key (`--encrypt`) the test clusters run with, as `pilotfish
+/// keygen` prints one.
+pub const CLUSTER_KEY: &str = "cGlsb3RmaXNoLXRlc3QtY2x1c3Rlci1rZXktMzJieXQ=";
+
 /// The port triple every server of one cluster listens on (each on its
 /// own address).
 #[derive(Debug, Clone, Copy)]
@@ -310,7 +314,8 @@ impl Cluster {
             .args(["--client", &node.ip.to_string()])
             .args(["--http-port", &self.ports.http.to_string()])
             .args(["--dns-port", &self.ports.dns.to_string()])
-            .args(["--server-port", &self.ports.server.to_string()]);
+            .args(["--server-port", &self.ports.server.to_string()])
+            .args(["--encrypt", CLUSTER_KEY]);
         for j in 0..self.len().min(3) {
             cmd.args(["--retry-join", &self.nodes[j].ip.to_string()]);
         }

@@ -19,33 +19,26 @@
 //!   left: deregistered).
 //! - `--retry-join`: resolve each name to all its addresses on every
 //!   attempt and probe them until one answers.
-//! - The receiving side of the cluster protocol ([`routes`]): raft RPCs,
-//!   forwarded writes, read index, gossip and leave.
+//!
+//! The cluster port itself (both ends, and its authentication) is
+//! `raft::network`; gossip and leave arrive there and are answered here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::raft::network::{CallError, PREFIX};
-use super::raft::{raft_id, NodeId, Peer, TypeConfig};
+use super::raft::network::CallError;
+use super::raft::{raft_id, NodeId, Peer};
 use super::state::catalog::{Deregistration, Registration};
 use super::state::checks::CheckStatus;
 use super::state::Command;
-use super::{ClusterConfig, Forwarded, Server, ServerConfig};
+use super::{ClusterConfig, Server, ServerConfig};
 
 /// How often every known member is probed.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -53,6 +46,10 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 pub const FAIL_AFTER: Duration = Duration::from_millis(2500);
 /// One probe's deadline.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a leaving server tries to get out of the raft voters before it
+/// stops anyway (Consul's servers do not leave on terminate at all; a leave
+/// that cannot reach a quorum gives up).
+pub const LEAVE_QUORUM_WAIT: Duration = Duration::from_secs(3);
 /// Between two `--retry-join` rounds.
 const RETRY_JOIN_EVERY: Duration = Duration::from_secs(1);
 /// How often the leader reconciles members into raft and the catalog.
@@ -343,6 +340,18 @@ impl Server {
         }
     }
 
+    /// Another member's gossip arrived: learn from it and answer with ours.
+    pub(crate) fn answer_gossip(&self, g: &Gossip) -> Gossip {
+        self.members().heard_from(&g.from, g.initialized);
+        self.members().merge(&g.members);
+        self.gossip()
+    }
+
+    /// A member announced its leave.
+    pub(crate) fn heard_leave(&self, l: &Leave) {
+        self.members().mark_left(&l.name, Some(l.generation));
+    }
+
     fn leaving(&self) -> bool {
         self.inner.leave.is_cancelled()
     }
@@ -390,40 +399,21 @@ impl Server {
 
     /// Announce this node's leave to every member, and as a voter ask the
     /// leader to remove it from the voters first so the others keep quorum.
+    /// Bounded: a server that cannot get its removal committed within
+    /// [`LEAVE_QUORUM_WAIT`] (no leader, no quorum) gives up, says so, and
+    /// still tells the members, so SIGTERM always ends the process.
     pub async fn leave_cluster(&self) {
         if self.cluster().server && self.raft_initialized() {
-            let id = self.raft_id();
-            let deadline = Instant::now() + super::HOLD;
-            while Instant::now() < deadline {
-                let voters: BTreeSet<NodeId> = {
-                    let m = self.raft().metrics();
-                    let m = m.borrow();
-                    m.membership_config.membership().voter_ids().collect()
-                };
-                if !voters.contains(&id) || voters.len() == 1 {
-                    break;
-                }
-                let removed = if self.is_leader() {
-                    self.remove_voter(id).await
-                } else if let Some(leader) = self.leader() {
-                    self.client()
-                        .call::<_, Result<(), String>>(&leader.addr, "/remove", &id, super::HOLD)
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r)
-                } else {
-                    Err("no leader".to_string())
-                };
-                match removed {
-                    Ok(()) => {
-                        tracing::info!("removed this server from the raft voters");
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!("leaving raft: {e}; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+            let deadline = Instant::now() + LEAVE_QUORUM_WAIT;
+            if tokio::time::timeout_at(deadline, self.leave_voters())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "could not leave the raft voters within {LEAVE_QUORUM_WAIT:?} (no leader or no quorum reachable); \
+                     stopping anyway: once a quorum is back, remove this server with `pilotfish force-leave {}` or restart it",
+                    self.members().me().name
+                );
             }
         }
         let leave = std::sync::Arc::new(Leave {
@@ -447,8 +437,45 @@ impl Server {
         tracing::info!("Graceful leave complete");
     }
 
+    /// Ask the leader (or as the leader, raft) to take this server out of
+    /// the voters; retried until it is out or it is the last voter.
+    async fn leave_voters(&self) {
+        let id = self.raft_id();
+        loop {
+            let voters: BTreeSet<NodeId> = {
+                let m = self.raft().metrics();
+                let m = m.borrow();
+                m.membership_config.membership().voter_ids().collect()
+            };
+            if !voters.contains(&id) || voters.len() == 1 {
+                return;
+            }
+            let removed = if self.is_leader() {
+                self.remove_voter(id).await
+            } else if let Some(leader) = self.leader() {
+                self.client()
+                    .call::<_, Result<(), String>>(&leader.addr, "/remove", &id, LEAVE_QUORUM_WAIT)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+            } else {
+                Err("no leader".to_string())
+            };
+            match removed {
+                Ok(()) => {
+                    tracing::info!("removed this server from the raft voters");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!("leaving raft: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
     /// Remove a voter (leader only): Consul's `raft remove-peer`.
-    async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
+    pub(crate) async fn remove_voter(&self, id: NodeId) -> Result<(), String> {
         self.raft()
             .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
             .await
@@ -791,154 +818,6 @@ async fn reconcile(server: &Server) {
             }
         }
     }
-}
-
-// ----- the receiving side -----
-
-/// The cluster protocol on `--server-port`.
-pub fn routes(server: Server) -> Router {
-    Router::new()
-        .route(&format!("{PREFIX}/raft/append"), post(append))
-        .route(&format!("{PREFIX}/raft/vote"), post(vote))
-        .route(&format!("{PREFIX}/raft/snapshot"), post(snapshot))
-        .route(&format!("{PREFIX}/write"), post(write))
-        .route(&format!("{PREFIX}/read-index"), post(read_index))
-        .route(&format!("{PREFIX}/gossip"), post(gossip))
-        .route(&format!("{PREFIX}/leave"), post(leave))
-        .route(&format!("{PREFIX}/remove"), post(remove))
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
-        .with_state(server)
-}
-
-async fn append(
-    State(server): State<Server>,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    let r = server.raft().append_entries(req).await;
-    if matches!(
-        r,
-        Ok(AppendEntriesResponse::Success
-            | AppendEntriesResponse::PartialSuccess(_)
-            | AppendEntriesResponse::Conflict)
-    ) {
-        server.touch_leader_contact();
-    }
-    Json(r)
-}
-
-async fn vote(
-    State(server): State<Server>,
-    Json(req): Json<VoteRequest<NodeId>>,
-) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(server.raft().vote(req).await)
-}
-
-async fn snapshot(
-    State(server): State<Server>,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    let r = server.raft().install_snapshot(req).await;
-    if r.is_ok() {
-        server.touch_leader_contact();
-    }
-    Json(r)
-}
-
-async fn write(State(server): State<Server>, Json(cmd): Json<Command>) -> Json<Forwarded> {
-    if !server.is_leader() {
-        return Json(Forwarded::NotLeader);
-    }
-    Json(server.write_as_leader(cmd).await)
-}
-
-async fn read_index(State(server): State<Server>) -> Json<Option<u64>> {
-    if !server.is_leader() {
-        return Json(None);
-    }
-    Json(server.read_index().await)
-}
-
-async fn gossip(State(server): State<Server>, Json(g): Json<Gossip>) -> Json<Gossip> {
-    server.members().heard_from(&g.from, g.initialized);
-    server.members().merge(&g.members);
-    Json(server.gossip())
-}
-
-async fn leave(State(server): State<Server>, Json(l): Json<Leave>) -> Json<()> {
-    server.members().mark_left(&l.name, Some(l.generation));
-    Json(())
-}
-
-async fn remove(State(server): State<Server>, Json(id): Json<NodeId>) -> Json<Result<(), String>> {
-    if !server.is_leader() {
-        return Json(Err("not the leader".to_string()));
-    }
-    Json(server.remove_voter(id).await)
-}
-
-/// Serve the cluster protocol until `shutdown` (TLS when configured).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    server: Server,
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    tracing::info!(
-        "listening for cluster traffic{} on {}",
-        if tls.is_some() { " (tls)" } else { "" },
-        listener.local_addr()?
-    );
-    let app = routes(server);
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!("accepting a cluster connection: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let http1 = hyper::server::conn::http1::Builder::new();
-            let result = match acceptor {
-                None => {
-                    let conn =
-                        http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    tokio::select! {
-                        r = conn => r.map_err(|e| e.to_string()),
-                        () = shutdown.cancelled() => Ok(()),
-                    }
-                }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Err(e) => Err(format!("tls handshake: {e}")),
-                    Ok(tls) => {
-                        let conn =
-                            http1.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-                        tokio::select! {
-                            r = conn => r.map_err(|e| e.to_string()),
-                            () = shutdown.cancelled() => Ok(()),
-                        }
-                    }
-                },
-            };
-            if let Err(e) = result {
-                tracing::debug!("cluster connection: {e}");
-            }
-        });
-    }
-    connections.close();
-    Ok(())
 }
 
 #[cfg(test)]

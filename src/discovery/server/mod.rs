@@ -75,8 +75,13 @@ pub struct ClusterConfig {
     pub resolver: Option<SocketAddr>,
     /// `--tls-cert/--tls-key/--tls-ca`: server-to-server TLS.
     pub tls: Option<tls::TlsFiles>,
-    /// `--acl-token`: the master token the HTTP API requires.
-    pub acl_token: Option<String>,
+    /// `--acl-token`/`--acl-token-file`: the master token the HTTP API
+    /// requires, compared in constant time.
+    pub acl_token: Option<Arc<raft::network::SecretCheck>>,
+    /// `--encrypt`/`--cluster-secret-file` (or a random one for `--dev`
+    /// and a lone server): the key every cluster-port request and answer
+    /// is authenticated with.
+    pub key: Option<raft::network::ClusterKey>,
 }
 
 impl ClusterConfig {
@@ -380,7 +385,7 @@ impl Server {
             None => None,
             Some(files) => Some(tls::client_config(files).map_err(ServerError::Raft)?),
         };
-        let client = raft::network::Client::new(tls);
+        let client = raft::network::Client::new(tls, cluster.key.clone());
         let config = raft::config()
             .validate()
             .map_err(|e| ServerError::Raft(e.to_string()))?;
@@ -389,6 +394,7 @@ impl Server {
             Arc::new(config),
             raft::network::Network {
                 client: client.clone(),
+                reachability: Default::default(),
             },
             log,
             sm,

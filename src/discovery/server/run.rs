@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::dns::DnsConfig;
+use super::raft::network::{ClusterKey, SecretCheck};
 use super::state::Command;
 use super::{now_ms, ClusterConfig, Server, ServerConfig};
 use crate::config::{LogFormat, LoggingConfig};
@@ -41,9 +43,10 @@ pub struct AgentArgs {
     /// DNS domain served (a trailing dot is added if missing).
     #[arg(long, value_name = "DOMAIN", default_value = "consul.")]
     pub domain: String,
-    /// Address for cluster communication.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    /// Address for cluster communication (default: 0.0.0.0; 127.0.0.1
+    /// with --dev, as Consul's -dev).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
     /// Address advertised to other nodes and in the catalog (default: the
     /// bind address, or the first private IPv4 when binding to 0.0.0.0).
     #[arg(long, value_name = "ADDR")]
@@ -99,8 +102,33 @@ pub struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// Master token the HTTP API requires (X-Consul-Token, Bearer or ?token=).
-    #[arg(long, value_name = "TOKEN", env = "PILOTFISH_ACL_TOKEN")]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PILOTFISH_ACL_TOKEN",
+        conflicts_with = "acl_token_file"
+    )]
     pub acl_token: Option<String>,
+    /// Read the master token from this file (keeps it out of `ps`).
+    #[arg(long, value_name = "FILE")]
+    pub acl_token_file: Option<PathBuf>,
+    /// The cluster key (base64 of 16, 24 or 32 bytes, from `pilotfish
+    /// keygen`) that authenticates all traffic on the server port; every
+    /// server and client agent of a cluster needs the same one.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "PILOTFISH_ENCRYPT",
+        conflicts_with = "cluster_secret_file"
+    )]
+    pub encrypt: Option<String>,
+    /// Read the cluster key (as for --encrypt) from this file.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// A JSON agent config file (Consul's keys; `log_level` for now), read
+    /// at start and again on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -120,27 +148,43 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
 /// How often the reaper samples the applied index and reaps.
 const REAP_EVERY: Duration = Duration::from_secs(60);
 /// How long the node's tasks get to stop after the listeners close.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+/// How long raft gets to stop after that.
+const RAFT_STOP_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Run the agent until SIGTERM/SIGINT; returns the exit status.
 pub async fn run(args: AgentArgs) -> i32 {
-    let (cfg, dns) = match (server_config(&args), dns_config(&args)) {
-        (Ok(cfg), Ok(dns)) => (cfg, dns),
-        (cfg, dns) => {
-            let errors: Vec<String> = [cfg.err(), dns.err()].into_iter().flatten().collect();
+    let file = match &args.config_file {
+        Some(path) => AgentFile::read(path).map(Some),
+        None => Ok(None),
+    };
+    let (cfg, dns, cluster, file) = match (
+        server_config(&args),
+        dns_config(&args),
+        cluster_config(&args),
+        file,
+    ) {
+        (Ok(cfg), Ok(dns), Ok(cluster), Ok(file)) => (cfg, dns, cluster, file),
+        (cfg, dns, cluster, file) => {
+            let errors: Vec<String> = [cfg.err(), dns.err(), cluster.err(), file.err()]
+                .into_iter()
+                .flatten()
+                .collect();
             eprintln!("pilotfish agent: {}", errors.join("; "));
             return 1;
         }
     };
     let logging = LoggingConfig {
-        level: args.log_level.clone(),
+        level: file
+            .and_then(|f| f.log_level)
+            .unwrap_or_else(|| args.log_level.clone()),
         format: match args.log_format {
             LogFormatArg::Json => LogFormat::Json,
             LogFormatArg::Text => LogFormat::Text,
         },
     };
-    let (_level, _flush) = crate::logging::init(&logging);
-    match serve(&args, cfg, dns).await {
+    let (level, _flush) = crate::logging::init(&logging);
+    match serve(&args, cfg, dns, cluster, &level).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -184,9 +228,6 @@ pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
         if let Err(e) = resolver_addr(r) {
             errors.push(e);
         }
-    }
-    if args.acl_token.as_deref() == Some("") {
-        errors.push("--acl-token must not be empty".to_string());
     }
     let node = match &args.node {
         Some(n) if n.is_empty() => {
@@ -259,8 +300,10 @@ fn dns_ttl(value: &str) -> Result<u32, String> {
     u32::try_from(d.as_secs()).map_err(|_| "longer than a DNS TTL can be (136 years)".to_string())
 }
 
-/// The node's cluster role and ports from the flags.
-pub fn cluster_config(args: &AgentArgs) -> ClusterConfig {
+/// The node's cluster role, ports and secrets from the flags; every problem
+/// is reported.
+pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
+    let mut errors = Vec::new();
     let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Some(super::tls::TlsFiles {
             cert: cert.clone(),
@@ -269,7 +312,43 @@ pub fn cluster_config(args: &AgentArgs) -> ClusterConfig {
         }),
         _ => None,
     };
-    ClusterConfig {
+    let acl_token = match (&args.acl_token, &args.acl_token_file) {
+        (Some(t), _) if t.is_empty() => {
+            errors.push("--acl-token must not be empty".to_string());
+            None
+        }
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => match read_secret_file("--acl-token-file", f) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let key_text = match (&args.encrypt, &args.cluster_secret_file) {
+        (Some(k), _) => Some((k.clone(), "--encrypt".to_string())),
+        (None, Some(f)) => match read_secret_file("--cluster-secret-file", f) {
+            Ok(k) => Some((k, format!("--cluster-secret-file {}", f.display()))),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let mut key = match key_text {
+        Some((text, what)) => match ClusterKey::parse(&text, &what) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        None => None,
+    };
+    let mut cluster = ClusterConfig {
         server: args.server || args.dev,
         bootstrap_expect: if args.dev { 1 } else { args.bootstrap_expect },
         server_port: args.server_port,
@@ -282,8 +361,77 @@ pub fn cluster_config(args: &AgentArgs) -> ClusterConfig {
         },
         resolver: args.resolver.as_deref().and_then(|r| resolver_addr(r).ok()),
         tls,
-        acl_token: args.acl_token.clone(),
+        acl_token: acl_token.as_deref().map(|t| Arc::new(SecretCheck::new(t))),
+        key: None,
+    };
+    let authenticated = key.is_some() || cluster.tls.is_some();
+    let alone = args.dev || (cluster.bootstraps_alone() && cluster.retry_join.is_empty());
+    if !authenticated && alone {
+        // Nobody else is meant to talk to this cluster port: close it with
+        // a key nobody has.
+        match ClusterKey::generate() {
+            Ok((k, _)) => key = Some(k),
+            Err(e) => errors.push(format!("making a cluster key for the server port: {e}")),
+        }
+    } else if !authenticated && cluster.acl_token.is_some() {
+        errors.push(format!(
+            "--acl-token protects the HTTP API, but the server port ({}:{}) would accept raft and write \
+             traffic from anyone: add --encrypt KEY (make one with `pilotfish keygen`; every server and \
+             client agent needs the same key) or --cluster-secret-file FILE, or mutual TLS with \
+             --tls-cert, --tls-key and --tls-ca",
+            bind_addr(args),
+            args.server_port
+        ));
     }
+    cluster.key = key;
+    if errors.is_empty() {
+        Ok(cluster)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// The largest secret file read (a key or a token is a line).
+const SECRET_FILE_LIMIT: u64 = 64 * 1024;
+
+/// A secret from a file: its content trimmed, not empty.
+fn read_secret_file(flag: &str, path: &std::path::Path) -> Result<String, String> {
+    let text = read_small_file(flag, path, SECRET_FILE_LIMIT)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{flag} {}: the file is empty", path.display()));
+    }
+    Ok(text.to_string())
+}
+
+/// A regular file of at most `limit` bytes, as text; errors name the flag
+/// and the file. Read through a cap, so a file that grows (or a device
+/// behind a link) is never read whole.
+fn read_small_file(flag: &str, path: &std::path::Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{flag} {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{flag} {shown}: not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
+        .map_err(|e| format!("{flag} {shown}: {e}"))?;
+    if text.len() as u64 > limit {
+        return Err(format!("{flag} {shown}: larger than {limit} bytes"));
+    }
+    Ok(text)
+}
+
+/// `--bind`, or its default: loopback for `--dev` (as `consul agent
+/// -dev`), every address otherwise.
+fn bind_addr(args: &AgentArgs) -> IpAddr {
+    args.bind.unwrap_or(if args.dev {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    })
 }
 
 /// `--resolver`: `ip` or `ip:port` (53 by default).
@@ -323,8 +471,9 @@ fn advertise_addr(args: &AgentArgs) -> IpAddr {
     if let Some(a) = args.advertise {
         return a;
     }
-    if !args.bind.is_unspecified() {
-        return args.bind;
+    let bind = bind_addr(args);
+    if !bind.is_unspecified() {
+        return bind;
     }
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     if args.dev {
@@ -372,17 +521,28 @@ fn limit_malloc_arenas(n: i32) {
 ///    voters, members told), then cancel the root token: listeners stop
 ///    accepting, in-flight requests get a short grace, tasks stop, raft
 ///    stops, all under a deadline.
-async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("installing the SIGINT handler")?;
+async fn serve(
+    args: &AgentArgs,
+    cfg: ServerConfig,
+    dns: DnsConfig,
+    cluster: ClusterConfig,
+    level: &crate::logging::LevelHandle,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Without handlers these would end the agent (exit 129, 138, 140).
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut user1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut user2 =
+        signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     match raise_nofile_limit() {
         Ok(n) => tracing::debug!("open file limit {n}"),
         Err(e) => tracing::warn!("raising the open file limit: {e}"),
     }
     let node = cfg.node.clone();
-    let cluster = cluster_config(args);
     super::tls::install_default_provider();
     let server_tls = match &cluster.tls {
         None => None,
@@ -390,7 +550,7 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::R
             super::tls::server_config(files).map_err(anyhow::Error::msg)?,
         )),
     };
-    let cluster_addr = SocketAddr::new(args.bind, args.server_port);
+    let cluster_addr = SocketAddr::new(bind_addr(args), args.server_port);
     let cluster_listener = TcpListener::bind(cluster_addr)
         .await
         .with_context(|| format!("binding the server port on {cluster_addr}"))?;
@@ -418,7 +578,7 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::R
         let (server, shutdown) = (server.clone(), shutdown.clone());
         tasks.spawn(async move {
             if let Err(e) =
-                super::cluster::serve(cluster_listener, server, server_tls, shutdown).await
+                super::raft::network::serve(cluster_listener, server, server_tls, shutdown).await
             {
                 tracing::error!("cluster listener: {e}");
             }
@@ -469,10 +629,24 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::R
         args.server || args.dev
     );
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-        () = server.leave_requested() => tracing::info!("leave requested through the API: shutting down"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                break;
+            }
+            () = server.leave_requested() => {
+                tracing::info!("leave requested through the API: shutting down");
+                break;
+            }
+            _ = hangup.recv() => reload(args, level),
+            _ = user1.recv() => tracing::info!("SIGUSR1: ignored"),
+            _ = user2.recv() => tracing::info!("SIGUSR2: ignored"),
+        }
     }
     // Leave first (while the listeners still answer), so the remaining
     // servers keep quorum and every member learns we left.
@@ -484,10 +658,59 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::R
     {
         tracing::warn!("tasks still running after {SHUTDOWN_DEADLINE:?}; exiting anyway");
     }
-    if let Err(e) = server.raft().shutdown().await {
-        tracing::warn!("stopping raft: {e}");
+    match tokio::time::timeout(RAFT_STOP_DEADLINE, server.raft().shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("stopping raft: {e}"),
+        Err(_) => tracing::warn!("raft did not stop within {RAFT_STOP_DEADLINE:?}; exiting anyway"),
     }
     Ok(())
+}
+
+/// SIGHUP: re-read what can change while running (the log level of
+/// `--config-file`); a bad file is reported and changes nothing.
+fn reload(args: &AgentArgs, level: &crate::logging::LevelHandle) {
+    let Some(path) = &args.config_file else {
+        tracing::info!("SIGHUP: nothing to reload (the log level reloads from --config-file)");
+        return;
+    };
+    match AgentFile::read(path) {
+        Ok(file) => {
+            let new = file.log_level.unwrap_or_else(|| args.log_level.clone());
+            level.set(&new);
+            tracing::info!("SIGHUP: reloaded {}: log level {new}", path.display());
+        }
+        Err(e) => tracing::error!("SIGHUP: {e}; nothing changed"),
+    }
+}
+
+/// `--config-file`: the agent settings that can change while it runs, in
+/// Consul's agent-config JSON keys.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    pub log_level: Option<String>,
+}
+
+/// The largest `--config-file` read.
+const AGENT_FILE_LIMIT: u64 = 1024 * 1024;
+
+impl AgentFile {
+    pub fn read(path: &std::path::Path) -> Result<AgentFile, String> {
+        let shown = path.display();
+        let text = read_small_file("--config-file", path, AGENT_FILE_LIMIT)?;
+        let file: AgentFile =
+            serde_json::from_str(&text).map_err(|e| format!("--config-file {shown}: {e}"))?;
+        if let Some(l) = &file.log_level {
+            let known = ["trace", "debug", "info", "warn", "error"];
+            if !known.contains(&l.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "--config-file {shown}: log_level {l:?} is not one of {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(file)
+    }
 }
 
 /// Sleep until the earliest session TTL deadline, then propose
@@ -616,7 +839,7 @@ mod tests {
         assert_eq!((cfg.node.as_str(), cfg.domain.as_str()), ("n1", "cluster."));
         assert_eq!(cfg.advertise, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert!(cfg.data_dir.is_none());
-        assert!(cluster_config(&parse(&["--dev"])).server);
+        assert!(cluster_config(&parse(&["--dev"])).unwrap().server);
     }
 
     #[test]
@@ -641,7 +864,7 @@ mod tests {
             "18500",
         ]);
         let cfg = server_config(&a).unwrap();
-        let cluster = cluster_config(&a);
+        let cluster = cluster_config(&a).unwrap();
         assert_eq!(cluster.bootstrap_expect, 3);
         assert_eq!(cfg.advertise.to_string(), "10.0.0.1");
         assert_eq!(
