@@ -22,7 +22,7 @@
 //! critical with Go's x509 text and what to do about it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -61,33 +61,23 @@ pub struct AgentLocal {
     registrations: Mutex<BTreeMap<String, Registration>>,
 }
 
-/// One `AgentLocal` per server. Keyed by the address of the server's shared
-/// config (stable for the server's life); the entry keeps a clone of the
-/// server so that address is never reused by another server in this process.
-#[allow(clippy::type_complexity)]
-static LOCALS: LazyLock<Mutex<HashMap<usize, (Server, Arc<AgentLocal>)>>> =
-    LazyLock::new(Default::default);
+impl Default for AgentLocal {
+    /// An empty table, made once per server (`Server::open_with`).
+    fn default() -> AgentLocal {
+        let (touches, _) = tokio::sync::watch::channel(0);
+        AgentLocal {
+            ttl_touched: Mutex::new(HashMap::new()),
+            touches,
+            ttl_writes: tokio::sync::Mutex::new(()),
+            registrations: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
 
 impl AgentLocal {
-    /// The agent-local table of `server`.
+    /// The agent-local table of `server` (owned by the server, gone with it).
     pub fn of(server: &Server) -> Arc<AgentLocal> {
-        let key = server.config() as *const _ as usize;
-        let mut map = LOCALS.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key)
-            .or_insert_with(|| {
-                let (touches, _) = tokio::sync::watch::channel(0);
-                (
-                    server.clone(),
-                    Arc::new(AgentLocal {
-                        ttl_touched: Mutex::new(HashMap::new()),
-                        touches,
-                        ttl_writes: tokio::sync::Mutex::new(()),
-                        registrations: Mutex::new(BTreeMap::new()),
-                    }),
-                )
-            })
-            .1
-            .clone()
+        server.agent_local().clone()
     }
 
     /// Remember a registration this agent made (`key`: `service:<id>` or

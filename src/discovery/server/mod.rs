@@ -193,6 +193,8 @@ struct Inner {
     last_contact: Mutex<Option<tokio::time::Instant>>,
     /// Who is in the cluster (the serf LAN pool's equivalent).
     members: cluster::Members,
+    /// This agent's own registrations and TTL heartbeats (`checks`).
+    agent_local: Arc<checks::AgentLocal>,
 }
 
 /// The replica and the parked queries, shared with the raft state machine.
@@ -422,6 +424,7 @@ impl Server {
                 leave: tokio_util::sync::CancellationToken::new(),
                 last_contact: Mutex::new(None),
                 members,
+                agent_local: Arc::default(),
             }),
         };
         if alone {
@@ -474,6 +477,12 @@ impl Server {
 
     pub fn members(&self) -> &cluster::Members {
         &self.inner.members
+    }
+
+    /// The agent-local check table shared by the check runner and the
+    /// `/v1/agent` endpoints.
+    pub fn agent_local(&self) -> &Arc<checks::AgentLocal> {
+        &self.inner.agent_local
     }
 
     pub fn raft(&self) -> &raft::Raft {
