@@ -6,79 +6,16 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
+use common::agent::Agent;
 
-struct Agent {
-    child: Child,
-    http: String,
-    dns: u16,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let (http, dns) = (free_port(), free_port());
-        let child = Command::new(BIN)
-            .args([
-                "agent",
-                "--dev",
-                "--node",
-                "cli-node",
-                "--client",
-                "127.0.0.1",
-                "--advertise",
-                "127.0.0.1",
-            ])
-            .args([
-                "--http-port",
-                &http.to_string(),
-                "--dns-port",
-                &dns.to_string(),
-                "--log-level",
-                "warn",
-                "--server-port",
-                &free_port().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start agent");
-        let addr = SocketAddr::from(([127, 0, 0, 1], http));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !common::accepts(addr) {
-            assert!(Instant::now() < deadline, "agent did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Agent {
-            child,
-            http: addr.to_string(),
-            dns,
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("CONSUL_HTTP_ADDR", &self.http)
-            .output()
-            .expect("run cli")
-    }
+/// The agent the CLI talks to (node `cli-node`, advertised on loopback).
+fn agent() -> Agent {
+    Agent::dev()
+        .args(["--node", "cli-node", "--advertise", "127.0.0.1"])
+        .start()
 }
 
 fn text(o: &Output) -> String {
@@ -91,7 +28,7 @@ fn err(o: &Output) -> String {
 
 #[test]
 fn kv_commands_print_what_consul_prints() {
-    let a = Agent::start();
+    let a = agent();
     let put = a.cli(&["kv", "put", "app/config", "hello world"]);
     assert!(put.status.success(), "{}", err(&put));
     assert_eq!(text(&put), "Success! Data written to: app/config\n");
@@ -110,7 +47,7 @@ fn kv_commands_print_what_consul_prints() {
 
 #[test]
 fn info_members_and_catalog() {
-    let a = Agent::start();
+    let a = agent();
     let info = a.cli(&["info"]);
     assert!(info.status.success(), "{}", err(&info));
     let out = text(&info);
@@ -171,7 +108,7 @@ fn info_members_and_catalog() {
 
 #[test]
 fn join_by_dns_name_then_leave() {
-    let a = Agent::start();
+    let a = agent();
     // The node's own DNS name resolves (through the agent's DNS) to its address:
     // joining yourself is harmless, and every address of the name is contacted.
     let name = "cli-node.node.consul";
@@ -193,13 +130,6 @@ fn join_by_dns_name_then_leave() {
     let mut a = a;
     let leave = a.cli(&["leave"]);
     assert_eq!(text(&leave), "Graceful leave complete\n");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = a.child.try_wait().expect("try_wait") {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "agent did not exit after leave");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = a.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
 }

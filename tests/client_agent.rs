@@ -8,61 +8,26 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::agent::{free_port, Agent};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A running agent, SIGKILLed on drop.
-struct Agent {
-    child: Child,
-    http: SocketAddr,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// An agent on `ip` in the test cluster (its key), logging warnings.
 fn start(ip: &str, name: &str, data: &Path, server: bool, join: Option<&str>, port: u16) -> Agent {
-    let http = free_port(ip);
-    let mut cmd = Command::new(BIN);
-    cmd.args(["agent", "--encrypt", common::CLUSTER_KEY]);
-    if server {
-        cmd.args(["--server", "--bootstrap-expect", "1"]);
-    }
-    cmd.arg("--data-dir")
+    let mut b = Agent::on(ip)
+        .args(["--encrypt", common::CLUSTER_KEY, "--log-level", "warn"])
+        .args(["--node", name, "--bind", ip, "--data-dir"])
         .arg(data)
-        .args(["--node", name, "--bind", ip, "--client", ip])
-        .args(["--http-port", &http.to_string()])
-        .args(["--dns-port", &free_port(ip).to_string()])
-        .args(["--server-port", &port.to_string()])
-        .args(["--log-level", "warn"]);
+        .server_port(port);
+    if server {
+        b = b.args(["--server", "--bootstrap-expect", "1"]);
+    }
     if let Some(j) = join {
-        cmd.args(["--retry-join", j]);
+        b = b.args(["--retry-join", j]);
     }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the agent");
-    Agent {
-        child,
-        http: format!("{ip}:{http}").parse().expect("addr"),
-    }
+    b.start()
 }
 
 struct Http(reqwest::Client);
@@ -184,10 +149,7 @@ async fn a_client_agent_keeps_its_services_in_sync_and_fails_when_silent() {
             == (200, "hi".to_string())
     })
     .await;
-    let info = Command::new(BIN)
-        .args(["info", "--http-addr", &client.http.to_string()])
-        .output()
-        .expect("pilotfish info");
+    let info = client.cli(&["info"]);
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success(), "{text}");
     assert!(text.contains("\tserver = false"), "{text}");

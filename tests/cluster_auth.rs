@@ -14,96 +14,15 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use common::agent::{Agent, BIN};
 use common::{eventually, http};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
 const KEY_A: &str = "bm90LWEtcmVhbC1rZXktYnV0LTMyLWJ5dGVzLWxvbmc=";
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running agent, killed on drop; its output goes to `log`.
-struct Agent {
-    child: Child,
-    http: SocketAddr,
-    server_port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    /// `pilotfish agent ARGS` on `ip` with free ports; waits for HTTP.
-    fn start(ip: &str, args: &[&str]) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let (http_port, dns, server) = (free_port(ip), free_port(ip), free_port(ip));
-        let log = dir.path().join("agent.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .arg("agent")
-            .args(["--client", ip, "--http-port", &http_port.to_string()])
-            .args(["--dns-port", &dns.to_string()])
-            .args(["--server-port", &server.to_string()])
-            .args(args)
-            .env_remove("PILOTFISH_ACL_TOKEN")
-            .env_remove("PILOTFISH_ENCRYPT")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let mut a = Agent {
-            child,
-            http: format!("{ip}:{http_port}").parse().unwrap(),
-            server_port: server,
-            log,
-            _dir: dir,
-        };
-        let addr = a.http;
-        eventually("the agent answers HTTP", Duration::from_secs(30), || {
-            if let Ok(Some(s)) = a.child.try_wait() {
-                panic!("the agent exited: {s}\n{}", a.log());
-            }
-            match http(addr, "GET", "/v1/status/leader", b"") {
-                Ok((200, _, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        });
-        a
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, sig).unwrap();
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- agent log -----\n{}", self.log());
-        }
-    }
-}
 
 /// A forged `KvSet` of `key` sent straight to the cluster port, with the
 /// given extra headers: the answer's status.
@@ -176,7 +95,7 @@ fn forged_cluster_writes_are_refused_and_write_nothing() {
             ],
         ),
     ] {
-        let a = Agent::start(ip, &args);
+        let a = Agent::on(ip).args(&args).start();
         let cluster: SocketAddr = format!("{ip}:{}", a.server_port).parse().unwrap();
         let key = format!("forged-{}", what.len());
         let status = forge_write(cluster, &key, &[]);
@@ -207,7 +126,7 @@ fn forged_cluster_writes_are_refused_and_write_nothing() {
 
 #[test]
 fn dev_binds_the_cluster_port_to_loopback_only() {
-    let a = Agent::start("127.0.0.1", &["--dev"]);
+    let a = Agent::dev().start();
     let log = a.log();
     let line = format!(
         "listening for cluster traffic (cluster key) on 127.0.0.1:{}",
@@ -232,25 +151,15 @@ fn dev_binds_the_cluster_port_to_loopback_only() {
     );
 }
 
-/// `pilotfish agent ARGS` must exit 1 at once; its stderr.
+/// `pilotfish agent ARGS` (on loopback, with a data dir) must exit 1 at
+/// once; its stderr.
 fn refused(args: &[&str]) -> String {
-    let ip = "127.0.0.1";
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .arg("agent")
-        .args(["--client", ip, "--bind", ip])
-        .args(["--http-port", &free_port(ip).to_string()])
-        .args(["--dns-port", &free_port(ip).to_string()])
-        .args(["--server-port", &free_port(ip).to_string()])
-        .arg("--data-dir")
+    Agent::on("127.0.0.1")
+        .args(["--bind", "127.0.0.1", "--data-dir"])
         .arg(dir.path())
         .args(args)
-        .env_remove("PILOTFISH_ACL_TOKEN")
-        .env_remove("PILOTFISH_ENCRYPT")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{args:?} did not fail at start");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        .refused()
 }
 
 #[test]
@@ -315,9 +224,8 @@ fn only_an_agent_with_the_same_key_joins() {
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
     let ip = "127.0.77.1";
-    let server = Agent::start(
-        ip,
-        &[
+    let server = Agent::on(ip)
+        .args([
             "--server",
             "--bootstrap-expect",
             "1",
@@ -329,13 +237,12 @@ fn only_an_agent_with_the_same_key_joins() {
             data.to_str().unwrap(),
             "--cluster-secret-file",
             key_file.to_str().unwrap(),
-        ],
-    );
+        ])
+        .start();
     let join = format!("{ip}:{}", server.server_port);
     let (other_key, _) = pilotfish_keygen();
-    let stranger = Agent::start(
-        "127.0.77.2",
-        &[
+    let mut stranger = Agent::on("127.0.77.2")
+        .args([
             "--node",
             "stranger",
             "--bind",
@@ -346,9 +253,14 @@ fn only_an_agent_with_the_same_key_joins() {
             &join,
             "--encrypt",
             &other_key,
-        ],
-    )
-    .into_running_after(Duration::from_secs(3));
+        ])
+        .start();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        stranger.running(),
+        "the stranger exited:\n{}",
+        stranger.log()
+    );
     assert_eq!(member_names(&server), ["keyed"], "a stranger joined");
     assert!(
         server.log().contains("refused a cluster request"),
@@ -356,9 +268,8 @@ fn only_an_agent_with_the_same_key_joins() {
         server.log()
     );
     drop(stranger);
-    let friend = Agent::start(
-        "127.0.77.3",
-        &[
+    let friend = Agent::on("127.0.77.3")
+        .args([
             "--node",
             "friend",
             "--bind",
@@ -369,8 +280,8 @@ fn only_an_agent_with_the_same_key_joins() {
             &join,
             "--encrypt",
             KEY_A,
-        ],
-    );
+        ])
+        .start();
     eventually("the friend is a member", Duration::from_secs(30), || {
         let names = member_names(&server);
         if names.contains(&"friend".to_string()) {
@@ -390,15 +301,6 @@ fn pilotfish_keygen() -> (String, Vec<u8>) {
     (key, bytes)
 }
 
-impl Agent {
-    /// Wait `d`, then check the agent is still running.
-    fn into_running_after(mut self, d: Duration) -> Agent {
-        std::thread::sleep(d);
-        assert!(self.running(), "the agent exited:\n{}", self.log());
-        self
-    }
-}
-
 fn write_config(path: &Path, level: &str) {
     std::fs::write(path, format!(r#"{{"log_level": "{level}"}}"#)).unwrap();
 }
@@ -409,10 +311,9 @@ fn signals_do_not_stop_the_agent_and_sighup_reloads_the_log_level() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.json");
     write_config(&config, "warn");
-    let mut a = Agent::start(
-        "127.0.0.1",
-        &["--dev", "--config-file", config.to_str().unwrap()],
-    );
+    let mut a = Agent::dev()
+        .args(["--config-file", config.to_str().unwrap()])
+        .start();
     for sig in [
         Signal::SIGUSR1,
         Signal::SIGUSR2,
@@ -422,7 +323,7 @@ fn signals_do_not_stop_the_agent_and_sighup_reloads_the_log_level() {
         a.signal(sig);
         std::thread::sleep(Duration::from_millis(200));
         assert!(a.running(), "{sig} ended the agent:\n{}", a.log());
-        let (status, _, _) = http(a.http, "GET", "/v1/status/leader", b"").unwrap();
+        let (status, _, _) = a.request("GET", "/v1/status/leader", b"").unwrap();
         assert_eq!(status, 200, "after {sig}");
     }
     // At warn, the SIGUSR lines (info) are not written; after a reload to

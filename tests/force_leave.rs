@@ -9,59 +9,30 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use common::agent::{Agent, BIN};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
 const SUBNET: &str = "127.0.93";
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn agent(n: u8, server: bool, data: &std::path::Path) -> Proc {
+/// Agent `n` on 127.0.93.n, on Consul's ports; n1 is the server.
+fn agent(n: u8, server: bool, data: &std::path::Path) -> Agent {
     let ip = format!("{SUBNET}.{n}");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["agent", "--encrypt", common::CLUSTER_KEY]);
-    if server {
-        cmd.args(["--server", "--bootstrap-expect", "1"]);
-    } else {
-        cmd.args(["--retry-join", &format!("{SUBNET}.1")]);
-    }
-    cmd.args(["--node", &format!("n{n}")])
-        .arg("--data-dir")
+    let mut b = Agent::on(&ip)
+        .args(["--encrypt", common::CLUSTER_KEY, "--log-level", "warn"])
+        .args(["--node", &format!("n{n}"), "--bind", &ip, "--data-dir"])
         .arg(data)
-        .args(["--bind", &ip, "--client", &ip])
-        .args([
-            "--http-port",
-            "8500",
-            "--dns-port",
-            "8600",
-            "--server-port",
-            "8300",
-        ])
-        .args(["--log-level", "warn"])
-        .env_remove("PILOTFISH_ACL_TOKEN")
-        .stdout(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let addr: SocketAddr = format!("{ip}:8500").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::accepts(addr) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("agent n{n} exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "agent n{n} did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proc(child)
+        .ports(8500, 8600, 8300);
+    b = if server {
+        b.args(["--server", "--bootstrap-expect", "1"])
+    } else {
+        b.args(["--retry-join", &format!("{SUBNET}.1")])
+    };
+    b.start()
 }
 
 fn cli(args: &[&str]) -> Output {

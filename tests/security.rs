@@ -14,7 +14,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
+use common::agent::{Agent, BIN};
 
 // ------------------------------------------------------------ certificates
 
@@ -198,71 +198,25 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::accepts(addr) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("agent on {addr} exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "agent did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A `--dev` agent on free loopback ports with extra flags and environment.
-struct Dev {
-    proc: Proc,
-    addr: SocketAddr,
+fn dev(extra: &[&str], env: &[(&str, &Path)]) -> Agent {
+    let mut b = Agent::dev().args(["--node", "sec"]).args(extra);
+    for (k, v) in env {
+        b = b.env(k, Some(v.to_str().unwrap()));
+    }
+    b.start()
 }
 
-impl Dev {
-    fn start(extra: &[&str], env: &[(&str, &Path)]) -> Dev {
-        let http = free_port();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["agent", "--dev", "--node", "sec", "--client", "127.0.0.1"])
-            .args(["--http-port", &http.to_string()])
-            .args(["--dns-port", &free_port().to_string()])
-            .args(["--server-port", &free_port().to_string()])
-            .args(["--log-level", "warn"])
-            .args(extra)
-            .env_remove("PILOTFISH_ACL_TOKEN")
-            .stdout(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], http));
-        wait_listening(addr, &mut child);
-        Dev {
-            proc: Proc(child),
-            addr,
-        }
+/// `pilotfish ARGS` against `a`, with `token` (or none) in `CONSUL_HTTP_TOKEN`.
+fn cli(a: &Agent, args: &[&str], token: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("CONSUL_HTTP_ADDR", a.http.to_string())
+        .env_remove("CONSUL_HTTP_TOKEN");
+    if let Some(t) = token {
+        cmd.env("CONSUL_HTTP_TOKEN", t);
     }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// `pilotfish ARGS` against this agent, with `token` (or none) in
-    /// `CONSUL_HTTP_TOKEN`.
-    fn cli(&self, args: &[&str], token: Option<&str>) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("CONSUL_HTTP_ADDR", self.addr.to_string())
-            .env_remove("CONSUL_HTTP_TOKEN");
-        if let Some(t) = token {
-            cmd.env("CONSUL_HTTP_TOKEN", t);
-        }
-        cmd.output().unwrap()
-    }
+    cmd.output().unwrap()
 }
 
 fn out(o: &Output) -> String {
@@ -273,60 +227,28 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Run `cmd` to completion, killing it after `limit`.
-fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
 // ------------------------------------------------------- server-to-server TLS
 
 const SUBNET: &str = "127.0.92";
 
 /// `pilotfish agent --server` number `n` on 127.0.92.n with these TLS files.
-fn tls_server(n: u8, cert: &Cert, ca: &Path, data: &Path) -> Proc {
+fn tls_server(n: u8, cert: &Cert, ca: &Path, data: &Path) -> Agent {
     let ip = format!("{SUBNET}.{n}");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["agent", "--server", "--bootstrap-expect", "3"])
-        .args(["--node", &format!("s{n}")])
-        .arg("--data-dir")
+    let mut b = Agent::on(&ip)
+        .args(["--server", "--bootstrap-expect", "3"])
+        .args(["--node", &format!("s{n}"), "--bind", &ip, "--data-dir"])
         .arg(data)
-        .args(["--bind", &ip, "--client", &ip])
-        .args([
-            "--http-port",
-            "8500",
-            "--dns-port",
-            "8600",
-            "--server-port",
-            "8300",
-        ])
-        .args(["--log-level", "warn"])
-        .arg("--tls-cert")
+        .ports(8500, 8600, 8300)
+        .args(["--log-level", "warn", "--tls-cert"])
         .arg(&cert.cert)
         .arg("--tls-key")
         .arg(&cert.key)
         .arg("--tls-ca")
-        .arg(ca)
-        .env_remove("PILOTFISH_ACL_TOKEN")
-        .stdout(Stdio::null());
+        .arg(ca);
     for peer in 1..=3 {
-        cmd.args(["--retry-join", &format!("{SUBNET}.{peer}")]);
+        b = b.args(["--retry-join", &format!("{SUBNET}.{peer}")]);
     }
-    let mut child = cmd.spawn().unwrap();
-    wait_listening(format!("{ip}:8500").parse().unwrap(), &mut child);
-    Proc(child)
+    b.start()
 }
 
 fn api(n: u8, path: &str) -> String {
@@ -377,7 +299,7 @@ async fn tls_servers_form_a_cluster_and_refuse_strangers() {
     let ca = Ca::new(dir.path(), "ca");
     let other_ca = Ca::new(dir.path(), "other-ca");
     let data: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let _servers: Vec<Proc> = (1..=3u8)
+    let _servers: Vec<Agent> = (1..=3u8)
         .map(|n| {
             let cert = ca.issue(&format!("s{n}"), &format!("{SUBNET}.{n}"));
             tls_server(n, &cert, &ca.pem(), data[usize::from(n) - 1].path())
@@ -500,16 +422,7 @@ async fn tls_servers_form_a_cluster_and_refuse_strangers() {
 
 /// `pilotfish agent --dev` with `flags`: it must exit 1 at once; its stderr.
 fn refused(flags: &[&str]) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["agent", "--dev", "--client", "127.0.0.1"])
-        .args(["--http-port", &free_port().to_string()])
-        .args(["--dns-port", &free_port().to_string()])
-        .args(["--server-port", &free_port().to_string()])
-        .args(flags)
-        .env_remove("PILOTFISH_ACL_TOKEN");
-    let o = output_within(cmd, Duration::from_secs(20));
-    assert_eq!(o.status.code(), Some(1), "{flags:?} started: {}", err(&o));
-    err(&o)
+    Agent::dev().args(flags).refused()
 }
 
 #[test]
@@ -591,7 +504,7 @@ fn tls_flags_are_validated_with_the_flag_and_file_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_master_token_guards_the_api_and_the_cli() {
-    let a = Dev::start(&["--acl-token", "s3cret"], &[]);
+    let a = dev(&["--acl-token", "s3cret"], &[]);
     let http = client();
 
     // Without a token, or with a wrong one: 403 Permission denied.
@@ -647,29 +560,29 @@ async fn the_master_token_guards_the_api_and_the_cli() {
     assert_eq!(r.status(), StatusCode::OK);
 
     // The CLI sends CONSUL_HTTP_TOKEN...
-    let put = a.cli(&["kv", "put", "cli", "yes"], Some("s3cret"));
+    let put = cli(&a, &["kv", "put", "cli", "yes"], Some("s3cret"));
     assert!(put.status.success(), "{}", err(&put));
     assert_eq!(out(&put), "Success! Data written to: cli\n");
-    let get = a.cli(&["kv", "get", "cli"], Some("s3cret"));
+    let get = cli(&a, &["kv", "get", "cli"], Some("s3cret"));
     assert_eq!(out(&get), "yes\n");
-    let info = a.cli(&["info"], Some("s3cret"));
+    let info = cli(&a, &["info"], Some("s3cret"));
     assert!(info.status.success(), "{}", err(&info));
     // ...and without it says what is wrong and what to do.
-    let put = a.cli(&["kv", "put", "cli", "no"], None);
+    let put = cli(&a, &["kv", "put", "cli", "no"], None);
     assert_eq!(put.status.code(), Some(1));
     assert_eq!(
         err(&put),
         "Error! Failed writing data: Unexpected response code: 403 (Permission denied); \
          the agent requires an ACL token: set CONSUL_HTTP_TOKEN or --token to its --acl-token\n"
     );
-    let get = a.cli(&["kv", "get", "cli"], None);
+    let get = cli(&a, &["kv", "get", "cli"], None);
     assert_eq!(get.status.code(), Some(1));
     assert!(
         err(&get).contains("403 (Permission denied)"),
         "{}",
         err(&get)
     );
-    let info = a.cli(&["info"], Some("wrong"));
+    let info = cli(&a, &["info"], Some("wrong"));
     assert_eq!(info.status.code(), Some(1));
     assert!(
         err(&info).contains("the token in CONSUL_HTTP_TOKEN/--token was refused"),
@@ -677,12 +590,12 @@ async fn the_master_token_guards_the_api_and_the_cli() {
         err(&info)
     );
     // Nothing was written by the refused commands.
-    let get = a.cli(&["kv", "get", "cli"], Some("s3cret"));
+    let get = cli(&a, &["kv", "get", "cli"], Some("s3cret"));
     assert_eq!(out(&get), "yes\n");
     // --token works like the variable.
-    let r = a.cli(&["kv", "get", "--token", "s3cret", "cli"], None);
+    let r = cli(&a, &["kv", "get", "--token", "s3cret", "cli"], None);
     assert_eq!(out(&r), "yes\n");
-    drop(a.proc);
+    drop(a);
 }
 
 // ------------------------------------------------------------ HTTPS checks
@@ -732,7 +645,7 @@ server.serve_forever()
     (Proc(child), port)
 }
 
-async fn register_check(http: &reqwest::Client, a: &Dev, id: &str, url: &str, skip: bool) {
+async fn register_check(http: &reqwest::Client, a: &Agent, id: &str, url: &str, skip: bool) {
     let mut def = json!({"ID": id, "Name": id, "HTTP": url, "Interval": "1s", "Timeout": "5s"});
     if skip {
         def["TLSSkipVerify"] = json!(true);
@@ -749,7 +662,7 @@ async fn register_check(http: &reqwest::Client, a: &Dev, id: &str, url: &str, sk
 /// Wait until check `id` has `status` and an output containing `needle`.
 async fn wait_check(
     http: &reqwest::Client,
-    a: &Dev,
+    a: &Agent,
     id: &str,
     status: &str,
     needle: &str,
@@ -780,7 +693,7 @@ async fn https_checks_verify_certificates_unless_told_not_to() {
     let (_self_server, self_port) = https_server(dir.path(), &untrusted);
     // The agent's system roots are this CA alone (rustls-native-certs reads
     // SSL_CERT_FILE), so "verified" is decided by the test, not the host.
-    let a = Dev::start(&[], &[("SSL_CERT_FILE", &ca.pem())]);
+    let a = dev(&[], &[("SSL_CERT_FILE", &ca.pem())]);
     let http = client();
     let good = format!("https://127.0.0.1:{good_port}/");
     let selfsigned = format!("https://127.0.0.1:{self_port}/");

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod agent;
+
 // ---------------------------------------------------------------- HTTP
 
 /// Whether something listens on `addr`. A connection to itself does not

@@ -1,0 +1,276 @@
+//! One `pilotfish agent` process as the suites start it: a builder for its
+//! flags, free ports on its own address, its output in a log file of its
+//! own, killed on drop (the log's tail is printed when the test failed).
+
+// Each suite uses a part of it.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use super::{eventually, http, HttpError, Response};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
+
+/// A TCP port free on `ip` right now.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// What to start; see [`Agent::dev`] and [`Agent::on`].
+pub struct AgentBuilder {
+    ip: String,
+    args: Vec<OsString>,
+    env: Vec<(String, Option<String>)>,
+    http: Option<u16>,
+    dns: Option<u16>,
+    server: Option<u16>,
+    leader: bool,
+}
+
+impl AgentBuilder {
+    pub fn arg(mut self, a: impl Into<OsString>) -> AgentBuilder {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> AgentBuilder {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Fixed HTTP, DNS and server ports (a restart keeps its addresses).
+    pub fn ports(mut self, http: u16, dns: u16, server: u16) -> AgentBuilder {
+        (self.http, self.dns, self.server) = (Some(http), Some(dns), Some(server));
+        self
+    }
+
+    /// A fixed server port (agents that join by address alone share one).
+    pub fn server_port(mut self, port: u16) -> AgentBuilder {
+        self.server = Some(port);
+        self
+    }
+
+    /// The three ports, free ones where none was fixed.
+    fn pick_ports(&self) -> (u16, u16, u16) {
+        let ip = self.ip.as_str();
+        (
+            self.http.unwrap_or_else(|| free_port(ip)),
+            self.dns.unwrap_or_else(|| free_port(ip)),
+            self.server.unwrap_or_else(|| free_port(ip)),
+        )
+    }
+
+    /// Set (`Some`) or remove (`None`) an environment variable.
+    pub fn env(mut self, key: &str, value: Option<&str>) -> AgentBuilder {
+        self.env.push((key.to_string(), value.map(String::from)));
+        self
+    }
+
+    /// Also wait until the agent knows a leader (a server that forms alone).
+    pub fn wait_for_leader(mut self) -> AgentBuilder {
+        self.leader = true;
+        self
+    }
+
+    fn command(&self, log: &std::fs::File, ports: (u16, u16, u16)) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("agent")
+            .args(["--client", &self.ip])
+            .args(["--http-port", &ports.0.to_string()])
+            .args(["--dns-port", &ports.1.to_string()])
+            .args(["--server-port", &ports.2.to_string()])
+            .args(&self.args)
+            .env_remove("PILOTFISH_ACL_TOKEN")
+            .env_remove("PILOTFISH_ENCRYPT")
+            .env_remove("PILOTFISH_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log.try_clone().expect("log handle"));
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+
+    /// Start it and wait until its HTTP API answers.
+    pub fn start(self) -> Agent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("agent.log");
+        let file = std::fs::File::create(&log).expect("the agent's log");
+        let ip = self.ip.as_str();
+        let ports = self.pick_ports();
+        let child = self
+            .command(&file, ports)
+            .spawn()
+            .expect("start pilotfish agent");
+        let mut agent = Agent {
+            child: Some(child),
+            http: format!("{ip}:{}", ports.0).parse().expect("an address"),
+            ip: self.ip.clone(),
+            dns: ports.1,
+            server_port: ports.2,
+            log,
+            _dir: dir,
+        };
+        let leader = self.leader;
+        eventually("the agent answers HTTP", Duration::from_secs(30), || {
+            if let Some(Ok(Some(s))) = agent.child.as_mut().map(Child::try_wait) {
+                panic!("the agent exited at start: {s}\n{}", agent.log());
+            }
+            match agent.request("GET", "/v1/status/leader", b"") {
+                Ok((200, _, body)) if !leader || body.len() > 2 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+        agent
+    }
+
+    /// Run it to its end (it must stop by itself within 20 s): its output.
+    pub fn run_to_exit(self) -> Output {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = std::fs::File::create(dir.path().join("agent.log")).expect("log");
+        let ports = self.pick_ports();
+        let mut cmd = self.command(&file, ports);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pilotfish agent");
+        eventually("the agent exits", Duration::from_secs(20), || {
+            match child.try_wait() {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err("still running".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        child.wait_with_output().expect("the agent's output")
+    }
+}
+
+impl AgentBuilder {
+    /// It must refuse to start (exit 1 at once): its stderr.
+    pub fn refused(self) -> String {
+        let args = format!("{:?}", self.args);
+        let o = self.run_to_exit();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{args} did not fail at start: {stderr}"
+        );
+        stderr
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    child: Option<Child>,
+    pub ip: String,
+    pub http: SocketAddr,
+    pub dns: u16,
+    pub server_port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// `--dev` on 127.0.0.1 (its output goes to its log file).
+    pub fn dev() -> AgentBuilder {
+        Agent::on("127.0.0.1").arg("--dev")
+    }
+
+    /// An agent whose HTTP, DNS (and, with `--bind`, cluster) ports are on
+    /// `ip`; add the role and the rest.
+    pub fn on(ip: &str) -> AgentBuilder {
+        AgentBuilder {
+            ip: ip.to_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            http: None,
+            dns: None,
+            server: None,
+            leader: false,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, HttpError> {
+        http(self.http, method, path, body)
+    }
+
+    /// `pilotfish ARGS` against this agent (CONSUL_HTTP_ADDR), no token.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("CONSUL_HTTP_ADDR", self.http.to_string())
+            .env_remove("CONSUL_HTTP_TOKEN")
+            .output()
+            .expect("run pilotfish")
+    }
+
+    /// Everything the agent wrote so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        let id = self.child.as_ref().expect("a running agent").id();
+        nix::unistd::Pid::from_raw(i32::try_from(id).expect("a pid"))
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("signal the agent");
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// Wait for the agent to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("a running agent");
+        let status = eventually("the agent exits", limit, || match child.try_wait() {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err("still running".to_string()),
+            Err(e) => Err(e.to_string()),
+        });
+        self.child = None;
+        status
+    }
+
+    /// SIGKILL it now.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "----- agent on {} log, last 40 lines -----\n{}",
+                self.http,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+    }
+}
