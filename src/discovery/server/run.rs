@@ -371,7 +371,9 @@ fn limit_malloc_arenas(n: i32) {
 /// 5. on SIGTERM/SIGINT or `leave`: leave the cluster gracefully (out of the
 ///    voters, members told), then cancel the root token: listeners stop
 ///    accepting, in-flight requests get a short grace, tasks stop, raft
-///    stops, all under a deadline.
+///    stops, all under a deadline;
+/// 6. or when raft stops on a storage failure (a full disk): the same
+///    shutdown without the leave, then the cause is returned (exit 1).
 async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -469,14 +471,21 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::R
         args.server || args.dev
     );
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-        () = server.leave_requested() => tracing::info!("leave requested through the API: shutting down"),
-    }
+    let failure = tokio::select! {
+        _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+        _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); None }
+        () = server.leave_requested() => {
+            tracing::info!("leave requested through the API: shutting down");
+            None
+        }
+        cause = server.failed() => Some(cause),
+    };
     // Leave first (while the listeners still answer), so the remaining
-    // servers keep quorum and every member learns we left.
-    server.leave_cluster().await;
+    // servers keep quorum and every member learns we left. Not when raft
+    // has stopped: it can no longer leave, and a restart rejoins.
+    if failure.is_none() {
+        server.leave_cluster().await;
+    }
     shutdown.cancel();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
         .await
@@ -487,7 +496,15 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::R
     if let Err(e) = server.raft().shutdown().await {
         tracing::warn!("stopping raft: {e}");
     }
-    Ok(())
+    match failure {
+        // Logged once, by `run`, and the exit status is 1, so a supervisor
+        // restarts the agent (e.g. once disk space is freed).
+        Some(cause) => Err(anyhow::anyhow!(
+            "{cause}; raft cannot go on after a storage failure, so this agent stops: \
+             fix the cause (free space on that file system, say) and start it again"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Sleep until the earliest session TTL deadline, then propose
