@@ -139,6 +139,10 @@ pub enum WriteError {
     /// The write reached the leader but its outcome is unknown.
     #[error("rpc error making call: {0}")]
     Rpc(String),
+    /// raft stopped on a storage failure (a full disk, say): its cause,
+    /// instead of a `No cluster leader` that hides it.
+    #[error("{0}; this agent is stopping")]
+    Stopped(String),
 }
 
 /// Why a read with the default or `?consistent` mode was refused.
@@ -195,6 +199,8 @@ struct Inner {
     members: cluster::Members,
     /// This agent's own registrations and TTL heartbeats (`checks`).
     agent_local: Arc<checks::AgentLocal>,
+    /// The first storage failure, which stops raft.
+    fault: raft::Fault,
 }
 
 /// The replica and the parked queries, shared with the raft state machine.
@@ -381,7 +387,8 @@ impl Server {
         let shared = Arc::new(Shared::new());
         let log = raft::log_store::LogStore::open(dir).map_err(ServerError::Store)?;
         let had_state = log.has_state();
-        let sm = raft::state_machine::StateMachine::open(shared.clone(), dir)
+        let fault = log.fault();
+        let sm = raft::state_machine::StateMachine::open(shared.clone(), dir, fault.clone())
             .map_err(ServerError::Store)?;
         let tls = match &cluster.tls {
             None => None,
@@ -410,7 +417,7 @@ impl Server {
         };
         let members = cluster::Members::new(&cfg, &cluster, &me);
         let alone = cluster.bootstraps_alone();
-        let proposer = raft::propose::Proposer::start(raft.clone());
+        let proposer = raft::propose::Proposer::start(raft.clone(), fault.clone());
         let server = Server {
             inner: Arc::new(Inner {
                 cfg,
@@ -425,6 +432,7 @@ impl Server {
                 last_contact: Mutex::new(None),
                 members,
                 agent_local: Arc::default(),
+                fault,
             }),
         };
         if alone {
@@ -731,7 +739,8 @@ impl Server {
             let proposed =
                 tokio::time::timeout_at(deadline, self.inner.proposer.propose(cmd.clone())).await;
             let leader = match proposed {
-                Err(_) | Ok(Err(Rejected::Stopped)) => return Err(WriteError::NoLeader),
+                Err(_) | Ok(Err(Rejected::Stopped(None))) => return Err(WriteError::NoLeader),
+                Ok(Err(Rejected::Stopped(Some(cause)))) => return Err(WriteError::Stopped(cause)),
                 Ok(Ok(Applied { index, result })) => {
                     return result
                         .map(|outcome| Written { index, outcome })
@@ -781,7 +790,10 @@ impl Server {
             Ok(Ok(Applied { index, result })) => Forwarded::Applied { index, result },
             Ok(Err(Rejected::NotLeader(_))) => Forwarded::NotLeader,
             Ok(Err(Rejected::Failed(m))) => Forwarded::Failed(m),
-            Ok(Err(Rejected::Stopped)) => Forwarded::Failed("raft has stopped".into()),
+            Ok(Err(Rejected::Stopped(cause))) => Forwarded::Failed(cause.map_or_else(
+                || "raft has stopped".into(),
+                |c| format!("raft has stopped: {c}"),
+            )),
         }
     }
 
@@ -844,6 +856,12 @@ impl Server {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!("stopping raft: {e}");
         }
+    }
+
+    /// Completes once raft has stopped on a storage failure, with its
+    /// cause; the agent then exits (only `main` exits the process).
+    pub async fn failed(&self) -> String {
+        raft::failed(&self.inner.raft, &self.inner.fault).await
     }
 
     /// Ask the process running this node to leave and shut down.

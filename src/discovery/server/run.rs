@@ -520,7 +520,9 @@ fn limit_malloc_arenas(n: i32) {
 /// 5. on SIGTERM/SIGINT or `leave`: leave the cluster gracefully (out of the
 ///    voters, members told), then cancel the root token: listeners stop
 ///    accepting, in-flight requests get a short grace, tasks stop, raft
-///    stops, all under a deadline.
+///    stops, all under a deadline;
+/// 6. or when raft stops on a storage failure (a full disk): the same
+///    shutdown without the leave, then the cause is returned (exit 1).
 async fn serve(
     args: &AgentArgs,
     cfg: ServerConfig,
@@ -629,28 +631,32 @@ async fn serve(
         args.server || args.dev
     );
 
-    loop {
+    let failure = loop {
         tokio::select! {
             _ = terminate.recv() => {
                 tracing::info!("SIGTERM: shutting down");
-                break;
+                break None;
             }
             _ = interrupt.recv() => {
                 tracing::info!("SIGINT: shutting down");
-                break;
+                break None;
             }
             () = server.leave_requested() => {
                 tracing::info!("leave requested through the API: shutting down");
-                break;
+                break None;
             }
+            cause = server.failed() => break Some(cause),
             _ = hangup.recv() => reload(args, level),
             _ = user1.recv() => tracing::info!("SIGUSR1: ignored"),
             _ = user2.recv() => tracing::info!("SIGUSR2: ignored"),
         }
-    }
+    };
     // Leave first (while the listeners still answer), so the remaining
-    // servers keep quorum and every member learns we left.
-    server.leave_cluster().await;
+    // servers keep quorum and every member learns we left. Not when raft
+    // has stopped: it can no longer leave, and a restart rejoins.
+    if failure.is_none() {
+        server.leave_cluster().await;
+    }
     shutdown.cancel();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tasks.wait())
         .await
@@ -663,7 +669,15 @@ async fn serve(
         Ok(Err(e)) => tracing::warn!("stopping raft: {e}"),
         Err(_) => tracing::warn!("raft did not stop within {RAFT_STOP_DEADLINE:?}; exiting anyway"),
     }
-    Ok(())
+    match failure {
+        // Logged once, by `run`, and the exit status is 1, so a supervisor
+        // restarts the agent (e.g. once disk space is freed).
+        Some(cause) => Err(anyhow::anyhow!(
+            "{cause}; raft cannot go on after a storage failure, so this agent stops: \
+             fix the cause (free space on that file system, say) and start it again"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// SIGHUP: re-read what can change while running (the log level of

@@ -321,6 +321,32 @@ mod tests {
     }
 
     #[test]
+    fn values_are_base64_and_files_of_earlier_builds_with_byte_arrays_restore() {
+        let (snap, index) = sample();
+        let file = encode(&snap, index).unwrap();
+        let text = String::from_utf8(file.clone()).unwrap();
+        assert!(text.contains(r#""value":"MQ==""#), "{text}");
+        // An earlier build wrote each value as an array of byte numbers.
+        let body = text
+            .split_once('\n')
+            .unwrap()
+            .1
+            .replace(r#""MQ==""#, "[49]");
+        let old = format!(
+            "pilotfish-snapshot format=1 index={index} length={} sha256={}\n{body}",
+            body.len(),
+            sha256_hex(body.as_bytes())
+        );
+        assert_eq!(
+            decode(old.as_bytes()).unwrap(),
+            SnapshotFile {
+                index,
+                snapshot: snap
+            }
+        );
+    }
+
+    #[test]
     fn damaged_files_say_what_is_wrong() {
         let (snap, index) = sample();
         let file = encode(&snap, index).unwrap();

@@ -17,6 +17,8 @@ pub mod state_machine;
 
 use std::io::Cursor;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +104,65 @@ pub fn config() -> openraft::Config {
 
 pub fn millis_u64(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The first storage failure of a node (its raft log, `meta.json`, its
+/// snapshot file), kept so that it is named once. openraft 0.9 stops its
+/// core on any storage error, and the node cannot go on without it, so the
+/// agent exits with this cause (a supervisor restarts it once the cause,
+/// say a full disk, is gone); meanwhile writes answer with it instead of
+/// `No cluster leader`. openraft is handed a short text that points here,
+/// so its own error lines don't repeat the cause.
+#[derive(Clone, Default)]
+pub struct Fault(Arc<Mutex<Option<String>>>);
+
+impl Fault {
+    /// Keep `cause`, unless an earlier failure is kept: the first one is
+    /// what went wrong, later ones follow from it.
+    pub fn record(&self, cause: String) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_none() {
+            *kept = Some(cause);
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// An I/O error on `path` as a user should read it: a full disk says
+/// `no space left on device at <path>`, the words people search for.
+pub fn io_at(path: &Path, e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) {
+        format!("no space left on device at {}", path.display())
+    } else {
+        format!("{}: {e}", path.display())
+    }
+}
+
+/// Completes once raft's core has stopped on an error (never when it is
+/// shut down normally), with the cause: the [`Fault`] kept, or openraft's
+/// own error when no store failure was kept.
+pub async fn failed(raft: &Raft, fault: &Fault) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        let stopped = match &metrics.borrow().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = stopped {
+            return fault.get().unwrap_or_else(|| format!("raft stopped: {e}"));
+        }
+        if metrics.changed().await.is_err() {
+            // The core is gone without an error in its metrics: a normal
+            // shutdown, unless a store failure was kept.
+            match fault.get() {
+                Some(cause) => return cause,
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 /// The raft ID of a node: the first 8 bytes of its UUID node ID (never 0).

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{Peer, Proposal, Raft};
+use super::{Fault, Peer, Proposal, Raft};
 use crate::discovery::server::state::{Command, CommandResult};
 
 /// Entries proposed and not yet answered: one being written and
@@ -40,8 +40,8 @@ pub enum Rejected {
     NotLeader(Option<Peer>),
     /// raft refused it (a membership change in progress, say).
     Failed(String),
-    /// raft has stopped.
-    Stopped,
+    /// raft has stopped; on a storage failure, its cause.
+    Stopped(Option<String>),
 }
 
 struct Pending {
@@ -57,10 +57,10 @@ pub struct Proposer {
 
 impl Proposer {
     /// Start the task that proposes the queued commands to `raft`. It ends
-    /// once every `Proposer` is dropped.
-    pub fn start(raft: Raft) -> Proposer {
+    /// once every `Proposer` is dropped. `fault` names why raft stopped.
+    pub fn start(raft: Raft, fault: Fault) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(raft, fault, rx));
         Proposer { tx }
     }
 
@@ -70,12 +70,12 @@ impl Proposer {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Pending { cmd, reply })
-            .map_err(|_| Rejected::Stopped)?;
-        answer.await.unwrap_or(Err(Rejected::Stopped))
+            .map_err(|_| Rejected::Stopped(None))?;
+        answer.await.unwrap_or(Err(Rejected::Stopped(None)))
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run(raft: Raft, fault: Fault, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot is what lets the queue fill up under load.
@@ -89,15 +89,15 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let (raft, fault) = (raft.clone(), fault.clone());
         tokio::spawn(async move {
-            submit(&raft, batch).await;
+            submit(&raft, &fault, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn submit(raft: &Raft, batch: Vec<Pending>) {
+async fn submit(raft: &Raft, fault: &Fault, batch: Vec<Pending>) {
     let (cmds, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
     let proposal = Proposal {
@@ -128,7 +128,7 @@ async fn submit(raft: &Raft, batch: Vec<Pending>) {
                 RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
                     Rejected::Failed(e.to_string())
                 }
-                RaftError::Fatal(_) => Rejected::Stopped,
+                RaftError::Fatal(_) => Rejected::Stopped(fault.get()),
             };
             for reply in replies {
                 let _ = reply.send(Err(why.clone()));

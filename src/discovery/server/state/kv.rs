@@ -704,6 +704,27 @@ mod tests {
     }
 
     #[test]
+    fn values_are_base64_and_arrays_of_earlier_builds_still_load() {
+        let e = KvEntry {
+            key: "k".into(),
+            value: b"hi".to_vec(),
+            flags: 0,
+            session: None,
+            create_index: 1,
+            modify_index: 1,
+            lock_index: 0,
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["value"], "aGk=");
+        let mut old = json.clone();
+        old["value"] = serde_json::json!([104, 105]);
+        assert_eq!(serde_json::from_value::<KvEntry>(old).unwrap(), e);
+        let mut bad = json;
+        bad["value"] = serde_json::json!([104, 300]);
+        assert!(serde_json::from_value::<KvEntry>(bad).is_err());
+    }
+
+    #[test]
     fn set_keeps_create_index_and_resets_flags() {
         let mut kv = KvStore::default();
         kv.set(5, "a", v("1"), 42);
@@ -1061,9 +1082,12 @@ mod tests {
 
 /// KV values in the log, snapshots and forwarded writes as base64 strings:
 /// a quarter of the size of serde's default array of numbers, and far
-/// quicker to encode and decode for the 512 KiB values Consul allows.
+/// quicker to encode and decode for the 512 KiB values Consul allows. The
+/// array of numbers of earlier builds is still read, so their logs,
+/// snapshots and snapshot files load.
 pub(crate) mod b64 {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
 
     use crate::discovery::api::kv::{base64_decode, base64_encode};
 
@@ -1072,7 +1096,29 @@ pub(crate) mod b64 {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(d)?;
-        base64_decode(&text).map_err(serde::de::Error::custom)
+        d.deserialize_any(Value)
+    }
+
+    /// A base64 string, or an earlier build's array of byte numbers.
+    struct Value;
+
+    impl<'de> Visitor<'de> for Value {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a base64 string or an array of bytes")
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            base64_decode(text).map_err(E::custom)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
     }
 }
