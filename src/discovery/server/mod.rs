@@ -10,34 +10,34 @@
 //! cluster, alive or failed), bootstrap and the leader's reconciliation live
 //! in `cluster`.
 //!
-//! Blocking queries cost memory, not threads: each parked query is one entry
-//! in a waiter table holding the index it last saw and a *probe* (a function
-//! of the state returning the query's index, e.g. one key's ModifyIndex).
-//! After every apply the state machine runs each probe once under the
-//! replica's read lock and wakes only the waiters whose probe moved. A waiter
-//! registers while it holds the read lock it computed its index under, so an
-//! apply either happened before it looked or runs its probe afterwards: no
-//! lost wakeups.
+//!
+//! The replica and the blocking queries' waiter table are `replica`; the
+//! read consistency modes and check-quorum are `consistency`.
 
 pub mod checks;
 pub mod cluster;
+mod consistency;
 pub mod dns;
 pub mod http;
 pub mod raft;
+mod replica;
 pub mod run;
 pub mod state;
 pub mod tls;
 
-use std::collections::{BTreeMap, HashMap};
+pub use consistency::{Consistency, NoLeader};
+pub(crate) use replica::{blocking, Replica, Shared};
+
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::RaftError;
 use raft::propose::{Applied, Rejected};
 use serde::{Deserialize, Serialize};
-use state::{Command, CommandResult, Outcome, State, StateError};
+use state::{Command, CommandResult, Outcome, StateError};
 
 /// What a server node is, from the command line.
 #[derive(Debug, Clone)]
@@ -145,22 +145,6 @@ pub enum WriteError {
     Stopped(String),
 }
 
-/// Why a read with the default or `?consistent` mode was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("No cluster leader")]
-pub struct NoLeader;
-
-/// The read modes of consul-wire.md §3.4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    /// Answer if a leader is known and in touch with this node.
-    Default,
-    /// Confirm leadership with a quorum first, then read at least that index.
-    Consistent,
-    /// Answer from this replica, whatever its state.
-    Stale,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("opening the data dir: {0}")]
@@ -201,108 +185,6 @@ struct Inner {
     agent_local: Arc<checks::AgentLocal>,
     /// The first storage failure, which stops raft.
     fault: raft::Fault,
-}
-
-/// The replica and the parked queries, shared with the raft state machine.
-pub(crate) struct Shared {
-    replica: RwLock<Replica>,
-    waiters: Mutex<Waiters>,
-    /// The last applied index, for the node's own tasks (session timers).
-    applied: tokio::sync::watch::Sender<u64>,
-}
-
-/// The state and what raft needs to know about it.
-pub(crate) struct Replica {
-    pub state: State,
-    pub last_log: Option<raft::LogId>,
-    pub membership: raft::Membership,
-}
-
-impl Shared {
-    fn new() -> Shared {
-        let (applied, _) = tokio::sync::watch::channel(0);
-        Shared {
-            replica: RwLock::new(Replica {
-                state: State::new(),
-                last_log: None,
-                membership: raft::Membership::default(),
-            }),
-            waiters: Mutex::new(Waiters::default()),
-            applied,
-        }
-    }
-
-    pub(crate) fn replica(&self) -> RwLockReadGuard<'_, Replica> {
-        self.replica.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn replica_mut(&self) -> RwLockWriteGuard<'_, Replica> {
-        self.replica.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// After an apply: wake the parked queries whose index moved, publish
-    /// the applied index.
-    pub(crate) fn applied(&self) {
-        let r = self.replica();
-        self.wake(&r.state);
-        self.applied.send_replace(r.state.last_applied());
-    }
-
-    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wake the parked queries whose index moved; called after each apply
-    /// under the replica's read lock.
-    fn wake(&self, state: &State) {
-        self.waiters().parked.retain(|_, w| {
-            if (w.probe)(state) == w.seen {
-                return true;
-            }
-            if let Some(tx) = w.wake.take() {
-                // The receiver may be gone already (timed out); nothing to do.
-                let _ = tx.send(());
-            }
-            false
-        });
-    }
-}
-
-/// Run a blocking call (an fsync) without stalling other tasks where the
-/// runtime allows it (multi-thread); inline on a current-thread runtime.
-pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
-/// A blocking query's index as a function of the state.
-type Probe = Arc<dyn Fn(&State) -> u64 + Send + Sync>;
-
-#[derive(Default)]
-struct Waiters {
-    next_id: u64,
-    parked: HashMap<u64, Waiter>,
-}
-
-struct Waiter {
-    /// The probe's value when the query parked.
-    seen: u64,
-    probe: Probe,
-    wake: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-/// Removes a parked query that stopped waiting (timeout, client gone).
-struct Parked<'a> {
-    server: &'a Server,
-    id: u64,
-}
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.server.inner.shared.waiters().parked.remove(&self.id);
-    }
 }
 
 /// Milliseconds since the Unix epoch: the time stamped into commands.
@@ -521,208 +403,6 @@ impl Server {
         SocketAddr::new(self.inner.cfg.advertise, self.inner.cluster.server_port)
     }
 
-    /// A follower heard from its leader (append entries or heartbeat).
-    pub fn touch_leader_contact(&self) {
-        *self
-            .inner
-            .last_contact
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
-    }
-
-    fn last_contact(&self) -> Option<tokio::time::Instant> {
-        *self
-            .inner
-            .last_contact
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn is_leader(&self) -> bool {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        m.state == openraft::ServerState::Leader
-    }
-
-    /// The current leader, as a peer.
-    pub fn leader(&self) -> Option<raft::Peer> {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        let id = m.current_leader?;
-        m.membership_config.membership().get_node(&id).cloned()
-    }
-
-    /// Whether this node may answer a default-mode read now: it leads and a
-    /// quorum acknowledged it recently, or it follows a leader it heard from
-    /// recently (a lease of one election timeout).
-    pub fn leader_known(&self) -> bool {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        match m.state {
-            openraft::ServerState::Leader => {
-                let only_me = m
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .all(|v| v == self.inner.id);
-                only_me
-                    || m.millis_since_quorum_ack
-                        .is_some_and(|ms| ms < raft::millis_u64(raft::ELECTION_MIN))
-            }
-            _ => {
-                m.current_leader.is_some()
-                    && self
-                        .last_contact()
-                        .is_some_and(|t| t.elapsed() < raft::ELECTION_MIN)
-            }
-        }
-    }
-
-    /// Raft's check-quorum, which openraft 0.9 lacks: a leader that no
-    /// quorum has acknowledged for [`raft::CHECK_QUORUM`] stops sending
-    /// heartbeats. Its followers then stop trusting it within
-    /// [`raft::ELECTION_MIN`] (see [`Server::leader_known`]), so none of them
-    /// keeps answering default reads for long from data a new majority may
-    /// have overwritten (a window of about 0.3 s, under Consul's leader
-    /// lease), and they campaign; the vote they ask for makes the old leader
-    /// step down. Heartbeats resume once a quorum answers again or this node no
-    /// longer leads. Runs until `shutdown`.
-    pub async fn check_quorum(&self, shutdown: tokio_util::sync::CancellationToken) {
-        let limit = raft::millis_u64(raft::CHECK_QUORUM);
-        let mut every = tokio::time::interval(raft::HEARTBEAT);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The term this node leads in, and since when.
-        let mut leading: Option<(u64, tokio::time::Instant)> = None;
-        let mut beating = true;
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = every.tick() => {}
-            }
-            let lost = {
-                let m = self.inner.raft.metrics();
-                let m = m.borrow();
-                if m.state == openraft::ServerState::Leader {
-                    let now = tokio::time::Instant::now();
-                    let since = match leading {
-                        Some((term, since)) if term == m.current_term => since,
-                        _ => leading.insert((m.current_term, now)).1,
-                    };
-                    let alone = m
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .all(|v| v == self.inner.id);
-                    !alone
-                        && m.millis_since_quorum_ack.map_or_else(
-                            || now.duration_since(since) > raft::CHECK_QUORUM,
-                            |ms| ms > limit,
-                        )
-                } else {
-                    leading = None;
-                    false
-                }
-            };
-            if lost == beating {
-                beating = !lost;
-                self.inner.raft.runtime_config().heartbeat(beating);
-                if lost {
-                    tracing::warn!(
-                        "no quorum has answered for over {limit} ms: \
-                         stopping heartbeats so that a new leader can be elected"
-                    );
-                } else {
-                    tracing::info!("heartbeats resumed");
-                }
-            }
-        }
-    }
-
-    /// `X-Consul-KnownLeader` and `X-Consul-LastContact` (ms) for a read.
-    pub fn leader_status(&self) -> (bool, u64) {
-        let known = self.leader_known();
-        let contact = if self.is_leader() {
-            0
-        } else {
-            self.last_contact().map_or(0, |t| {
-                u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
-            })
-        };
-        (known, contact)
-    }
-
-    /// The check a read mode asks for before reading the local replica.
-    pub async fn read_barrier(&self, mode: Consistency) -> Result<(), NoLeader> {
-        match mode {
-            Consistency::Stale => Ok(()),
-            Consistency::Default => {
-                if self.leader_known() {
-                    Ok(())
-                } else {
-                    // A leader may be about to be elected: hold briefly like
-                    // Consul's rpc_hold_timeout, then give up.
-                    let deadline = tokio::time::Instant::now() + raft::ELECTION_MIN * 3;
-                    while tokio::time::Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(25)).await;
-                        if self.leader_known() {
-                            return Ok(());
-                        }
-                    }
-                    Err(NoLeader)
-                }
-            }
-            // Boxed for the same reason as `write`: it may call the leader.
-            Consistency::Consistent => Box::pin(self.linearizable()).await,
-        }
-    }
-
-    /// Confirm with a quorum that the leader is still the leader, then wait
-    /// until this replica has applied the leader's commit index.
-    async fn linearizable(&self) -> Result<(), NoLeader> {
-        let deadline = tokio::time::Instant::now() + HOLD;
-        loop {
-            let index = if self.is_leader() {
-                match tokio::time::timeout_at(deadline, self.inner.raft.get_read_log_id()).await {
-                    Ok(Ok((read, _))) => Some(read.map_or(0, |l| l.index)),
-                    Ok(Err(_)) | Err(_) => None,
-                }
-            } else if let Some(leader) = self.leader() {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.inner
-                    .client
-                    .call::<_, Option<u64>>(&leader.addr, "/read-index", &(), left)
-                    .await
-                    .unwrap_or_default()
-            } else {
-                None
-            };
-            if let Some(index) = index {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                return self
-                    .inner
-                    .raft
-                    .wait(Some(left))
-                    .applied_index_at_least(Some(index), "consistent read")
-                    .await
-                    .map(|_| ())
-                    .map_err(|_| NoLeader);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(NoLeader);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The leader's read index for a follower's `?consistent` read: `None`
-    /// when this node cannot confirm it leads.
-    pub async fn read_index(&self) -> Option<u64> {
-        match tokio::time::timeout(HOLD, self.inner.raft.get_read_log_id()).await {
-            Ok(Ok((read, _))) => Some(read.map_or(0, |l| l.index)),
-            _ => None,
-        }
-    }
-
     /// Apply one command through the raft log: proposed here when this node
     /// leads, otherwise forwarded to the leader. Waits up to [`HOLD`] for a
     /// leader; answers once the entry is committed and applied here.
@@ -844,12 +524,6 @@ impl Server {
         }
     }
 
-    /// Run `f` on the current state.
-    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        let r = self.inner.shared.replica();
-        f(&r.state)
-    }
-
     /// Stop raft (its log and state files are released once every handle
     /// is dropped). Without a leave: a restart rejoins with the same role.
     pub async fn shutdown(&self) {
@@ -872,182 +546,5 @@ impl Server {
     /// Completes once a leave was requested.
     pub async fn leave_requested(&self) {
         self.inner.leave.cancelled().await;
-    }
-
-    pub fn last_index(&self) -> u64 {
-        *self.inner.shared.applied.borrow()
-    }
-
-    /// Every applied index, for the node's own tasks (e.g. re-arming the
-    /// session timer after writes). Blocking queries use [`Server::block_on`].
-    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.shared.applied.subscribe()
-    }
-
-    /// How many blocking queries are parked (telemetry, tests).
-    pub fn parked_queries(&self) -> usize {
-        self.waiters().parked.len()
-    }
-
-    /// A blocking query woken only when `probe`, the query's own index (one
-    /// key's ModifyIndex, a prefix's max, a table index), moves. Answers
-    /// `(query(state), probe(state))` as soon as the index is above
-    /// `min_index`, when `wait` has passed, or at once when `min_index` is 0
-    /// or ahead of the whole log (a client that saw an older incarnation of
-    /// this server: a lower index makes it reset instead of hanging a wait).
-    pub async fn block_on<R>(
-        &self,
-        min_index: u64,
-        wait: Duration,
-        probe: impl Fn(&State) -> u64 + Send + Sync + 'static,
-        query: impl Fn(&State) -> R,
-    ) -> (R, u64) {
-        let deadline = tokio::time::Instant::now() + wait;
-        let probe: Probe = Arc::new(probe);
-        loop {
-            let parked = self.read(|state| {
-                let index = probe(state);
-                if min_index == 0 || index > min_index || min_index > state.last_applied() {
-                    return Err((query(state), index));
-                }
-                Ok(self.park(state, probe.clone()))
-            });
-            let (id, woken) = match parked {
-                Err(answer) => return answer,
-                Ok(p) => p,
-            };
-            let _parked = Parked { server: self, id };
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return self.read(|state| (query(state), probe(state)));
-            }
-        }
-    }
-
-    /// Park a query; called under the state read lock (see the module doc).
-    fn park(&self, state: &State, probe: Probe) -> (u64, tokio::sync::oneshot::Receiver<()>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let seen = probe(state);
-        let mut w = self.waiters();
-        let id = w.next_id;
-        w.next_id += 1;
-        w.parked.insert(
-            id,
-            Waiter {
-                seen,
-                probe,
-                wake: Some(tx),
-            },
-        );
-        (id, rx)
-    }
-
-    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.inner.shared.waiters()
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    async fn dev() -> Server {
-        Server::open(ServerConfig::default()).await.unwrap()
-    }
-
-    /// A write that changes `key` (an identical write is a no-op).
-    fn set(key: &str) -> Command {
-        Command::KvSet {
-            key: key.to_string(),
-            value: now_ms().to_le_bytes().to_vec(),
-            flags: rand::random(),
-        }
-    }
-
-    fn parked_ids(server: &Server) -> Vec<u64> {
-        let mut ids: Vec<u64> = server.waiters().parked.keys().copied().collect();
-        ids.sort_unstable();
-        ids
-    }
-
-    /// Park a blocking read of one key at its current index.
-    fn watch(server: &Server, key: &'static str) -> tokio::task::JoinHandle<(bool, u64)> {
-        let server = server.clone();
-        let index = server.read(|s| s.kv_key_index(key));
-        tokio::spawn(async move {
-            server
-                .block_on(
-                    index,
-                    Duration::from_secs(60),
-                    move |s| s.kv_key_index(key),
-                    move |s| s.kv_get(key).0.is_some(),
-                )
-                .await
-        })
-    }
-
-    // Real time: a paused clock auto-advances past the waits while the test
-    // yields for the waiters to park.
-    #[tokio::test]
-    async fn a_write_wakes_only_the_queries_whose_index_moved() {
-        let server = dev().await;
-        server.write(set("a")).await.unwrap();
-        server.write(set("b")).await.unwrap();
-        let a = watch(&server, "a");
-        let b = watch(&server, "b");
-        while server.parked_queries() < 2 {
-            tokio::task::yield_now().await;
-        }
-        let before = parked_ids(&server);
-        let w = server.write(set("a")).await.unwrap();
-        assert_eq!(a.await.unwrap(), (true, w.index));
-        // b was never woken: still parked under its first registration.
-        assert_eq!(parked_ids(&server), before[1..].to_vec());
-        assert!(!b.is_finished());
-        let w = server.write(set("b")).await.unwrap();
-        assert_eq!(b.await.unwrap(), (true, w.index));
-        assert_eq!(server.parked_queries(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn timed_out_queries_leave_the_table() {
-        let server = dev().await;
-        let index = server.read(|s| s.kv_key_index("k"));
-        let (found, at) = server
-            .block_on(
-                index,
-                Duration::from_secs(5),
-                |s| s.kv_key_index("k"),
-                |s| s.kv_get("k").0.is_some(),
-            )
-            .await;
-        assert_eq!((found, at), (false, index));
-        assert_eq!(server.parked_queries(), 0);
-    }
-
-    #[tokio::test]
-    async fn abandoned_queries_leave_the_table() {
-        let server = dev().await;
-        let abandoned = watch(&server, "k");
-        while server.parked_queries() < 1 {
-            tokio::task::yield_now().await;
-        }
-        abandoned.abort();
-        let _ = abandoned.await;
-        assert_eq!(server.parked_queries(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_index_ahead_of_the_log_answers_at_once() {
-        let server = dev().await;
-        let (_, index) = server
-            .block_on(
-                1_000,
-                Duration::from_secs(60),
-                |s| s.kv_key_index("k"),
-                |_| (),
-            )
-            .await;
-        assert!(index < 1_000);
     }
 }
