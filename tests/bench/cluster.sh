@@ -34,6 +34,9 @@
 #          BENCH_DIR=/var/tmp (data dirs; not tmpfs: fsync must cost what it costs on disk)
 #          OUT=${TMPDIR:-/tmp}/pilotfish-cluster-bench.txt (the table is also written here)
 #          KEEP=1 keeps the data dirs and server logs (processes are always stopped)
+#          PF_ENCRYPT=KEY the cluster key the pilotfish servers authenticate with
+#                     (default: a fresh `pilotfish keygen`, as a secured cluster runs;
+#                     PF_ENCRYPT=none runs the cluster port unauthenticated)
 #
 # Prints numbers only; exits non-zero when something could not be run (a missing tool,
 # a cluster that did not form or recover) or when a wrk phase saw errors.
@@ -52,6 +55,9 @@ CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-0.5}
 PROBE_EVERY=${PROBE_EVERY:-0.02}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 OUT=${OUT:-${TMPDIR:-/tmp}/pilotfish-cluster-bench.txt}
+PF_ENCRYPT=${PF_ENCRYPT:-$("$PILOTFISH" keygen)}
+PF_KEY_ARGS=()
+[[ $PF_ENCRYPT == none ]] || PF_KEY_ARGS=(--encrypt "$PF_ENCRYPT")
 # How long a cluster gets to form, fail over or take a member back before we give up.
 DEADLINE_US=30000000
 
@@ -172,7 +178,7 @@ start() { # sys member: start it on DIR[sys], logs appended across restarts
             --bind "127.0.0.$i" --client "127.0.0.$i" --http-port "$PF_HTTP" \
             --dns-port "$PF_DNS" --server-port "$PF_SERVER" \
             --retry-join 127.0.0.1 --retry-join 127.0.0.2 --retry-join 127.0.0.3 \
-            --log-level warn >>"$dir/s$i.log" 2>&1 &
+            "${PF_KEY_ARGS[@]}" --log-level warn >>"$dir/s$i.log" 2>&1 &
         ;;
     etcd)
         local peer=http://127.0.1.$i:$ETCD_PEER client=http://127.0.1.$i:$ETCD_CLIENT
