@@ -55,9 +55,6 @@ CLIENT_TIMEOUT=${CLIENT_TIMEOUT:-0.5}
 PROBE_EVERY=${PROBE_EVERY:-0.02}
 BENCH_DIR=${BENCH_DIR:-/var/tmp}
 OUT=${OUT:-${TMPDIR:-/tmp}/pilotfish-cluster-bench.txt}
-PF_ENCRYPT=${PF_ENCRYPT:-$("$PILOTFISH" keygen)}
-PF_KEY_ARGS=()
-[[ $PF_ENCRYPT == none ]] || PF_KEY_ARGS=(--encrypt "$PF_ENCRYPT")
 # How long a cluster gets to form, fail over or take a member back before we give up.
 DEADLINE_US=30000000
 
@@ -92,6 +89,9 @@ fi
 [[ -x $PILOTFISH ]] || die "PILOTFISH=$PILOTFISH is not an executable"
 "$PILOTFISH" agent --help 2>/dev/null | grep -q -- --bootstrap-expect ||
     die "$PILOTFISH has no 'agent --bootstrap-expect' yet"
+PF_ENCRYPT=${PF_ENCRYPT:-$("$PILOTFISH" keygen)}
+PF_KEY_ARGS=()
+[[ $PF_ENCRYPT == none ]] || PF_KEY_ARGS=(--encrypt "$PF_ENCRYPT")
 pf_version=$("$PILOTFISH" --version 2>/dev/null | head -1)
 pf_commit=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
