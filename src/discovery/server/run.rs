@@ -101,6 +101,10 @@ pub struct AgentArgs {
     /// Master token the HTTP API requires (X-Consul-Token, Bearer or ?token=).
     #[arg(long, value_name = "TOKEN", env = "PILOTFISH_ACL_TOKEN")]
     pub acl_token: Option<String>,
+    /// Connections one client address may hold on the HTTP port (Consul's
+    /// `http_max_conns_per_client`); more are answered 429. 0 = no limit.
+    #[arg(long, value_name = "N", default_value_t = super::http::conn::DEFAULT_MAX_CONNS_PER_CLIENT)]
+    pub http_max_conns_per_client: usize,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -441,8 +445,12 @@ async fn serve(args: &AgentArgs, cfg: ServerConfig, dns: DnsConfig) -> anyhow::R
     }
     {
         let (server, shutdown) = (server.clone(), shutdown.clone());
+        let http_limits = super::http::HttpLimits {
+            max_conns_per_client: args.http_max_conns_per_client,
+            ..Default::default()
+        };
         tasks.spawn(async move {
-            if let Err(e) = super::http::serve(http, server, shutdown).await {
+            if let Err(e) = super::http::serve_with(http, server, shutdown, http_limits).await {
                 tracing::error!("http server: {e}");
             }
         });

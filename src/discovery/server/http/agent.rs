@@ -211,11 +211,12 @@ async fn service_register(
         modify_index: 0,
     };
     let new_ids: BTreeSet<String> = checks.iter().map(|c| c.check_id.clone()).collect();
+    let mut reg = local_registration(&server, Some(service), checks);
+    reg.bound()?;
     let local = AgentLocal::of(&server);
-    for c in checks.iter().filter(|c| c.check_type == "ttl") {
+    for c in reg.checks.iter().filter(|c| c.check_type == "ttl") {
         local.touch_ttl(&c.check_id);
     }
-    let reg = local_registration(&server, Some(service), checks);
     server.write(Command::Register(reg.clone())).await?;
     local.remember(format!("service:{id}"), reg);
     let replace = opts
@@ -324,11 +325,13 @@ async fn check_register(State(server): State<Server>, body: Bytes) -> Result<Res
         )));
     }
     let check = agent_check(&server, &def, &plan, &check_id, &name, &service_id)?;
-    if check.check_type == "ttl" {
+    let key = format!("check:{}", check.check_id);
+    let ttl = check.check_type == "ttl";
+    let mut reg = local_registration(&server, None, vec![check]);
+    reg.bound()?;
+    if ttl {
         AgentLocal::of(&server).touch_ttl(&check_id);
     }
-    let key = format!("check:{}", check.check_id);
-    let reg = local_registration(&server, None, vec![check]);
     server.write(Command::Register(reg.clone())).await?;
     AgentLocal::of(&server).remember(key, reg);
     Ok(ok())

@@ -40,9 +40,10 @@ async fn register(
     let reg: CatalogRegistration =
         decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     check_datacenter(reg.datacenter.as_deref(), &server)?;
-    let reg = reg
+    let mut reg = reg
         .into_state()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    reg.bound()?;
     server.write(Command::Register(reg)).await?;
     Ok(json(&true, &opts))
 }
