@@ -370,8 +370,23 @@ fn a_half_closed_client_still_gets_its_answer() {
         let got = read_all(&mut conn);
         assert!(got.starts_with("HTTP/1.1 200 OK"), "{request:?}: {got:?}");
     }
-    let (status, _, body) = agent.call("GET", "/v1/kv/half?raw", b"");
+    let (status, headers, body) = agent.call("GET", "/v1/kv/half?raw", b"");
     assert_eq!((status, body.as_slice()), (200, b"hi".as_slice()));
+    // An answer that takes a while (a short blocking query) too.
+    let index = &headers
+        .iter()
+        .find(|(k, _)| k == "x-consul-index")
+        .unwrap()
+        .1;
+    let mut conn = agent.connect_from([127, 0, 0, 1]);
+    write!(
+        conn,
+        "GET /v1/kv/half?index={index}&wait=2s HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let got = read_all(&mut conn);
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got:?}");
 }
 
 #[test]
