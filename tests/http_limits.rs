@@ -181,6 +181,13 @@ fn service_meta_over_consuls_limits_is_refused_with_its_texts() {
         &json!({"Name": "web2", "Meta": {"k".repeat(128): "v".repeat(512), "rfc1035-x": "y"}}),
     );
     assert_eq!(status, 200, "{body}");
+    // A body far over any registration within the limits is refused
+    // before it is parsed.
+    let (status, body) = agent.put(
+        "/v1/agent/service/register",
+        &json!({"Name": "web", "Meta": meta(30_000)}),
+    );
+    assert_eq!(status, 413, "{body}");
     // Nothing of the refused ones was stored.
     assert_eq!(agent.get_json("/v1/catalog/service/db"), json!([]));
     assert_eq!(agent.get_json("/v1/catalog/node/ext"), Value::Null);

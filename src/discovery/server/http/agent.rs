@@ -19,7 +19,7 @@ use axum::routing::{get, put, MethodRouter};
 use axum::Router;
 use serde_json::json;
 
-use super::query::{json, ApiError, QueryOptions};
+use super::query::{self, json, ApiError, QueryOptions};
 use crate::discovery::api::agent::{
     decode, AgentCheck, CheckDefinition, CheckDefinitionError, CheckPlan, CheckUpdate, Member,
     ServiceDefinition,
@@ -45,7 +45,10 @@ pub fn routes() -> Router<Server> {
         .route("/v1/agent/members", only(get(members)))
         .route("/v1/agent/services", only(get(services)))
         .route("/v1/agent/checks", only(get(checks)))
-        .route("/v1/agent/service/register", only(put(service_register)))
+        .route(
+            "/v1/agent/service/register",
+            only(put(service_register)).layer(query::registration_body_limit()),
+        )
         .route(
             "/v1/agent/service/deregister/{*id}",
             only(get(service_deregister).put(service_deregister)),
@@ -55,7 +58,10 @@ pub fn routes() -> Router<Server> {
             only(put(service_maintenance)),
         )
         .route("/v1/agent/service/{*id}", only(get(service_get)))
-        .route("/v1/agent/check/register", only(put(check_register)))
+        .route(
+            "/v1/agent/check/register",
+            only(put(check_register)).layer(query::registration_body_limit()),
+        )
         .route(
             "/v1/agent/check/deregister/{*id}",
             only(get(check_deregister).put(check_deregister)),

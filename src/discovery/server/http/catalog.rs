@@ -20,7 +20,10 @@ use crate::discovery::server::Server;
 
 pub fn routes() -> Router<Server> {
     Router::new()
-        .route("/v1/catalog/register", only(put(register)))
+        .route(
+            "/v1/catalog/register",
+            only(put(register)).layer(super::query::registration_body_limit()),
+        )
         .route("/v1/catalog/deregister", only(put(deregister)))
         .route("/v1/catalog/datacenters", only(get(datacenters)))
         .route("/v1/catalog/services", only(get(services)))

@@ -17,6 +17,17 @@ use crate::discovery::server::Server;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
+/// Not Consul's (it reads any size): the largest registration body. A
+/// registration within the limits of `state::catalog` is far smaller;
+/// a bigger body is refused before it is parsed, since parsing JSON
+/// costs ten times its size and the allocator keeps that high-water mark.
+pub const REGISTRATION_MAX_BODY: usize = 256 * 1024;
+
+/// The body limit of a registration route.
+pub fn registration_body_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(REGISTRATION_MAX_BODY)
+}
+
 /// The query string and headers of a request, decoded once.
 #[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
