@@ -1040,3 +1040,28 @@ async fn agent_dns_flags_shape_a_real_agents_answers() {
     assert_eq!(r.status, "NOERROR", "{}", r.text);
     assert_eq!(r.answer[0].ttl, "60", "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edns_versions_above_zero_get_badvers() {
+    if !dig_present() {
+        return;
+    }
+    let dns = populated(vec![]).await;
+    for transport in ["+notcp", "+tcp"] {
+        let r = dns
+            .dig(&[
+                "+edns=1",
+                "+noednsneg",
+                transport,
+                "web.service.consul",
+                "A",
+            ])
+            .await;
+        assert_eq!(r.status, "BADVERS", "{transport}: {}", r.text);
+        assert!(r.answer.is_empty(), "{}", r.text);
+        // The OPT record of the answer names the version we speak.
+        assert!(r.text.contains("EDNS: version: 0"), "{}", r.text);
+    }
+    let r = dns.dig(&["+edns=0", "web.service.consul", "A"]).await;
+    assert_eq!(r.status, "NOERROR", "{}", r.text);
+}

@@ -7,8 +7,12 @@ the agent's RSS before and with every waiter parked, then writes one key and
 reports how long its waiter took to answer and how many other waiters
 answered (must be 0: a write wakes only the queries whose index moved).
 
+The waiters connect from many loopback addresses, PER_SOURCE each
+(127.10.x.y), as many clients would: the agent allows one client address
+200 connections (`--http-max-conns-per-client`).
+
 Usage: tests/bench/blocking.py [path/to/pilotfish]   (default: target/release)
-Env:   WAITERS=10000  CONNECT_BATCH=500
+Env:   WAITERS=10000  CONNECT_BATCH=500  PER_SOURCE=100
 Needs `ulimit -n` above WAITERS + a few hundred for this script.
 """
 
@@ -23,6 +27,13 @@ import time
 
 WAITERS = int(os.environ.get("WAITERS", "10000"))
 BATCH = int(os.environ.get("CONNECT_BATCH", "500"))
+PER_SOURCE = int(os.environ.get("PER_SOURCE", "100"))
+
+
+def source(i):
+    """The loopback address waiter i connects from."""
+    n = i // PER_SOURCE
+    return (f"127.10.{n // 250}.{n % 250 + 1}", 0)
 
 
 def free_port():
@@ -89,7 +100,7 @@ async def main():
         parked = []
 
         async def waiter(i):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=source(i))
             st, h, _ = await call(reader, writer, "GET", f"/v1/kv/bench/{i}")
             index = int(h["x-consul-index"])
             writer.write(
@@ -115,6 +126,10 @@ async def main():
         fds = len(os.listdir(f"/proc/{agent.pid}/fd"))
 
         target = random.randrange(WAITERS)
+        # The setup connection sat idle longer than the agent keeps an idle
+        # keep-alive connection: write on a new one.
+        w.close()
+        r, w = await asyncio.open_connection("127.0.0.1", port)
         t1 = time.monotonic()
         st, _, _ = await call(r, w, "PUT", f"/v1/kv/bench/{target}", b"changed")
         assert st == 200

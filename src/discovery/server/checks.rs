@@ -36,8 +36,7 @@ use super::state::Command;
 use super::Server;
 use crate::discovery::api::health::HealthCheckDefinition;
 
-/// Consul's `check_output_max_size`.
-pub const OUTPUT_MAX_SIZE: usize = 4096;
+pub use super::state::checks::OUTPUT_MAX_SIZE;
 /// Consul's `MinInterval`: shorter intervals are raised to this.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -137,19 +136,7 @@ impl AgentLocal {
 
 /// Cut a TTL update's output like Consul's `CheckTTL.SetStatus`.
 pub fn truncate_ttl_output(output: String) -> String {
-    if output.len() <= OUTPUT_MAX_SIZE {
-        return output;
-    }
-    let mut cut = OUTPUT_MAX_SIZE;
-    while !output.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!(
-        "{} ... (captured {} of {} bytes)",
-        &output[..cut],
-        OUTPUT_MAX_SIZE,
-        output.len()
-    )
+    super::state::checks::truncate_output(output)
 }
 
 /// Keep the last bytes of a script's output like Consul's circular buffer.

@@ -129,6 +129,10 @@ pub struct AgentArgs {
     /// at start and again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     pub config_file: Option<PathBuf>,
+    /// Connections one client address may hold on the HTTP port (Consul's
+    /// `http_max_conns_per_client`); more are answered 429. 0 = no limit.
+    #[arg(long, value_name = "N", default_value_t = super::http::conn::DEFAULT_MAX_CONNS_PER_CLIENT)]
+    pub http_max_conns_per_client: usize,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -603,8 +607,12 @@ async fn serve(
     }
     {
         let (server, shutdown) = (server.clone(), shutdown.clone());
+        let http_limits = super::http::HttpLimits {
+            max_conns_per_client: args.http_max_conns_per_client,
+            ..Default::default()
+        };
         tasks.spawn(async move {
-            if let Err(e) = super::http::serve(http, server, shutdown).await {
+            if let Err(e) = super::http::serve_with(http, server, shutdown, http_limits).await {
                 tracing::error!("http server: {e}");
             }
         });

@@ -129,6 +129,10 @@ impl ConsulDns {
         let edns = request.edns.as_ref().map(reply_edns);
 
         let checked = match request.request_info() {
+            // RFC 6891 6.1.3: we speak EDNS version 0 only.
+            _ if request.edns.as_ref().is_some_and(|e| e.version() > 0) => {
+                Err(ResponseCode::BADVERS)
+            }
             _ if request.metadata.op_code != OpCode::Query => Err(ResponseCode::NotImp),
             // Zero or several questions.
             Err(_) => Err(ResponseCode::FormErr),
@@ -392,6 +396,13 @@ async fn send_code<R: ResponseHandler>(
     code: ResponseCode,
 ) -> ResponseInfo {
     metadata.response_code = code;
+    // An extended code (BADVERS) keeps its upper bits in the OPT record.
+    let extended = edns.filter(|_| code.high() != 0).map(|e| {
+        let mut e = e.clone();
+        e.set_rcode_high(code.high());
+        e
+    });
+    let edns = extended.as_ref().or(edns);
     let response = MessageResponseBuilder::new(&request.queries, edns).build_no_records(metadata);
     send(out, response, metadata).await
 }

@@ -19,7 +19,7 @@ use axum::routing::{get, put, MethodRouter};
 use axum::Router;
 use serde_json::json;
 
-use super::query::{json, ApiError, QueryOptions};
+use super::query::{self, json, ApiError, QueryOptions};
 use crate::discovery::api::agent::{
     decode, AgentCheck, CheckDefinition, CheckDefinitionError, CheckPlan, CheckUpdate, Member,
     ServiceDefinition,
@@ -45,7 +45,10 @@ pub fn routes() -> Router<Server> {
         .route("/v1/agent/members", only(get(members)))
         .route("/v1/agent/services", only(get(services)))
         .route("/v1/agent/checks", only(get(checks)))
-        .route("/v1/agent/service/register", only(put(service_register)))
+        .route(
+            "/v1/agent/service/register",
+            only(put(service_register)).layer(query::registration_body_limit()),
+        )
         .route(
             "/v1/agent/service/deregister/{*id}",
             only(get(service_deregister).put(service_deregister)),
@@ -55,7 +58,10 @@ pub fn routes() -> Router<Server> {
             only(put(service_maintenance)),
         )
         .route("/v1/agent/service/{*id}", only(get(service_get)))
-        .route("/v1/agent/check/register", only(put(check_register)))
+        .route(
+            "/v1/agent/check/register",
+            only(put(check_register)).layer(query::registration_body_limit()),
+        )
         .route(
             "/v1/agent/check/deregister/{*id}",
             only(get(check_deregister).put(check_deregister)),
@@ -211,11 +217,12 @@ async fn service_register(
         modify_index: 0,
     };
     let new_ids: BTreeSet<String> = checks.iter().map(|c| c.check_id.clone()).collect();
+    let mut reg = local_registration(&server, Some(service), checks);
+    reg.bound()?;
     let local = AgentLocal::of(&server);
-    for c in checks.iter().filter(|c| c.check_type == "ttl") {
+    for c in reg.checks.iter().filter(|c| c.check_type == "ttl") {
         local.touch_ttl(&c.check_id);
     }
-    let reg = local_registration(&server, Some(service), checks);
     server.write(Command::Register(reg.clone())).await?;
     local.remember(format!("service:{id}"), reg);
     let replace = opts
@@ -324,11 +331,13 @@ async fn check_register(State(server): State<Server>, body: Bytes) -> Result<Res
         )));
     }
     let check = agent_check(&server, &def, &plan, &check_id, &name, &service_id)?;
-    if check.check_type == "ttl" {
+    let key = format!("check:{}", check.check_id);
+    let ttl = check.check_type == "ttl";
+    let mut reg = local_registration(&server, None, vec![check]);
+    reg.bound()?;
+    if ttl {
         AgentLocal::of(&server).touch_ttl(&check_id);
     }
-    let key = format!("check:{}", check.check_id);
-    let reg = local_registration(&server, None, vec![check]);
     server.write(Command::Register(reg.clone())).await?;
     AgentLocal::of(&server).remember(key, reg);
     Ok(ok())

@@ -20,7 +20,10 @@ use crate::discovery::server::Server;
 
 pub fn routes() -> Router<Server> {
     Router::new()
-        .route("/v1/catalog/register", only(put(register)))
+        .route(
+            "/v1/catalog/register",
+            only(put(register)).layer(super::query::registration_body_limit()),
+        )
         .route("/v1/catalog/deregister", only(put(deregister)))
         .route("/v1/catalog/datacenters", only(get(datacenters)))
         .route("/v1/catalog/services", only(get(services)))
@@ -40,9 +43,10 @@ async fn register(
     let reg: CatalogRegistration =
         decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     check_datacenter(reg.datacenter.as_deref(), &server)?;
-    let reg = reg
+    let mut reg = reg
         .into_state()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    reg.bound()?;
     server.write(Command::Register(reg)).await?;
     Ok(json(&true, &opts))
 }

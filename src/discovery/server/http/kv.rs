@@ -66,7 +66,7 @@ fn head(
 ) -> Result<(Method, String, QueryOptions, Option<u64>), ApiError> {
     let opts = QueryOptions::parse(parts.uri.query(), &parts.headers)?;
     opts.check_dc(server)?;
-    let key = query::path_rest(parts.uri.path(), "/v1/kv/").unwrap_or_default();
+    let key = query::path_rest(parts.uri.path(), "/v1/kv/")?;
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -184,7 +184,7 @@ async fn put(
     }
     let value = axum::body::to_bytes(body, MAX_VALUE_SIZE)
         .await
-        .map_err(|_| too_large(length.unwrap_or(MAX_VALUE_SIZE as u64 + 1)))?
+        .map_err(|e| body_error(e, length))?
         .to_vec();
     let cmd = if let Some(index) = cas {
         Command::KvCas {
@@ -246,6 +246,18 @@ async fn write_bool(
 
 /// Oversized bodies up to this size are read before the 413 is sent.
 const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// 413 when the body went over the limit; 400 when it could not be read
+/// (a malformed chunk size, a body cut short).
+fn body_error(e: axum::Error, length: Option<u64>) -> ApiError {
+    let e = e.into_inner();
+    if e.downcast_ref::<http_body_util::LengthLimitError>()
+        .is_some()
+    {
+        return too_large(length.unwrap_or(MAX_VALUE_SIZE as u64 + 1));
+    }
+    ApiError::bad_request(format!("Failed to read the request body: {e}"))
+}
 
 fn too_large(n: u64) -> ApiError {
     ApiError::too_large(format!(

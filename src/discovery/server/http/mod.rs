@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod conn;
 pub mod health;
 pub mod kv;
 pub mod operator;
@@ -153,11 +154,38 @@ async fn guard(
 /// connections are closed and clients retry, as with a restarting Consul.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a client has to send a request head: from the connection's
+/// start, and again from the end of each answer on a keep-alive
+/// connection. hyper's timer runs only while it waits for a head, so this
+/// bounds both stalled heads (slowloris) and idle keep-alive connections,
+/// and never a request being answered (a parked blocking query).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP listener's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections one client address may hold (Consul's
+    /// `http_max_conns_per_client`); 0 = no limit.
+    pub max_conns_per_client: usize,
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_conns_per_client: conn::DEFAULT_MAX_CONNS_PER_CLIENT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
 /// HTTP/1.1 connection settings. A parked blocking query is a whole
 /// connection, so what hyper keeps per connection decides what 10,000
 /// long-pollers cost (tests/bench/blocking.py measures it).
-fn http1() -> hyper::server::conn::http1::Builder {
+fn http1(limits: &HttpLimits) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new());
+    b.header_read_timeout(limits.header_read_timeout);
     // hyper's minimum (8 KiB). Request heads of Consul clients are far
     // smaller; PUT bodies stream through it and are capped by the handlers.
     b.max_buf_size(8 * 1024);
@@ -167,23 +195,34 @@ fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
-/// Serve the API until `shutdown`. Logs `listening for http on <addr>`.
+/// Serve the API until `shutdown` with the default [`HttpLimits`].
 pub async fn serve(
     listener: TcpListener,
     server: Server,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, server, shutdown, HttpLimits::default()).await
+}
+
+/// Serve the API until `shutdown`. Logs `listening for http on <addr>`.
+pub async fn serve_with(
+    listener: TcpListener,
+    server: Server,
+    shutdown: CancellationToken,
+    limits: HttpLimits,
+) -> std::io::Result<()> {
     tracing::info!("listening for http on {}", listener.local_addr()?);
     let app = router(server.clone());
-    let http1 = http1();
+    let http1 = http1(&limits);
+    let clients = conn::ClientConns::default();
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => r,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE/ENFILE and aborted handshakes: keep serving the
                 // connections we have; back off briefly so a full fd table
@@ -193,24 +232,33 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = clients.admit(peer.ip(), limits.max_conns_per_client) else {
+            tracing::debug!("refusing an http connection from {peer}: over its connection limit");
+            connections.spawn(conn::refuse(stream));
+            continue;
+        };
         // Small JSON answers: don't let Nagle delay them behind the ACK.
         let _ = stream.set_nodelay(true);
+        let in_flight = conn::InFlight::default();
         let service = {
-            let (server, app) = (server.clone(), app.clone());
+            let (server, app, in_flight) = (server.clone(), app.clone(), in_flight.clone());
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let (server, app) = (server.clone(), app.clone());
+                let answering = in_flight.start();
                 async move {
-                    Ok::<_, std::convert::Infallible>(
-                        guard(server, app, req.map(axum::body::Body::new)).await,
-                    )
+                    let resp = guard(server, app, req.map(axum::body::Body::new)).await;
+                    drop(answering);
+                    Ok::<_, std::convert::Infallible>(resp)
                 }
             })
         };
+        let io = TokioIo::new(conn::ClientIo::new(stream, in_flight));
         // Boxed here: moved into the task and pinned there, the connection
         // would be stored twice in the task (captured, then pinned).
-        let mut conn = Box::pin(http1.serve_connection(TokioIo::new(stream), service));
+        let mut conn = Box::pin(http1.serve_connection(io, service));
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            let _slot = slot;
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {

@@ -17,6 +17,17 @@ use crate::discovery::server::Server;
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
+/// Not Consul's (it reads any size): the largest registration body. A
+/// registration within the limits of `state::catalog` is far smaller;
+/// a bigger body is refused before it is parsed, since parsing JSON
+/// costs ten times its size and the allocator keeps that high-water mark.
+pub const REGISTRATION_MAX_BODY: usize = 256 * 1024;
+
+/// The body limit of a registration route.
+pub fn registration_body_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(REGISTRATION_MAX_BODY)
+}
+
 /// The query string and headers of a request, decoded once.
 #[derive(Debug, Clone, Default)]
 pub struct QueryOptions {
@@ -34,7 +45,7 @@ pub struct QueryOptions {
 
 impl QueryOptions {
     pub fn parse(query: Option<&str>, headers: &HeaderMap) -> Result<QueryOptions, ApiError> {
-        let params: Vec<(String, String)> = query.map(url_pairs).unwrap_or_default();
+        let params = query.map(url_pairs).transpose()?.unwrap_or_default();
         let mut o = QueryOptions {
             params,
             ..Default::default()
@@ -197,31 +208,49 @@ fn query_escape(s: &str) -> String {
 }
 
 /// What follows `prefix` in a request path, percent-decoded the way Go's
-/// `URL.Path` is (`%2F` becomes `/`, `+` stays `+`); `None` if the path does
+/// `URL.Path` is (`%2F` becomes `/`, `+` stays `+`); empty if the path does
 /// not start with `prefix`. Consul just trims the route prefix, so IDs and
 /// keys may contain `/` and `:` and may be empty.
-pub fn path_rest(path: &str, prefix: &str) -> Option<String> {
-    path.strip_prefix(prefix).map(path_decode)
+///
+/// Consul's keys are Go strings, any bytes; ours are UTF-8 text, so a path
+/// whose decoded bytes are not UTF-8 is a 400 rather than a lossy key that
+/// would merge with another (`%FF` and `%FE` would both become U+FFFD).
+pub fn path_rest(path: &str, prefix: &str) -> Result<String, ApiError> {
+    let Some(rest) = path.strip_prefix(prefix) else {
+        return Ok(String::new());
+    };
+    String::from_utf8(unescape(rest, false)).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid path {path:?}: the percent-decoded bytes after {prefix:?} are not UTF-8; \
+             keys and IDs must be UTF-8 text"
+        ))
+    })
 }
 
-/// Percent-decode a path (no `+` rule).
-pub fn path_decode(s: &str) -> String {
+/// Percent-decode `%XX` (and `+` as a space in a query component); a `%`
+/// not followed by two hex digits stays as it is, as Go leaves it in paths.
+fn unescape(s: &str, plus_is_space: bool) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
+        match bytes[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
             }
+            b => out.push(b),
         }
-        out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Consul's answer to a method a route does not serve.
@@ -237,39 +266,29 @@ pub async fn reject_method(method: Method) -> ApiError {
     method_not_allowed(&method)
 }
 
-fn url_pairs(q: &str) -> Vec<(String, String)> {
+/// The decoded pairs of a query string; 400 for a component whose bytes
+/// are not UTF-8 (a lossy decode could make two values one).
+fn url_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let text = |s: &str| {
+        String::from_utf8(unescape(s, true)).map_err(|_| {
+            ApiError::bad_request(format!(
+                "Invalid query parameter {s:?}: its percent-decoded bytes are not UTF-8"
+            ))
+        })
+    };
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            Ok((text(k)?, text(v)?))
         })
         .collect()
 }
 
-/// Decode `%XX` and `+` (as a space) in a query component.
+/// Decode `%XX` and `+` (as a space) in a query component, lossily (for
+/// the ACL token, which then simply does not match).
 pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&unescape(s, true)).into_owned()
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryOptions {
@@ -336,6 +355,13 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         r
+    }
+}
+
+/// A registration over the input limits: 400 with Consul's text.
+impl From<crate::discovery::server::state::catalog::LimitError> for ApiError {
+    fn from(e: crate::discovery::server::state::catalog::LimitError) -> ApiError {
+        ApiError::bad_request(e.to_string())
     }
 }
 
@@ -424,14 +450,31 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_keys_and_params_are_refused_not_merged() {
+        for path in ["/v1/kv/u/%FF", "/v1/kv/u/%FE", "/v1/kv/%C3"] {
+            let e = path_rest(path, "/v1/kv/").unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{path}");
+            assert!(e.message.contains(path), "{}", e.message);
+        }
+        assert_eq!(path_rest("/v1/kv/%C3%A9", "/v1/kv/").unwrap(), "é");
+        let h = HeaderMap::new();
+        let e = QueryOptions::parse(Some("keys&separator=%FF"), &h).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn wait_is_clamped_to_ten_minutes() {
+        let h = HeaderMap::new();
+        let o = QueryOptions::parse(Some("index=5&wait=1h"), &h).unwrap();
+        assert_eq!(o.wait, Duration::from_secs(600));
+    }
+
+    #[test]
     fn paths_uints_and_conflicts_read_like_go() {
-        assert_eq!(
-            path_rest("/v1/kv/a%2Fb+c%3A", "/v1/kv/"),
-            Some("a/b+c:".into())
-        );
-        assert_eq!(path_rest("/v1/kv/", "/v1/kv/"), Some(String::new()));
-        assert_eq!(path_decode("100%"), "100%");
-        assert_eq!(path_decode("%4"), "%4");
+        assert_eq!(path_rest("/v1/kv/a%2Fb+c%3A", "/v1/kv/").unwrap(), "a/b+c:");
+        assert_eq!(path_rest("/v1/kv/", "/v1/kv/").unwrap(), "");
+        assert_eq!(path_rest("/v1/kv/100%", "/v1/kv/").unwrap(), "100%");
+        assert_eq!(path_rest("/v1/kv/%4", "/v1/kv/").unwrap(), "%4");
         assert_eq!(parse_uint("12").unwrap(), 12);
         assert_eq!(
             parse_uint("").unwrap_err().message,

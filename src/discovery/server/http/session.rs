@@ -105,7 +105,7 @@ async fn create(
 
 /// The ID after a route prefix; 400 `Missing session` when empty.
 fn session_id(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
-    query::path_rest(uri.path(), prefix)
+    Some(query::path_rest(uri.path(), prefix)?)
         .filter(|id| !id.is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing session"))
 }
@@ -186,7 +186,7 @@ async fn node(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
-    let name = query::path_rest(uri.path(), "/v1/session/node/")
+    let name = Some(query::path_rest(uri.path(), "/v1/session/node/")?)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing node name"))?;
     let (found, index) = server

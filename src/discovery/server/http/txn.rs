@@ -58,7 +58,13 @@ async fn txn(
     let mut errors = Vec::new();
     for (op_index, op) in parsed.into_iter().enumerate() {
         match op {
-            Ok(op) => ops.push(op),
+            Ok(mut op) => match op.bound() {
+                Ok(()) => ops.push(op),
+                Err(e) => errors.push(TxnError {
+                    op_index,
+                    what: e.to_string(),
+                }),
+            },
             Err(what) => errors.push(TxnError { op_index, what }),
         }
     }

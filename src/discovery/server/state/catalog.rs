@@ -556,6 +556,183 @@ impl Catalog {
     }
 }
 
+// ----- input limits -----
+
+/// Consul's `metaMaxKeyPairs`.
+pub const META_MAX_PAIRS: usize = 64;
+/// Consul's `metaKeyMaxLength`.
+pub const META_KEY_MAX_LEN: usize = 128;
+/// Consul's `metaValueMaxLength`.
+pub const META_VALUE_MAX_LEN: usize = 512;
+/// Consul's `metaKeyReservedPrefix` (service meta; node meta may carry
+/// it, as Consul's own `consul-version` and `consul-network-segment` do).
+pub const META_RESERVED_PREFIX: &str = "consul-";
+/// Not Consul's (it has no cap): node names, service names and IDs, check
+/// names and IDs, addresses and tagged-address keys. Registrator's IDs
+/// (`host:container:port`) stay far below it.
+pub const NAME_MAX_LEN: usize = 512;
+/// Not Consul's: tags per service, and the length of one tag (Traefik's
+/// rule tags are the longest seen in practice, well under it).
+pub const TAGS_MAX: usize = 256;
+pub const TAG_MAX_LEN: usize = 1024;
+/// Not Consul's: checks in one registration.
+pub const CHECKS_MAX: usize = 64;
+/// Not Consul's: tagged addresses per node or service.
+pub const TAGGED_ADDRESSES_MAX: usize = META_MAX_PAIRS;
+/// Not Consul's: a check's notes and its stored definition (HTTP headers,
+/// script args).
+pub const NOTES_MAX_LEN: usize = 4096;
+pub const DEFINITION_MAX_LEN: usize = 64 * 1024;
+
+/// What a registration may not carry: every write that reaches the
+/// catalog from a client (agent and catalog registrations, `/v1/txn`
+/// ops) is checked with these before it is proposed, so an oversized
+/// one costs neither the log nor the replicas anything. Not checked on
+/// apply: entries already in a log must apply the same on every version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// Consul's agent answer (`Invalid Service Meta: ...`).
+    #[error("Invalid Service Meta: {0}")]
+    ServiceMeta(String),
+    #[error("Invalid Node Meta: {0}")]
+    NodeMeta(String),
+    #[error("{what} is too long ({len} characters, limit: {max} characters)")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{what} cannot contain more than {max} entries ({count} given)")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+}
+
+/// Consul's `validateMetadata`, with its texts (the pair count is
+/// "Node metadata" for services too, as in Consul). Pairs are checked in
+/// key order, so the pair named is the same on every try.
+fn check_meta(meta: &BTreeMap<String, String>, allow_reserved: bool) -> Result<(), String> {
+    if meta.len() > META_MAX_PAIRS {
+        return Err(format!(
+            "Node metadata cannot contain more than {META_MAX_PAIRS} key/value pairs"
+        ));
+    }
+    for (key, value) in meta {
+        let why = if key.is_empty() {
+            "Key cannot be blank".to_string()
+        } else if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            "Key contains invalid characters".to_string()
+        } else if key.len() > META_KEY_MAX_LEN {
+            format!("Key is too long (limit: {META_KEY_MAX_LEN} characters)")
+        } else if !allow_reserved && key.starts_with(META_RESERVED_PREFIX) {
+            format!("Key prefix '{META_RESERVED_PREFIX}' is reserved for internal use")
+        } else if value.len() > META_VALUE_MAX_LEN {
+            format!("Value is too long (limit: {META_VALUE_MAX_LEN} characters)")
+        } else {
+            continue;
+        };
+        return Err(format!(
+            "Couldn't load metadata pair ('{key}', '{value}'): {why}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), LimitError> {
+    if s.len() > max {
+        return Err(LimitError::TooLong {
+            what,
+            len: s.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn check_count(what: &'static str, count: usize, max: usize) -> Result<(), LimitError> {
+    if count > max {
+        return Err(LimitError::TooMany { what, count, max });
+    }
+    Ok(())
+}
+
+fn check_tagged_addresses(
+    what: &'static str,
+    addrs: &BTreeMap<String, String>,
+) -> Result<(), LimitError> {
+    check_count(what, addrs.len(), TAGGED_ADDRESSES_MAX)?;
+    for (k, v) in addrs {
+        check_len("Tagged address key", k, NAME_MAX_LEN)?;
+        check_len("Tagged address", v, NAME_MAX_LEN)?;
+    }
+    Ok(())
+}
+
+impl Node {
+    /// The node's fields within the input limits (node meta as Consul
+    /// validates it, the `consul-` prefix allowed).
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        check_len("Node name", &self.name, NAME_MAX_LEN)?;
+        check_len("Node ID", &self.id, NAME_MAX_LEN)?;
+        check_len("Node address", &self.address, NAME_MAX_LEN)?;
+        check_tagged_addresses("Node tagged addresses", &self.tagged_addresses)?;
+        check_meta(&self.meta, true).map_err(LimitError::NodeMeta)
+    }
+}
+
+impl Service {
+    /// The service's fields within the input limits (meta as Consul's
+    /// `ValidateServiceMetadata`).
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        check_len("Service name", &self.name, NAME_MAX_LEN)?;
+        check_len("Service ID", &self.id, NAME_MAX_LEN)?;
+        check_len("Service address", &self.address, NAME_MAX_LEN)?;
+        check_count("Service tags", self.tags.len(), TAGS_MAX)?;
+        for tag in &self.tags {
+            check_len("Service tag", tag, TAG_MAX_LEN)?;
+        }
+        check_meta(&self.meta, false).map_err(LimitError::ServiceMeta)
+    }
+}
+
+impl HealthCheck {
+    /// The check within the input limits; its output is cut to
+    /// [`OUTPUT_MAX_SIZE`](super::checks::OUTPUT_MAX_SIZE) as Consul cuts
+    /// check output, not refused.
+    pub fn bound(&mut self) -> Result<(), LimitError> {
+        check_len("Check name", &self.name, NAME_MAX_LEN)?;
+        check_len("Check ID", &self.check_id, NAME_MAX_LEN)?;
+        check_len("Check service ID", &self.service_id, NAME_MAX_LEN)?;
+        check_len("Check type", &self.check_type, NAME_MAX_LEN)?;
+        check_len("Check notes", &self.notes, NOTES_MAX_LEN)?;
+        check_len("Check definition", &self.definition, DEFINITION_MAX_LEN)?;
+        self.output = super::checks::truncate_output(std::mem::take(&mut self.output));
+        Ok(())
+    }
+}
+
+impl Registration {
+    /// Every part of the registration within the input limits (node fields
+    /// only when they are written), check outputs cut to size.
+    pub fn bound(&mut self) -> Result<(), LimitError> {
+        check_len("Node name", &self.node, NAME_MAX_LEN)?;
+        check_len("Node ID", &self.node_id, NAME_MAX_LEN)?;
+        check_len("Node address", &self.address, NAME_MAX_LEN)?;
+        check_tagged_addresses("Node tagged addresses", &self.tagged_addresses)?;
+        check_meta(&self.node_meta, true).map_err(LimitError::NodeMeta)?;
+        if let Some(s) = &self.service {
+            s.check_limits()?;
+        }
+        check_count("Checks", self.checks.len(), CHECKS_MAX)?;
+        self.checks.iter_mut().try_for_each(HealthCheck::bound)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -131,6 +131,28 @@ impl HealthCheck {
     }
 }
 
+/// Consul's `check_output_max_size`: longer check output is cut.
+pub const OUTPUT_MAX_SIZE: usize = 4096;
+
+/// Cut a check's output like Consul's `CheckTTL.SetStatus`: the first
+/// [`OUTPUT_MAX_SIZE`] bytes (on a character boundary) and a note of how
+/// much there was.
+pub fn truncate_output(output: String) -> String {
+    if output.len() <= OUTPUT_MAX_SIZE {
+        return output;
+    }
+    let mut cut = OUTPUT_MAX_SIZE;
+    while !output.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{} ... (captured {} of {} bytes)",
+        &output[..cut],
+        OUTPUT_MAX_SIZE,
+        output.len()
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

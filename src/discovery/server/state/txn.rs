@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::{Deregistration, Node, Registration, Service};
+use super::catalog::{Deregistration, LimitError, Node, Registration, Service};
 use super::checks::HealthCheck;
 use super::kv::{KvEntry, TxnError, TxnOp as KvOp};
 use super::{go_quote, State, StateError};
@@ -49,6 +49,17 @@ pub enum TxnOp {
 }
 
 impl TxnOp {
+    /// The op's catalog object within the input limits
+    /// ([`Registration::bound`]'s rules); check output is cut to size.
+    pub fn bound(&mut self) -> Result<(), LimitError> {
+        match self {
+            TxnOp::Node { node, .. } => node.check_limits(),
+            TxnOp::Service { service, .. } => service.check_limits(),
+            TxnOp::Check { check, .. } => check.bound(),
+            TxnOp::Kv(_) | TxnOp::SessionDelete { .. } => Ok(()),
+        }
+    }
+
     /// True for the ops that never write.
     pub fn is_read(&self) -> bool {
         match self {
