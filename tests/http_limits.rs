@@ -271,8 +271,9 @@ fn check_output_is_cut_to_4k_not_refused() {
 
 #[test]
 fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
-    let agent = Agent::start(&[]);
-    // A blocking query that outlives the header timeout (10 s).
+    // Idle keep-alive connections get longer than a request head (10 s).
+    let agent = Agent::start(&["--http-idle-timeout", "16s"]);
+    // A blocking query that outlives both.
     let (_, headers, _) = agent.call("GET", "/v1/kv/parked", b"");
     let index = headers
         .iter()
@@ -286,7 +287,7 @@ fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
         let (status, _, _) = common::http(
             addr,
             "GET",
-            &format!("/v1/kv/parked?index={index}&wait=14s"),
+            &format!("/v1/kv/parked?index={index}&wait=17s"),
             b"",
         )
         .unwrap();
@@ -298,23 +299,31 @@ fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
     stalled
         .write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    // A keep-alive connection left idle after one answer.
+    // A keep-alive connection, used again after 12 s of quiet (past the
+    // head timeout, within the idle one), then left idle.
     let mut idle = agent.connect_from([127, 0, 0, 1]);
-    idle.write_all(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let ask = b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n";
+    idle.write_all(ask).unwrap();
     let t0 = Instant::now();
     let stalled_got = read_all(&mut stalled);
     let stalled_after = t0.elapsed();
-    let idle_got = read_all(&mut idle);
-    let idle_after = t0.elapsed();
     assert!(
         stalled_after < Duration::from_secs(25),
         "a stalled head was not closed ({stalled_after:?})"
     );
     assert!(!stalled_got.contains("200 OK"), "{stalled_got}");
-    assert!(idle_got.starts_with("HTTP/1.1 200 OK"), "{idle_got}");
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(t0.elapsed()));
+    idle.write_all(ask).unwrap();
+    let t1 = Instant::now();
+    let idle_got = read_all(&mut idle);
+    let idle_after = t1.elapsed();
+    assert_eq!(
+        idle_got.matches("HTTP/1.1 200 OK").count(),
+        2,
+        "the keep-alive connection did not answer twice: {idle_got}"
+    );
     assert!(
-        idle_after < Duration::from_secs(25),
+        idle_after < Duration::from_secs(30),
         "an idle keep-alive connection was not closed ({idle_after:?})"
     );
 
@@ -322,7 +331,7 @@ fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
     // Still no such key: answered 404 when its wait ran out.
     assert_eq!(status, 404);
     assert!(
-        waited >= Duration::from_secs(14),
+        waited >= Duration::from_secs(17),
         "the parked query ended early, after {waited:?}"
     );
 }

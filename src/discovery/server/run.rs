@@ -133,6 +133,10 @@ pub struct AgentArgs {
     /// `http_max_conns_per_client`); more are answered 429. 0 = no limit.
     #[arg(long, value_name = "N", default_value_t = super::http::conn::DEFAULT_MAX_CONNS_PER_CLIENT)]
     pub http_max_conns_per_client: usize,
+    /// How long a keep-alive HTTP connection may sit idle between requests
+    /// (a Go duration); a request head must be complete within 10 s.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub http_idle_timeout: String,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -549,6 +553,15 @@ async fn serve(
         Err(e) => tracing::warn!("raising the open file limit: {e}"),
     }
     let node = cfg.node.clone();
+    let http_idle = super::http::query::parse_go_duration(&args.http_idle_timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!(
+                "--http-idle-timeout {:?}: give a positive Go duration such as 60s",
+                args.http_idle_timeout
+            )
+        })?;
     super::tls::install_default_provider();
     let server_tls = match &cluster.tls {
         None => None,
@@ -609,7 +622,10 @@ async fn serve(
         let (server, shutdown) = (server.clone(), shutdown.clone());
         let http_limits = super::http::HttpLimits {
             max_conns_per_client: args.http_max_conns_per_client,
-            ..Default::default()
+            timeouts: super::http::conn::Timeouts {
+                idle: http_idle,
+                ..Default::default()
+            },
         };
         tasks.spawn(async move {
             if let Err(e) = super::http::serve_with(http, server, shutdown, http_limits).await {

@@ -4,17 +4,20 @@
 //! Consul's connection limiter does), and a client that half-closes its
 //! socket after its request ([`ClientIo`]) still gets the answer.
 //!
-//! Time limits are hyper's `header_read_timeout` (see `http1()` in the
-//! parent): its timer runs only while hyper waits for a request head, so it
-//! closes stalled heads and idle keep-alive connections alike, and never a
-//! connection whose request is being answered (a parked blocking query).
+//! Time limits, kept by [`ClientIo`], and only while no request is being
+//! answered (a parked blocking query is never cut): a request head must be
+//! complete within [`Timeouts::header`] of its first byte (and a new
+//! connection must send one that soon: slowloris), and a keep-alive
+//! connection may sit idle between requests for [`Timeouts::idle`], longer,
+//! so that clients polling every few seconds (Patroni's 10 s loop,
+//! Prometheus' 30 s) reuse their connection instead of racing its close.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -98,28 +101,58 @@ pub async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(REFUSE_LINGER, linger).await;
 }
 
-/// Whether a request is being answered on a connection (set by the
-/// service around each request).
+/// Whether a request is being answered on a connection, and how many were
+/// (set by the service around each request), and the reader to wake when
+/// an answer is made: hyper may not read again until the socket has data,
+/// so without it the idle deadline would never be armed.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<AtomicBool>);
+pub struct InFlight(Arc<InFlightState>);
+
+#[derive(Default)]
+struct InFlightState {
+    busy: AtomicBool,
+    answered: AtomicU64,
+    reader: Mutex<Option<std::task::Waker>>,
+}
 
 /// Marks a request in flight until dropped.
 pub struct Answering(InFlight);
 
 impl InFlight {
     pub fn start(&self) -> Answering {
-        self.0.store(true, Ordering::Release);
+        self.0.busy.store(true, Ordering::Release);
         Answering(self.clone())
     }
 
     fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.busy.load(Ordering::Acquire)
+    }
+
+    fn answered(&self) -> u64 {
+        self.0.answered.load(Ordering::Acquire)
+    }
+
+    fn wake_reader_later(&self, waker: &std::task::Waker) {
+        let mut reader = self.0.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        if !reader.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *reader = Some(waker.clone());
+        }
     }
 }
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        (self.0).0.store(false, Ordering::Release);
+        let state = &(self.0).0;
+        state.answered.fetch_add(1, Ordering::AcqRel);
+        state.busy.store(false, Ordering::Release);
+        let reader = state
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = reader {
+            w.wake();
+        }
     }
 }
 
@@ -135,14 +168,94 @@ pub struct ClientIo {
     stream: TcpStream,
     in_flight: InFlight,
     held_eof: Option<Pin<Box<Sleep>>>,
+    timeouts: Timeouts,
+    /// Where the connection stands between requests.
+    phase: Phase,
+    /// The deadline of the current phase; none while a request is answered.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Answers made so far, as last seen here.
+    answered: u64,
+}
+
+/// The HTTP listener's time limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From a head's first byte (or a new connection) to its end.
+    pub header: Duration,
+    /// A keep-alive connection with no request, after an answer.
+    pub idle: Duration,
+}
+
+/// A stalled request head is closed after this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// An idle keep-alive connection is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            header: HEADER_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a head's first byte (a new connection: `header` applies).
+    Fresh,
+    /// After an answer, waiting for the next head (`idle` applies).
+    Idle,
+    /// Part of a head arrived (`header` applies from its first byte).
+    Head,
+    /// A request is being answered: no deadline.
+    Answering,
 }
 
 impl ClientIo {
-    pub fn new(stream: TcpStream, in_flight: InFlight) -> ClientIo {
+    pub fn new(stream: TcpStream, in_flight: InFlight, timeouts: Timeouts) -> ClientIo {
         ClientIo {
             stream,
             in_flight,
             held_eof: None,
+            timeouts,
+            phase: Phase::Fresh,
+            deadline: Some(Box::pin(tokio::time::sleep(timeouts.header))),
+            answered: 0,
+        }
+    }
+
+    /// Move to `phase`, (re)arming or dropping the deadline.
+    fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        let limit = match phase {
+            Phase::Answering => {
+                self.deadline = None;
+                return;
+            }
+            Phase::Idle => self.timeouts.idle,
+            Phase::Fresh | Phase::Head => self.timeouts.header,
+        };
+        let at = tokio::time::Instant::now() + limit;
+        match self.deadline.as_mut() {
+            Some(d) => d.as_mut().reset(at),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Follow the service: a request is being answered, or an answer was
+    /// made since the last look (even one this reader never saw begin).
+    fn track(&mut self) {
+        if self.in_flight.get() {
+            if self.phase != Phase::Answering {
+                self.enter(Phase::Answering);
+            }
+            return;
+        }
+        let answered = self.in_flight.answered();
+        if answered != self.answered {
+            self.answered = answered;
+            self.enter(Phase::Idle);
         }
     }
 }
@@ -154,6 +267,7 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.track();
         if let Some(grace) = this.held_eof.as_mut() {
             if this.in_flight.get() && grace.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -162,8 +276,28 @@ impl AsyncRead for ClientIo {
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
-        let eof = buf.filled().len() == before && buf.remaining() > 0;
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if read.is_pending() {
+            if this.phase == Phase::Answering {
+                this.in_flight.wake_reader_later(cx.waker());
+            }
+            if let Some(d) = this.deadline.as_mut() {
+                if d.as_mut().poll(cx).is_ready() {
+                    let what = match this.phase {
+                        Phase::Idle => "idle keep-alive connection",
+                        _ => "request head not complete",
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                }
+            }
+            return Poll::Pending;
+        }
+        std::task::ready!(read)?;
+        let got = buf.filled().len() - before;
+        if got > 0 && matches!(this.phase, Phase::Fresh | Phase::Idle) {
+            this.enter(Phase::Head);
+        }
+        let eof = got == 0 && buf.remaining() > 0;
         if eof && this.in_flight.get() {
             let mut grace = Box::pin(tokio::time::sleep(HALF_CLOSE_GRACE));
             // Registers the waker; a fresh sleep of seconds is pending.

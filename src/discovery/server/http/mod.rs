@@ -154,27 +154,21 @@ async fn guard(
 /// connections are closed and clients retry, as with a restarting Consul.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// How long a client has to send a request head: from the connection's
-/// start, and again from the end of each answer on a keep-alive
-/// connection. hyper's timer runs only while it waits for a head, so this
-/// bounds both stalled heads (slowloris) and idle keep-alive connections,
-/// and never a request being answered (a parked blocking query).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The HTTP listener's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Connections one client address may hold (Consul's
     /// `http_max_conns_per_client`); 0 = no limit.
     pub max_conns_per_client: usize,
-    pub header_read_timeout: Duration,
+    /// Stalled heads and idle keep-alive connections (`conn::ClientIo`).
+    pub timeouts: conn::Timeouts,
 }
 
 impl Default for HttpLimits {
     fn default() -> HttpLimits {
         HttpLimits {
             max_conns_per_client: conn::DEFAULT_MAX_CONNS_PER_CLIENT,
-            header_read_timeout: HEADER_READ_TIMEOUT,
+            timeouts: conn::Timeouts::default(),
         }
     }
 }
@@ -182,10 +176,12 @@ impl Default for HttpLimits {
 /// HTTP/1.1 connection settings. A parked blocking query is a whole
 /// connection, so what hyper keeps per connection decides what 10,000
 /// long-pollers cost (tests/bench/blocking.py measures it).
-fn http1(limits: &HttpLimits) -> hyper::server::conn::http1::Builder {
+fn http1() -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
+    // The time limits are `conn::ClientIo`'s: hyper's header_read_timeout
+    // would close an idle keep-alive connection as soon as a stalled head.
     b.timer(hyper_util::rt::TokioTimer::new());
-    b.header_read_timeout(limits.header_read_timeout);
+    b.header_read_timeout(None);
     // hyper's minimum (8 KiB). Request heads of Consul clients are far
     // smaller; PUT bodies stream through it and are capped by the handlers.
     b.max_buf_size(8 * 1024);
@@ -213,7 +209,7 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     tracing::info!("listening for http on {}", listener.local_addr()?);
     let app = router(server.clone());
-    let http1 = http1(&limits);
+    let http1 = http1();
     let clients = conn::ClientConns::default();
     let connections = TaskTracker::new();
     loop {
@@ -252,7 +248,7 @@ pub async fn serve_with(
                 }
             })
         };
-        let io = TokioIo::new(conn::ClientIo::new(stream, in_flight));
+        let io = TokioIo::new(conn::ClientIo::new(stream, in_flight, limits.timeouts));
         // Boxed here: moved into the task and pinned there, the connection
         // would be stored twice in the task (captured, then pinned).
         let mut conn = Box::pin(http1.serve_connection(io, service));
