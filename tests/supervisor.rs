@@ -967,6 +967,44 @@ fn sigpipe_does_not_kill_the_pid1_keeper_or_its_worker() {
     assert_eq!(children_of(pf.child.id()), keeper);
 }
 
+/// The way SIGPIPE really arrives: whoever read pilotfish's log went away
+/// (a log driver that died). Every log write then fails with EPIPE; pilotfish
+/// and its jobs carry on.
+#[test]
+fn a_log_reader_that_went_away_does_not_kill_pilotfish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(
+        dir.path(),
+        r#"
+        [[jobs]]
+        name = "chatty"
+        exec = ["sh", "-c", "while true; do echo tick; echo tock >&2; sleep 0.01; done"]
+    "#,
+    );
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
+    drop(reader);
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(writer))
+        .process_group(0)
+        .spawn()
+        .expect("start pilotfish");
+    let pf = Pilotfish {
+        child,
+        dir,
+        output: std::sync::Arc::default(),
+    };
+    pf.wait_ready();
+    wait_for("chatty running", || pf.pid_of("chatty").is_some());
+    let pid = pf.pid_of("chatty");
+    // Long enough for a few hundred failed log writes.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(pf.cli(&["ping"]).status.success());
+    assert_eq!(pf.pid_of("chatty"), pid);
+}
+
 /// A reader that went away (`pilotfish status | head -1`) ends the command
 /// quietly: no panic, no backtrace, exit 0.
 #[test]

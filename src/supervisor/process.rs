@@ -119,8 +119,10 @@ struct LineSplitter {
 
 impl LineSplitter {
     fn new(cap: usize) -> LineSplitter {
+        // Allocated on first use: most jobs write lines that arrive whole in
+        // one read and are logged from the read buffer.
         LineSplitter {
-            pending: Vec::with_capacity(cap),
+            pending: Vec::new(),
             cap,
         }
     }
@@ -137,6 +139,7 @@ impl LineSplitter {
                 // The common case: a whole line in the buffer, logged from it.
                 emit(strip_cr(&data[..i]), false);
             } else {
+                // i <= room, so this fits in what was reserved.
                 self.pending.extend_from_slice(&data[..i]);
                 emit(strip_cr(&self.pending), false);
                 self.pending.clear();
@@ -144,6 +147,8 @@ impl LineSplitter {
             return i + 1;
         }
         let n = data.len().min(room);
+        // Exactly the cap, once: growing by doubling could overshoot it.
+        self.pending.reserve_exact(self.cap - self.pending.len());
         self.pending.extend_from_slice(&data[..n]);
         if data.len() > room {
             // Full, and the next byte is not a newline: the line goes on.
@@ -268,7 +273,7 @@ mod tests {
     use super::*;
 
     /// Feed `chunks` as reads arrive, the way the relay does; returns the
-    /// pieces as (text, continued) and the most the splitter ever held.
+    /// pieces as (text, continued) and the most memory the splitter held.
     fn split(cap: usize, chunks: &[&[u8]]) -> (Vec<(String, bool)>, usize) {
         let mut lines = LineSplitter::new(cap);
         let mut out = Vec::new();
@@ -278,7 +283,7 @@ mod tests {
             let mut rest = *chunk;
             while !rest.is_empty() {
                 let used = lines.push(rest, &mut emit);
-                held = held.max(lines.pending.len());
+                held = held.max(lines.pending.capacity());
                 rest = &rest[used..];
             }
         }
