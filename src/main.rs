@@ -104,19 +104,17 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match config::load(&file) {
-            Ok(cfg) => {
-                println!("{}: ok ({} jobs)", file.display(), cfg.jobs.len());
-                ExitCode::SUCCESS
-            }
+            Ok(cfg) => print_out(&format!(
+                "{}: ok ({} jobs)\n",
+                file.display(),
+                cfg.jobs.len()
+            )),
             Err(e) => config_error(&file, &e),
         },
         Command::Config {
             command: ConfigCommand::Import { file, output },
         } => import(&file, output),
-        Command::Version => {
-            println!("pilotfish {}", pilotfish::VERSION);
-            ExitCode::SUCCESS
-        }
+        Command::Version => print_out(&format!("pilotfish {}\n", pilotfish::VERSION)),
         Command::Reload(s) => client(s.socket, ClientCommand::Reload),
         Command::Maintenance { mode, socket } => client(
             socket.socket,
@@ -156,6 +154,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Write a command's output to stdout. SIGPIPE is ignored in every pilotfish
+/// process (Rust's default, and the supervisor must never die of it), so a
+/// reader that went away (`pilotfish status | head -1`) shows up as EPIPE
+/// here: the reader wants no more, which is not an error worth a panic (what
+/// `println!` does with it).
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pilotfish: writing to stdout: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -211,10 +227,11 @@ fn run(path: PathBuf) -> ExitCode {
 }
 
 fn import(file: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
+    // The same limits as a config pilotfish runs: a regular file, at most 4 MiB.
+    let text = match config::read_file(file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("pilotfish: reading {}: {e}", file.display());
+            eprintln!("pilotfish: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -224,15 +241,15 @@ fn import(file: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
                 eprintln!("note: {note}");
             }
             match output {
-                Some(out) => {
-                    if let Err(e) = std::fs::write(&out, &imported.toml) {
+                Some(out) => match std::fs::write(&out, &imported.toml) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
                         eprintln!("pilotfish: writing {}: {e}", out.display());
-                        return ExitCode::FAILURE;
+                        ExitCode::FAILURE
                     }
-                }
-                None => print!("{}", imported.toml),
+                },
+                None => print_out(&imported.toml),
             }
-            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("pilotfish: {}: {e}", file.display());
@@ -250,12 +267,8 @@ fn client(socket: PathBuf, cmd: ClientCommand) -> ExitCode {
         }
     };
     match rt.block_on(client::run(&socket, cmd)) {
-        Ok(out) => {
-            if !out.is_empty() {
-                println!("{}", out.trim_end());
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(out) if out.is_empty() => ExitCode::SUCCESS,
+        Ok(out) => print_out(&format!("{}\n", out.trim_end())),
         Err(e) => {
             eprintln!("pilotfish: {e}");
             ExitCode::FAILURE

@@ -261,6 +261,11 @@ pub struct TemplateConfig {
     pub wait_max: Duration,
 }
 
+/// The largest config file pilotfish reads. Real ones are a few KiB; the cap
+/// keeps a wrong path (a device, a log file, `/dev/zero`) from exhausting memory
+/// at start or, worse, on a reload while jobs run.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -269,6 +274,13 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path} is {kind}, not a regular file; point the config path at a regular file")]
+    NotAFile { path: String, kind: &'static str },
+    #[error(
+        "{path} is larger than {} MiB; a config file must be at most {MAX_CONFIG_BYTES} bytes (is it the right file?)",
+        MAX_CONFIG_BYTES / (1024 * 1024)
+    )]
+    TooLarge { path: String },
     #[error("{0}")]
     Invalid(ConfigErrors),
 }
@@ -277,22 +289,136 @@ impl LoadError {
     /// Every problem, one per line, for a log or an HTTP body.
     pub fn messages(&self) -> Vec<String> {
         match self {
-            LoadError::Read { .. } => vec![self.to_string()],
             LoadError::Invalid(errs) => errs.messages(),
+            _ => vec![self.to_string()],
         }
     }
 }
 
 /// Read, expand, parse and validate a config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = read_file(path)?;
     load_str(&text).map_err(LoadError::Invalid)
+}
+
+/// Read a config file as text: a regular file (or a link to one) of at most
+/// [`MAX_CONFIG_BYTES`]. Anything else is refused before it is read.
+pub fn read_file(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let shown = || path.display().to_string();
+    let read_err = |source| LoadError::Read {
+        path: shown(),
+        source,
+    };
+    // Checked before opening: opening a device or a FIFO can block or act.
+    check_file(path, &std::fs::metadata(path).map_err(read_err)?)?;
+    // Non-blocking, in case the path was swapped for a FIFO since; checked
+    // again on what was actually opened.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    check_file(path, &file.metadata().map_err(read_err)?)?;
+    // One byte past the cap tells a file that grew since apart from one at it.
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(LoadError::TooLarge { path: shown() });
+    }
+    Ok(text)
+}
+
+fn check_file(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
+    use std::os::unix::fs::FileTypeExt;
+
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(LoadError::TooLarge {
+                path: path.display().to_string(),
+            });
+        }
+        return Ok(());
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "an unusual kind of file"
+    };
+    Err(LoadError::NotAFile {
+        path: path.display().to_string(),
+        kind,
+    })
 }
 
 /// Parse and validate config text, reporting every error at once.
 pub fn load_str(text: &str) -> Result<Config, ConfigErrors> {
     validate::parse_and_validate(text, &env::process_env())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_to_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("real.toml");
+        std::fs::write(&file, "stop_timeout = \"5s\"\n").expect("write");
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert_eq!(read_file(&link).expect("read"), "stop_timeout = \"5s\"\n");
+    }
+
+    #[test]
+    fn devices_directories_and_fifos_are_refused_unread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("zero.toml");
+        std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
+        let fifo = dir.path().join("fifo.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        for (path, kind) in [
+            (link, "a character device"),
+            (dir.path().to_path_buf(), "a directory"),
+            // Would block forever if it were opened for reading.
+            (fifo, "a FIFO"),
+        ] {
+            let err = load(&path).expect_err("refused").to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "{} is {kind}, not a regular file; point the config path at a regular file",
+                    path.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.toml");
+        let line = format!("# {}\n", "x".repeat(1021));
+        std::fs::write(&path, line.repeat(4 * 1024 + 1)).expect("write");
+        let err = load(&path).expect_err("refused").to_string();
+        assert!(
+            err.starts_with(&format!("{} is larger than 4 MiB", path.display())),
+            "{err}"
+        );
+        // At the cap exactly it is still a config.
+        std::fs::write(&path, line.repeat(4 * 1024)).expect("write");
+        assert!(load(&path).is_ok());
+    }
 }

@@ -1,7 +1,9 @@
 //! Processes: spawn a job's command in its own process group with its
 //! environment, user and working directory; relay its output line by line with a
-//! `job[pid]` prefix (or hand it the real stdout/stderr when `logging.raw`); report
-//! its exit; signal its whole group; run a health check under a timeout.
+//! `job[pid]` prefix (or hand it the real stdout/stderr when `logging.raw`), in
+//! pieces of at most `MAX_LINE` bytes and decoded lossily, so no output costs
+//! more memory than one piece and no line is dropped; report its exit; signal
+//! its whole group; run a health check under a timeout.
 //!
 //! The worker only ever waits on its own children (through tokio). Orphans are
 //! reaped by the PID-1 keeper in another process (`pid1`), so no exit status is
@@ -102,22 +104,122 @@ fn relay_output(child: &mut Child, name: &str, pid: u32) {
     }
 }
 
-async fn relay_lines(stream: impl AsyncRead + Unpin, prefix: String, stderr: bool) {
-    let mut lines = BufReader::new(stream).lines();
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if stderr {
-                    tracing::warn!(target: "job", "{prefix} {line}");
-                } else {
-                    tracing::info!(target: "job", "{prefix} {line}");
-                }
-            }
-            Ok(None) => break,
-            // Not UTF-8 or a read error: keep going with the rest of the stream.
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => continue,
-            Err(_) => break,
+/// The longest piece of job output held and logged as one line. A longer line
+/// is logged in pieces of this size, each but the last marked `continued`, so a
+/// job that writes without newlines costs the supervisor this much per stream
+/// and no more.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Cuts a byte stream into lines of at most `cap` bytes, holding at most `cap`
+/// bytes itself. Pure, so the cutting rules are tested without processes.
+struct LineSplitter {
+    pending: Vec<u8>,
+    cap: usize,
+}
+
+impl LineSplitter {
+    fn new(cap: usize) -> LineSplitter {
+        // Allocated on first use: most jobs write lines that arrive whole in
+        // one read and are logged from the read buffer.
+        LineSplitter {
+            pending: Vec::new(),
+            cap,
         }
+    }
+
+    /// Take what it can from `data` and hand a finished piece, if any, to
+    /// `emit(bytes, continued)`; returns how many bytes it took. Call again
+    /// with the rest.
+    fn push(&mut self, data: &[u8], emit: &mut impl FnMut(&[u8], bool)) -> usize {
+        let room = self.cap - self.pending.len();
+        // One byte past the room: a newline there still ends a line that fits.
+        let window = &data[..data.len().min(room + 1)];
+        if let Some(i) = window.iter().position(|&b| b == b'\n') {
+            if self.pending.is_empty() {
+                // The common case: a whole line in the buffer, logged from it.
+                emit(strip_cr(&data[..i]), false);
+            } else {
+                // i <= room, so this fits in what was reserved.
+                self.pending.extend_from_slice(&data[..i]);
+                emit(strip_cr(&self.pending), false);
+                self.pending.clear();
+            }
+            return i + 1;
+        }
+        let n = data.len().min(room);
+        // Exactly the cap, once: growing by doubling could overshoot it.
+        self.pending.reserve_exact(self.cap - self.pending.len());
+        self.pending.extend_from_slice(&data[..n]);
+        if data.len() > room {
+            // Full, and the next byte is not a newline: the line goes on.
+            self.cut(emit);
+        }
+        n
+    }
+
+    /// The stream ended: whatever is held is the last line.
+    fn finish(&mut self, emit: &mut impl FnMut(&[u8], bool)) {
+        if !self.pending.is_empty() {
+            emit(&self.pending, false);
+            self.pending.clear();
+        }
+    }
+
+    /// Emit a full buffer that is not a whole line. A UTF-8 character cut in
+    /// two by the cap is carried over to the next piece, so neither piece
+    /// shows a replacement character for it.
+    fn cut(&mut self, emit: &mut impl FnMut(&[u8], bool)) {
+        let len = self.pending.len();
+        let split = (len.saturating_sub(3)..len)
+            .rev()
+            .find(|&i| self.pending[i] & 0xC0 != 0x80)
+            .filter(|&i| i > 0)
+            .filter(|&i| {
+                matches!(std::str::from_utf8(&self.pending[i..]), Err(e) if e.error_len().is_none())
+            })
+            .unwrap_or(len);
+        let mut carry = [0u8; 3];
+        let carried = len - split;
+        carry[..carried].copy_from_slice(&self.pending[split..]);
+        emit(&self.pending[..split], true);
+        self.pending.clear();
+        self.pending.extend_from_slice(&carry[..carried]);
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Log a job's output line by line. Never holds more than [`MAX_LINE`] bytes of
+/// it, and never drops a line: bytes that are not UTF-8 are logged as U+FFFD.
+async fn relay_lines(stream: impl AsyncRead + Unpin, prefix: String, stderr: bool) {
+    let mut reader = BufReader::with_capacity(MAX_LINE, stream);
+    let mut lines = LineSplitter::new(MAX_LINE);
+    let mut emit = |bytes: &[u8], continued: bool| log_piece(&prefix, stderr, bytes, continued);
+    loop {
+        let data = match reader.fill_buf().await {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        if data.is_empty() {
+            break;
+        }
+        let used = lines.push(data, &mut emit);
+        reader.consume(used);
+    }
+    lines.finish(&mut emit);
+}
+
+fn log_piece(prefix: &str, stderr: bool, bytes: &[u8], continued: bool) {
+    // Decoded inside the macros, so only when the level lets the line through.
+    let line = || String::from_utf8_lossy(bytes);
+    match (stderr, continued) {
+        (false, false) => tracing::info!(target: "job", "{prefix} {}", line()),
+        (false, true) => tracing::info!(target: "job", continued = true, "{prefix} {}", line()),
+        (true, false) => tracing::warn!(target: "job", "{prefix} {}", line()),
+        (true, true) => tracing::warn!(target: "job", continued = true, "{prefix} {}", line()),
     }
 }
 
@@ -163,5 +265,77 @@ pub async fn run_health_check(job: &JobConfig, overlay: &EnvOverlay, timeout: Du
             let _ = child.wait().await;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `chunks` as reads arrive, the way the relay does; returns the
+    /// pieces as (text, continued) and the most memory the splitter held.
+    fn split(cap: usize, chunks: &[&[u8]]) -> (Vec<(String, bool)>, usize) {
+        let mut lines = LineSplitter::new(cap);
+        let mut out = Vec::new();
+        let mut held = 0;
+        let mut emit = |b: &[u8], c: bool| out.push((String::from_utf8_lossy(b).into_owned(), c));
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                let used = lines.push(rest, &mut emit);
+                held = held.max(lines.pending.capacity());
+                rest = &rest[used..];
+            }
+        }
+        lines.finish(&mut emit);
+        (out, held)
+    }
+
+    fn pieces(v: &[(&str, bool)]) -> Vec<(String, bool)> {
+        v.iter().map(|(s, c)| (s.to_string(), *c)).collect()
+    }
+
+    #[test]
+    fn lines_across_reads_and_a_last_line_without_newline() {
+        let (out, _) = split(16, &[b"one\ntw", b"o\r\nthr", b"ee"]);
+        assert_eq!(
+            out,
+            pieces(&[("one", false), ("two", false), ("three", false)])
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_logged_in_capped_pieces_marked_continued() {
+        let line = vec![b'x'; 10];
+        let (out, held) = split(4, &[&line, b"\n", b"ok\n"]);
+        assert_eq!(
+            out,
+            pieces(&[("xxxx", true), ("xxxx", true), ("xx", false), ("ok", false)])
+        );
+        assert!(held <= 4, "held {held} bytes");
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_cap_is_one_line() {
+        let (out, _) = split(4, &[b"abcd", b"\nef\n"]);
+        assert_eq!(out, pieces(&[("abcd", false), ("ef", false)]));
+        let (out, _) = split(4, &[b"abcd\n"]);
+        assert_eq!(out, pieces(&[("abcd", false)]));
+    }
+
+    #[test]
+    fn a_character_cut_by_the_cap_moves_whole_to_the_next_piece() {
+        // "aé" + "b": é is two bytes and would straddle a cap of 2.
+        let (out, _) = split(2, &["aéb\n".as_bytes()]);
+        assert_eq!(out, pieces(&[("a", true), ("é", true), ("b", false)]));
+    }
+
+    #[test]
+    fn invalid_utf8_is_kept_not_dropped() {
+        let (out, _) = split(64, &[b"bad \xff\xfe here\n", b"next\n"]);
+        assert_eq!(
+            out,
+            pieces(&[("bad \u{fffd}\u{fffd} here", false), ("next", false)])
+        );
     }
 }
