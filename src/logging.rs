@@ -34,8 +34,10 @@ fn filter_for(level: &str) -> String {
 /// Keep it alive until exit: dropping it flushes queued lines.
 pub type FlushGuard = tracing_appender::non_blocking::WorkerGuard;
 
-/// Lines queued for the writer thread before new ones are dropped.
-const QUEUED_LINES: usize = 2048;
+/// Lines queued for the writer thread before new ones are dropped. With job
+/// output cut at 16 KiB a line (`supervisor::process::MAX_LINE`), a log
+/// reader that stalls costs at most 16 MiB of queue.
+pub const QUEUED_LINES: usize = 1024;
 
 /// Install the global subscriber. `PILOTFISH_LOG` (an EnvFilter string) overrides the level.
 pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {

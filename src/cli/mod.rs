@@ -206,7 +206,18 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
     match result {
         Ok(out) => {
             if !out.text.is_empty() {
-                println!("{}", out.text);
+                // `pilotfish kv get ... | head -1`: a reader that went away
+                // ends the output quietly (SIGPIPE is ignored, so println!
+                // would panic on EPIPE).
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                match writeln!(stdout, "{}", out.text).and_then(|()| stdout.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("pilotfish: writing to stdout: {e}");
+                        return 1;
+                    }
+                    _ => {}
+                }
             }
             out.code
         }

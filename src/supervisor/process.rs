@@ -107,8 +107,10 @@ fn relay_output(child: &mut Child, name: &str, pid: u32) {
 /// The longest piece of job output held and logged as one line. A longer line
 /// is logged in pieces of this size, each but the last marked `continued`, so a
 /// job that writes without newlines costs the supervisor this much per stream
-/// and no more.
-pub const MAX_LINE: usize = 64 * 1024;
+/// and no more. 16 KiB is where Docker's log drivers split lines too, and it
+/// keeps the log queue (`logging::QUEUED_LINES` lines) small when the log
+/// reader stalls.
+pub const MAX_LINE: usize = 16 * 1024;
 
 /// Cuts a byte stream into lines of at most `cap` bytes, holding at most `cap`
 /// bytes itself. Pure, so the cutting rules are tested without processes.
