@@ -369,3 +369,31 @@ fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
         ))
     })
 }
+
+impl Agent {
+    /// A connection to the HTTP port from `source` (any 127.x address),
+    /// not yet used, reads timing out after 30 s: std cannot bind before
+    /// connecting, tokio's `TcpSocket` can.
+    pub fn connect_from(&self, source: [u8; 4]) -> std::net::TcpStream {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("a runtime");
+        let stream = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket
+                .bind(SocketAddr::from((source, 0)))
+                .expect("bind the source address");
+            socket
+                .connect(self.http)
+                .await
+                .expect("connect to the agent")
+        });
+        let stream = stream.into_std().expect("a std stream");
+        stream.set_nonblocking(false).expect("blocking mode");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a read timeout");
+        stream
+    }
+}
