@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::agent::Agent;
+use common::agent::{consul_index, Agent};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -85,15 +85,6 @@ impl Api {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         r.json()["ID"].as_str().unwrap().to_string()
     }
-}
-
-/// The `X-Consul-Index` of an answer.
-fn consul_index(headers: &[(String, String)]) -> u64 {
-    let (_, v) = headers
-        .iter()
-        .find(|(k, _)| k == "x-consul-index")
-        .unwrap_or_else(|| panic!("no X-Consul-Index in {headers:?}"));
-    v.parse().unwrap()
 }
 
 struct Reply {

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::agent::{free_port, Agent, BIN};
+use common::agent::{consul_index, free_port, Agent, BIN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -34,15 +34,6 @@ fn dev() -> Agent {
         .args(["--dev", "--node", "snap", "--bind", &ip])
         .args(["--log-level", "warn"])
         .start()
-}
-
-/// The `X-Consul-Index` of an answer.
-fn consul_index(headers: &[(String, String)]) -> u64 {
-    let (_, v) = headers
-        .iter()
-        .find(|(k, _)| k == "x-consul-index")
-        .unwrap_or_else(|| panic!("no X-Consul-Index in {headers:?}"));
-    v.parse().unwrap()
 }
 
 fn out(o: &Output) -> String {

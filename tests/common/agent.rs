@@ -23,6 +23,16 @@ pub fn free_port(ip: &str) -> u16 {
         .expect("a free port")
 }
 
+/// The `X-Consul-Index` of an answer (panics naming the headers without one).
+pub fn consul_index(headers: &[(String, String)]) -> u64 {
+    let (_, v) = headers
+        .iter()
+        .find(|(k, _)| k == "x-consul-index")
+        .unwrap_or_else(|| panic!("no X-Consul-Index in {headers:?}"));
+    v.parse()
+        .unwrap_or_else(|e| panic!("X-Consul-Index {v:?} is not a number: {e}"))
+}
+
 /// What to start; see [`Agent::dev`] and [`Agent::on`].
 pub struct AgentBuilder {
     ip: String,
