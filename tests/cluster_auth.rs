@@ -255,6 +255,8 @@ fn only_an_agent_with_the_same_key_joins() {
             &other_key,
         ])
         .start();
+    // Retry-join rounds in which it must stay out: a period under test,
+    // not a wait for anything.
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         stranger.running(),
@@ -321,6 +323,8 @@ fn signals_do_not_stop_the_agent_and_sighup_reloads_the_log_level() {
         Signal::SIGHUP,
     ] {
         a.signal(sig);
+        // Time for the signal to end the agent if it could: nothing to
+        // poll for, the agent living on is the point.
         std::thread::sleep(Duration::from_millis(200));
         assert!(a.running(), "{sig} ended the agent:\n{}", a.log());
         let (status, _, _) = a.request("GET", "/v1/status/leader", b"").unwrap();

@@ -6,10 +6,15 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+// Only the single-agent harness is used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use common::agent::{free_port, Agent};
 use pilotfish::discovery::server::dns::{self, DnsConfig};
 use pilotfish::discovery::server::state::catalog::{Registration, Service, Weights};
 use pilotfish::discovery::server::state::checks::{CheckStatus, HealthCheck};
@@ -953,16 +958,6 @@ async fn dns_config_options() {
     );
 }
 
-/// Kills the agent when the test ends, passed or failed.
-struct Agent(std::process::Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The `--dns-*` flags of `pilotfish agent` reach its DNS server: a real
 /// agent process, services registered through its HTTP API, `dig` against
 /// its DNS port.
@@ -974,44 +969,25 @@ async fn agent_dns_flags_shape_a_real_agents_answers() {
     let (udp, tcp) = bind_pair().await;
     let dns_port = udp.local_addr().unwrap().port();
     drop((udp, tcp));
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (http_port, server_port) = (free(), free());
-    let _agent = Agent(
-        std::process::Command::new(env!("CARGO_BIN_EXE_pilotfish"))
-            .args(["agent", "--dev", "--node", "flags", "--bind", "127.0.0.1"])
-            .args(["--client", "127.0.0.1", "--log-level", "warn"])
-            .args(["--http-port", &http_port.to_string()])
-            .args(["--dns-port", &dns_port.to_string()])
-            .args(["--server-port", &server_port.to_string()])
-            .args(["--dns-udp-answer-limit", "1", "--dns-enable-truncate"])
-            .args(["--dns-only-passing"])
-            .args(["--dns-node-ttl", "1m", "--dns-service-ttl", "15s"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start pilotfish agent --dev"),
-    );
+    let (ip, dns_port) = ("127.0.0.1", dns_port);
+    let agent = Agent::on(ip)
+        .ports(free_port(ip), dns_port, free_port(ip))
+        .args([
+            "--dev",
+            "--node",
+            "flags",
+            "--bind",
+            ip,
+            "--log-level",
+            "warn",
+        ])
+        .args(["--dns-udp-answer-limit", "1", "--dns-enable-truncate"])
+        .args(["--dns-only-passing"])
+        .args(["--dns-node-ttl", "1m", "--dns-service-ttl", "15s"])
+        .start();
     pilotfish::discovery::server::tls::install_default_provider();
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{http_port}");
-    let ready = async {
-        loop {
-            let up = http.get(format!("{base}/v1/status/leader")).send().await;
-            if up.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), ready)
-        .await
-        .expect("the agent answers HTTP within 20 s");
+    let base = agent.url("");
     for (i, status) in [(1, "passing"), (2, "passing"), (3, "warning")] {
         let body = format!(
             r#"{{"ID":"web{i}","Name":"web","Address":"10.0.0.{i}","Port":80,

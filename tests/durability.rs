@@ -11,11 +11,12 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+use common::agent::{free_port, Agent};
 use common::Response;
 use pilotfish::discovery::server::raft::state_machine::SNAPSHOT_FILE;
 use pilotfish::discovery::server::state::session::{SessionBehavior, SessionRequest};
@@ -381,71 +382,15 @@ async fn a_missing_meta_json_or_log_segment_is_a_clear_error() {
 
 // ---------------------------------------------------------------- SIGKILL, the agent
 
-/// The real agent on loopback ports, killed with SIGKILL on drop.
-struct Agent {
-    child: Child,
-    http: SocketAddr,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-impl Agent {
-    fn start(data_dir: &Path, http_port: u16, server_port: u16) -> Agent {
-        let dns_port = free_port();
-        let child = Process::new(env!("CARGO_BIN_EXE_pilotfish"))
-            .args(["agent", "--server"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--http-port", &http_port.to_string()])
-            .args(["--dns-port", &dns_port.to_string()])
-            .args([
-                "--client",
-                "127.0.0.1",
-                "--bind",
-                "127.0.0.1",
-                "--node",
-                "n1",
-            ])
-            .args(["--server-port", &server_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pilotfish agent");
-        let mut agent = Agent {
-            child,
-            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!("pilotfish agent exited at start: {status}");
-            }
-            if let Ok((200, _, _)) = agent.request("GET", "/v1/status/leader", b"") {
-                return agent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not answer within 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
-        http(self.http, method, path, body)
-    }
+/// The real agent on fixed loopback ports (a restart keeps its
+/// addresses), killed with SIGKILL on drop.
+fn start(data_dir: &Path, ports: (u16, u16, u16)) -> Agent {
+    Agent::on("127.0.0.1")
+        .ports(ports.0, ports.1, ports.2)
+        .args(["--server", "--bind", "127.0.0.1", "--node", "n1"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .start()
 }
 
 /// One HTTP/1.1 request on its own connection (the cluster tests' client).
@@ -477,9 +422,9 @@ fn agent_killed_mid_write_loop_keeps_every_acknowledged_put() {
     );
     let tmp = tempfile::tempdir().expect("temp dir");
     let data: PathBuf = tmp.path().join("data");
-    let port = free_port();
-    let server_port = free_port();
-    let agent = Agent::start(&data, port, server_port);
+    let ip = "127.0.0.1";
+    let ports = (free_port(ip), free_port(ip), free_port(ip));
+    let agent = start(&data, ports);
 
     // PUT k0, k1, ... from a thread; kill -9 the agent while it runs.
     let addr = agent.http;
@@ -501,18 +446,21 @@ fn agent_killed_mid_write_loop_keeps_every_acknowledged_put() {
         }
         acked
     });
-    let before_kill_index = loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let (status, headers, _) = agent.request("GET", "/v1/kv/k0", b"").expect("GET k0");
-        if status == 200 {
-            let index: u64 = header(&headers, "x-consul-index")
+    let index_of = |key: &str| -> Result<u64, String> {
+        match agent.request("GET", &format!("/v1/kv/{key}"), b"") {
+            Ok((200, headers, _)) => header(&headers, "x-consul-index")
                 .and_then(|v| v.parse().ok())
-                .expect("X-Consul-Index");
-            // Let the loop run a little past the first read.
-            std::thread::sleep(Duration::from_millis(1500));
-            break index;
+                .ok_or_else(|| format!("{key}: no X-Consul-Index")),
+            other => Err(format!("{key}: {other:?}")),
         }
     };
+    let before_kill_index =
+        common::eventually("k0 is written", Duration::from_secs(20), || index_of("k0"));
+    // Let the loop run well past the first read: the kill lands on a
+    // loop that has acknowledged many writes and is making more.
+    common::eventually("k50 is written", Duration::from_secs(30), || {
+        index_of("k50")
+    });
     drop(agent); // SIGKILL
     let acked = writer.join().expect("writer thread");
     assert!(
@@ -525,7 +473,7 @@ fn agent_killed_mid_write_loop_keeps_every_acknowledged_put() {
         acked.len()
     );
 
-    let agent = Agent::start(&data, port, server_port);
+    let agent = start(&data, ports);
     for &i in &acked {
         let (status, _, body) = agent
             .request("GET", &format!("/v1/kv/k{i}?raw"), b"")
@@ -574,8 +522,8 @@ fn spawn_agent(prefix: &[&str], data_dir: &Path, http_port: u16, stderr: &Path) 
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--http-port", &http_port.to_string()])
-        .args(["--dns-port", &free_port().to_string()])
-        .args(["--server-port", &free_port().to_string()])
+        .args(["--dns-port", &free_port("127.0.0.1").to_string()])
+        .args(["--server-port", &free_port("127.0.0.1").to_string()])
         .args(["--client", "127.0.0.1", "--bind", "127.0.0.1"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(stderr).expect("the stderr file"))
@@ -619,7 +567,7 @@ fn wait_for_http(child: &mut Child, addr: SocketAddr, stderr: &Path) {
 fn a_byte_flipped_mid_log_stops_the_agent_naming_the_file_and_offset() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let data = tmp.path().join("data");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let log = tmp.path().join("agent.log");
     let mut child = spawn_agent(&[], &data, port, &log);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -742,7 +690,7 @@ fn a_full_disk_stops_the_agent_naming_the_cause_once_and_a_restart_recovers() {
     let filler = disk.path(&tmp.path().join("filler"));
     std::fs::write(&filler, vec![1u8; 6 << 20]).expect("the filler");
     let data = tmp.path().join("data");
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let log = std::env::temp_dir().join(format!("pilotfish-enospc-{}.log", std::process::id()));
     let nsenter = disk.nsenter();

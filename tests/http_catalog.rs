@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 struct Agent {
     base: String,
+    server: Server,
     client: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -53,9 +54,10 @@ async fn start(enable_script_checks: bool) -> Agent {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     tokio::spawn(http::serve(listener, server.clone(), shutdown.clone()));
-    tokio::spawn(checks::run(server, shutdown.clone()));
+    tokio::spawn(checks::run(server.clone(), shutdown.clone()));
     Agent {
         base,
+        server,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         shutdown,
     }
@@ -113,6 +115,19 @@ impl Agent {
                 checks[id]
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Poll until at least `n` blocking queries are parked on the server (10 s at most).
+    async fn wait_parked(&self, n: usize) {
+        let start = Instant::now();
+        while self.server.parked_queries() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} blocking queries parked, not {n}",
+                self.server.parked_queries()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -433,13 +448,15 @@ async fn blocking_health_query_wakes_only_for_its_service() {
             .unwrap();
         (idx, r.json::<Value>().await.unwrap())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Parked: the watcher and the check runner's own query on the catalog.
+    a.wait_parked(2).await;
     // A change to y must not answer the watcher of x...
     a.put_ok(
         "/v1/agent/service/register",
         r#"{"Name":"y","Tags":["v2"]}"#,
     )
     .await;
+    // A period in which nothing may happen: no poll can show an absence.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!watch.is_finished(), "woke on a change to another service");
     // ...a change to x does.
@@ -668,14 +685,32 @@ async fn deregister_critical_service_after_removes_the_service() {
         r#"{"Name":"job","ID":"job-1","Check":{"TTL":"10s","Status":"passing","DeregisterCriticalServiceAfter":"1m"}}"#,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(
-        a.check_status("service:job-1").await.as_deref(),
-        Some("critical"),
-        "TTL expired after 10 s"
-    );
+    // The clock is paused: each poll's sleep advances it, and the deadlines
+    // and bounds below are exact virtual times, not speed expectations.
+    let registered = Instant::now();
+    while a.check_status("service:job-1").await.as_deref() != Some("critical") {
+        assert!(
+            registered.elapsed() < Duration::from_secs(30),
+            "TTL expired after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert!(a.get("/v1/agent/services").await.json()["job-1"].is_object());
-    tokio::time::sleep(Duration::from_secs(45)).await;
-    assert_eq!(a.get("/v1/agent/services").await.json(), json!({}));
+    loop {
+        let services = a.get("/v1/agent/services").await.json();
+        if services == json!({}) {
+            break;
+        }
+        assert!(
+            registered.elapsed() < Duration::from_secs(75),
+            "still registered 75 s after the TTL check was registered: {services}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        registered.elapsed() > Duration::from_secs(30),
+        "deregistered {:?} after registering: it was critical for less than 1m",
+        registered.elapsed()
+    );
     assert_eq!(a.get("/v1/catalog/service/job").await.json(), json!([]));
 }

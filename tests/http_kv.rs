@@ -8,63 +8,31 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::agent::{consul_index, Agent};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// A running agent, killed when dropped.
-struct Agent {
-    child: Child,
+/// A `--dev` agent (node `n1`) and a client for its HTTP API.
+struct Api {
+    agent: Agent,
     base: String,
     http: reqwest::Client,
-    server_port: u16,
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let (http_port, dns_port, server_port) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
-            .args(["agent", "--dev", "--node", "n1", "--client", "127.0.0.1"])
-            .args(["--http-port", &http_port.to_string()])
-            .args(["--dns-port", &dns_port.to_string()])
-            .args(["--server-port", &server_port.to_string()])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !common::accepts(addr) {
-            assert!(Instant::now() < deadline, "agent did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Agent {
-            child,
-            base: format!("http://{addr}"),
+impl Api {
+    fn start() -> Api {
+        let agent = Agent::dev()
+            .args(["--node", "n1", "--log-level", "warn"])
+            .start();
+        Api {
+            base: agent.url(""),
+            agent,
             http: {
                 pilotfish::discovery::server::tls::install_default_provider();
                 reqwest::Client::new()
             },
-            server_port,
         }
     }
 
@@ -150,7 +118,7 @@ impl Reply {
 
 #[tokio::test]
 async fn kv_crud_keeps_exact_shapes_flags_and_indexes() {
-    let a = Agent::start();
+    let a = Api::start();
     a.put("/v1/kv/svc/config", "hello").await.ok_true();
     let r = a.get("/v1/kv/svc/config").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -227,7 +195,7 @@ async fn kv_crud_keeps_exact_shapes_flags_and_indexes() {
 
 #[tokio::test]
 async fn kv_cas_creates_once_and_checks_modify_index() {
-    let a = Agent::start();
+    let a = Api::start();
     a.put("/v1/kv/init?cas=0", "sys1").await.ok_true();
     a.put("/v1/kv/init?cas=0", "sys2").await.ok_false();
     let idx = a.get("/v1/kv/init").await.json()[0]["ModifyIndex"]
@@ -265,7 +233,7 @@ async fn kv_cas_creates_once_and_checks_modify_index() {
 
 #[tokio::test]
 async fn kv_recurse_keys_separator_and_raw() {
-    let a = Agent::start();
+    let a = Api::start();
     // The root of an empty store: keys ⇒ [], recurse ⇒ 404.
     let r = a.get("/v1/kv/?keys").await;
     assert_eq!((r.status, r.json()), (StatusCode::OK, json!([])));
@@ -313,7 +281,7 @@ async fn kv_recurse_keys_separator_and_raw() {
 
 #[tokio::test]
 async fn kv_percent_encoded_keys_keep_their_slashes() {
-    let a = Agent::start();
+    let a = Api::start();
     a.put("/v1/kv/service/scope%2Fname:1", "v").await.ok_true();
     let r = a.get("/v1/kv/service/scope/name:1").await;
     assert_eq!(r.json()[0]["Key"], "service/scope/name:1");
@@ -325,7 +293,7 @@ async fn kv_percent_encoded_keys_keep_their_slashes() {
 
 #[tokio::test]
 async fn kv_values_over_512_kib_are_refused_with_413() {
-    let a = Agent::start();
+    let a = Api::start();
     let max = 512 * 1024;
     let r = a
         .call(Method::PUT, "/v1/kv/big", Some(vec![b'x'; max + 1]))
@@ -345,7 +313,7 @@ async fn kv_values_over_512_kib_are_refused_with_413() {
 
 #[tokio::test]
 async fn kv_acquire_release_and_session_behaviors() {
-    let a = Agent::start();
+    let a = Api::start();
     let s1 = a.session("release").await;
     let s2 = a.session("delete").await;
     a.put(&format!("/v1/kv/leader?acquire={s1}"), "n1")
@@ -414,7 +382,7 @@ async fn kv_acquire_release_and_session_behaviors() {
 
 #[tokio::test]
 async fn txn_commits_atomically_or_rolls_back_with_409() {
-    let a = Agent::start();
+    let a = Api::start();
     let ops = json!([
         {"KV": {"Verb": "set", "Key": "t/a", "Value": "YQ=="}},
         {"KV": {"Verb": "set", "Key": "t/b", "Value": "Yg==", "Flags": 7}},
@@ -469,7 +437,7 @@ async fn txn_commits_atomically_or_rolls_back_with_409() {
 
 #[tokio::test]
 async fn txn_node_service_and_check_ops_apply_together_or_not_at_all() {
-    let a = Agent::start();
+    let a = Api::start();
     let ops = json!([
         {"Node": {"Verb": "set", "Node": {"Node": "tx1", "Address": "10.9.0.1", "Meta": {"Rack": "r1"}}}},
         {"Service": {"Verb": "set", "Node": "tx1", "Service": {"ID": "web1", "Service": "web", "Port": 80, "Tags": ["a"]}}},
@@ -585,7 +553,7 @@ async fn txn_node_service_and_check_ops_apply_together_or_not_at_all() {
 
 #[tokio::test]
 async fn sessions_create_renew_destroy_and_validate_ttl() {
-    let a = Agent::start();
+    let a = Api::start();
     // Patroni's body: lowercase keys, fractional TTL, no checks.
     let r = a
         .put(
@@ -681,7 +649,7 @@ async fn sessions_create_renew_destroy_and_validate_ttl() {
 
 #[tokio::test]
 async fn blocking_get_returns_on_change_and_times_out_without_one() {
-    let a = Agent::start();
+    let a = Api::start();
     a.put("/v1/kv/svc/leader", "n1").await.ok_true();
     let idx = a.get("/v1/kv/svc/leader").await.index.unwrap();
 
@@ -699,58 +667,43 @@ async fn blocking_get_returns_on_change_and_times_out_without_one() {
     assert!(took < Duration::from_millis(1500), "took {took:?}");
 
     // A write elsewhere does not wake it; a write to the key does.
-    let waiter = {
-        let url = format!("{}/v1/kv/svc/leader?index={idx}&wait=10s", a.base);
-        let http = a.http.clone();
-        tokio::spawn(async move {
-            let t = Instant::now();
-            let r = http.get(url).send().await.unwrap();
-            let index = r.headers()["x-consul-index"].to_str().unwrap().to_string();
-            let body: Value = r.json().await.unwrap();
-            (t.elapsed(), index, body)
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let waiter = a
+        .agent
+        .pending("GET", &format!("/v1/kv/svc/leader?index={idx}&wait=10s"));
     a.put("/v1/kv/svc/other", "x").await.ok_true();
+    // A period in which nothing may happen: no poll can show an absence.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished(), "woken by a write to another key");
     a.put("/v1/kv/svc/leader", "n2").await.ok_true();
-    let (took, index, body) = waiter.await.unwrap();
+    let (_, headers, body) = waiter.answer(Duration::from_secs(10));
+    let took = t.elapsed();
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert!(index.parse::<u64>().unwrap() > idx);
+    assert!(consul_index(&headers) > idx);
+    let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body[0]["Value"], "bjI=");
 
     // A missing key blocks until it appears; the 404 carried the index to block on.
     let r = a.get("/v1/kv/svc/new").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let missing_idx = r.index.unwrap();
-    let waiter = {
-        let url = format!("{}/v1/kv/svc/new?index={missing_idx}&wait=10s", a.base);
-        let http = a.http.clone();
-        tokio::spawn(async move { http.get(url).send().await.unwrap().status() })
-    };
+    let waiter = a.agent.pending(
+        "GET",
+        &format!("/v1/kv/svc/new?index={missing_idx}&wait=10s"),
+    );
+    // A period in which nothing may happen: it must not answer by itself.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished());
     a.put("/v1/kv/svc/new", "v").await.ok_true();
-    assert_eq!(waiter.await.unwrap(), StatusCode::OK);
+    assert_eq!(waiter.answer(Duration::from_secs(10)).0, 200);
 
     // A prefix watcher wakes on a delete under it.
     let pidx = a.get("/v1/kv/svc/?recurse").await.index.unwrap();
-    let waiter = {
-        let url = format!("{}/v1/kv/svc/?recurse&index={pidx}&wait=10s", a.base);
-        let http = a.http.clone();
-        tokio::spawn(async move {
-            let r = http.get(url).send().await.unwrap();
-            r.headers()["x-consul-index"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiter = a
+        .agent
+        .pending("GET", &format!("/v1/kv/svc/?recurse&index={pidx}&wait=10s"));
     a.delete("/v1/kv/svc/other").await.ok_true();
-    assert!(waiter.await.unwrap() > pidx);
+    assert!(consul_index(&waiter.answer(Duration::from_secs(10)).1) > pidx);
 
     let r = a.get("/v1/kv/svc/leader?index=1&wait=10").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -758,31 +711,23 @@ async fn blocking_get_returns_on_change_and_times_out_without_one() {
 
 #[tokio::test]
 async fn blocking_session_list_wakes_on_create() {
-    let a = Agent::start();
+    let a = Api::start();
     let idx = a.get("/v1/session/list").await.index.unwrap();
-    let waiter = {
-        let url = format!("{}/v1/session/list?index={idx}&wait=10s", a.base);
-        let http = a.http.clone();
-        tokio::spawn(async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let waiter = a
+        .agent
+        .pending("GET", &format!("/v1/session/list?index={idx}&wait=10s"));
+    // A period in which nothing may happen: it must not answer by itself.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished());
     let id = a.session("release").await;
-    assert_eq!(waiter.await.unwrap()[0]["ID"], id.as_str());
+    let body: Value = serde_json::from_slice(&waiter.answer(Duration::from_secs(10)).2).unwrap();
+    assert_eq!(body[0]["ID"], id.as_str());
 }
 
 #[tokio::test]
 async fn status_and_raft_configuration_name_this_server() {
-    let a = Agent::start();
-    let rpc = format!("127.0.0.1:{}", a.server_port);
+    let a = Api::start();
+    let rpc = format!("127.0.0.1:{}", a.agent.server_port);
     let r = a.get("/v1/status/leader").await;
     assert_eq!((r.status, r.json()), (StatusCode::OK, json!(rpc)));
     assert_eq!(r.index, None, "status endpoints send no index");
@@ -796,26 +741,15 @@ async fn status_and_raft_configuration_name_this_server() {
 
 #[test]
 fn agent_refuses_to_start_without_dev_or_data_dir_and_stops_on_sigterm() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
-        .args(["agent", "--http-port", "0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir is required"));
+    let stderr = Agent::on("127.0.0.1").refused();
+    assert!(stderr.contains("--data-dir is required"), "{stderr}");
 
-    let mut a = Agent::start();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(a.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
-            assert_eq!(status.code(), Some(0));
-            break;
-        }
-        assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut a = Api::start();
+    a.agent.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = a.agent.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "agent did not stop cleanly on SIGTERM"
+    );
 }

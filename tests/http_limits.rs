@@ -14,66 +14,34 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+use common::agent::Agent;
 use serde_json::{json, Value};
 
-/// A running agent, killed when dropped.
-struct Agent {
-    child: Child,
-    addr: SocketAddr,
+/// A `--dev` agent (node `n1`) with `extra` flags, once it is leader.
+fn start(extra: &[&str]) -> Agent {
+    Agent::dev()
+        .args(["--node", "n1", "--log-level", "warn"])
+        .args(extra)
+        .wait_for_leader()
+        .start()
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Agent {
-    fn start(extra: &[&str]) -> Agent {
-        let (http_port, dns_port, server_port) = (free_port(), free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
-            .args(["agent", "--dev", "--node", "n1", "--client", "127.0.0.1"])
-            .args(["--http-port", &http_port.to_string()])
-            .args(["--dns-port", &dns_port.to_string()])
-            .args(["--server-port", &server_port.to_string()])
-            .args(["--log-level", "warn"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], http_port));
-        common::eventually("the agent listens", Duration::from_secs(10), || {
-            common::accepts(addr).then_some(()).ok_or("not yet".into())
-        });
-        let agent = Agent { child, addr };
-        common::eventually("a leader", Duration::from_secs(10), || {
-            let (status, _, body) = agent.call("GET", "/v1/status/leader", b"");
-            (status == 200 && common::text(&body) != "\"\"")
-                .then_some(())
-                .ok_or(common::text(&body))
-        });
-        agent
-    }
-
-    fn call(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        common::http(self.addr, method, path, body).unwrap()
-    }
-
+/// The requests this suite makes of an agent.
+trait Calls {
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> common::Response;
     /// Status and body text.
+    fn put(&self, path: &str, body: &Value) -> (u16, String);
+    fn get_json(&self, path: &str) -> Value;
+}
+
+impl Calls for Agent {
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> common::Response {
+        self.request(method, path, body).unwrap()
+    }
+
     fn put(&self, path: &str, body: &Value) -> (u16, String) {
         let (status, _, body) = self.call("PUT", path, body.to_string().as_bytes());
         (status, common::text(&body))
@@ -84,32 +52,6 @@ impl Agent {
         assert_eq!(status, 200, "GET {path}: {}", common::text(&body));
         serde_json::from_slice(&body).unwrap()
     }
-
-    /// A connection from `source` (any 127.x address), not yet used.
-    fn connect_from(&self, source: [u8; 4]) -> TcpStream {
-        let socket = connect_from(source, self.addr);
-        socket
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        socket
-    }
-}
-
-/// A TCP connection to `to` from the loopback address `from` (port 0):
-/// std cannot bind before connecting, tokio's `TcpSocket` can.
-fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::from((from, 0))).unwrap();
-        socket.connect(to).await.unwrap()
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
 }
 
 /// Everything the server sends until it closes (or the read timeout).
@@ -131,7 +73,7 @@ fn meta(pairs: usize) -> Value {
 
 #[test]
 fn service_meta_over_consuls_limits_is_refused_with_its_texts() {
-    let agent = Agent::start(&[]);
+    let agent = start(&[]);
     let cases = [
         (
             meta(65),
@@ -195,7 +137,7 @@ fn service_meta_over_consuls_limits_is_refused_with_its_texts() {
 
 #[test]
 fn node_meta_tags_names_and_txn_ops_are_bounded_too() {
-    let agent = Agent::start(&[]);
+    let agent = start(&[]);
     let cases = [
         (
             "/v1/catalog/register",
@@ -243,7 +185,7 @@ fn node_meta_tags_names_and_txn_ops_are_bounded_too() {
 
 #[test]
 fn check_output_is_cut_to_4k_not_refused() {
-    let agent = Agent::start(&[]);
+    let agent = start(&[]);
     let output = "x".repeat(10_000);
     let (status, body) = agent.put(
         "/v1/catalog/register",
@@ -272,7 +214,7 @@ fn check_output_is_cut_to_4k_not_refused() {
 #[test]
 fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
     // Idle keep-alive connections get longer than a request head (10 s).
-    let agent = Agent::start(&["--http-idle-timeout", "16s"]);
+    let agent = start(&["--http-idle-timeout", "16s"]);
     // A blocking query that outlives both.
     let (_, headers, _) = agent.call("GET", "/v1/kv/parked", b"");
     let index = headers
@@ -281,7 +223,7 @@ fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
         .unwrap()
         .1
         .clone();
-    let addr = agent.addr;
+    let addr = agent.http;
     let parked = std::thread::spawn(move || {
         let t0 = Instant::now();
         let (status, _, _) = common::http(
@@ -312,6 +254,7 @@ fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
         "a stalled head was not closed ({stalled_after:?})"
     );
     assert!(!stalled_got.contains("200 OK"), "{stalled_got}");
+    // Not a wait for anything: the 12 s of quiet are what is tested.
     std::thread::sleep(Duration::from_secs(12).saturating_sub(t0.elapsed()));
     idle.write_all(ask).unwrap();
     let t1 = Instant::now();
@@ -338,7 +281,7 @@ fn stalled_heads_and_idle_keepalives_are_closed_but_parked_queries_are_not() {
 
 #[test]
 fn one_client_address_holds_at_most_its_connection_limit() {
-    let agent = Agent::start(&["--http-max-conns-per-client", "3"]);
+    let agent = start(&["--http-max-conns-per-client", "3"]);
     let held: Vec<TcpStream> = (0..3).map(|_| agent.connect_from([127, 0, 0, 1])).collect();
     // The agent counts a connection once it accepted it: poll with a
     // fourth until it is refused.
@@ -375,7 +318,7 @@ fn one_client_address_holds_at_most_its_connection_limit() {
 
 #[test]
 fn a_half_closed_client_still_gets_its_answer() {
-    let agent = Agent::start(&[]);
+    let agent = start(&[]);
     for request in [
         "GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
         "PUT /v1/kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi".to_string(),
@@ -407,7 +350,7 @@ fn a_half_closed_client_still_gets_its_answer() {
 
 #[test]
 fn a_malformed_chunk_size_is_a_400_not_a_413() {
-    let agent = Agent::start(&[]);
+    let agent = start(&[]);
     let mut conn = agent.connect_from([127, 0, 0, 1]);
     conn.write_all(
         b"PUT /v1/kv/chunky HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
@@ -434,7 +377,7 @@ fn a_malformed_chunk_size_is_a_400_not_a_413() {
 
 #[test]
 fn kv_keys_that_are_not_utf8_are_refused_not_merged() {
-    let agent = Agent::start(&[]);
+    let agent = start(&[]);
     for key in ["u/%FF", "u/%FE"] {
         let (status, _, body) = agent.call("PUT", &format!("/v1/kv/{key}"), b"v");
         assert_eq!(status, 400, "{key}: {}", common::text(&body));

@@ -352,7 +352,8 @@ async fn tls_servers_form_a_cluster_and_refuse_strangers() {
     // trusts only that CA) retries joining all along, and never gets in.
     let stranger = other_ca.issue("s4", &format!("{SUBNET}.4"));
     let _s4 = tls_server(4, &stranger, &other_ca.pem(), data[3].path());
-    // Several retry-join rounds (1 s) and member-probe periods (0.5 s).
+    // Several retry-join rounds (1 s) and member-probe periods (0.5 s): a
+    // period in which it must never get in, not a wait for anything.
     tokio::time::sleep(Duration::from_secs(8)).await;
     for n in 1..=3 {
         assert_eq!(
@@ -717,7 +718,8 @@ async fn https_checks_verify_certificates_unless_told_not_to() {
         "{o}"
     );
     assert!(o.contains("TLSSkipVerify"), "{o}");
-    // Stays critical: the runner did not fall back to skipping.
+    // Stays critical: the runner did not fall back to skipping. A period in
+    // which nothing may change (a few of the check's runs), not a wait.
     tokio::time::sleep(Duration::from_secs(2)).await;
     wait_check(&http, &a, "verify", "critical", "not trusted").await;
 }

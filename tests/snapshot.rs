@@ -9,28 +9,13 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::agent::{consul_index, free_port, Agent, BIN};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
-
-/// A running agent, killed when dropped.
-struct Agent {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// reqwest is built without a default rustls provider: install pilotfish's.
 fn client() -> reqwest::Client {
@@ -38,76 +23,17 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::accepts(addr) {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("agent on {addr} exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "agent did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Free ports on `ip`.
-fn free_ports_on(ip: [u8; 4]) -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind(SocketAddr::from((ip, 0))).unwrap())
-        .collect();
-    let port = |i: usize| listeners[i].local_addr().unwrap().port();
-    [port(0), port(1), port(2)]
-}
-
-impl Agent {
-    /// A `--dev` agent on a loopback address of its own (127.0.94.n), so
-    /// agents of tests running in parallel never race for one port: a
-    /// test would otherwise talk to another test's agent.
-    fn dev() -> Agent {
-        static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
-        let ip = [
-            127,
-            0,
-            94,
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        ];
-        let [http, dns, server] = free_ports_on(ip);
-        let ip_s = std::net::Ipv4Addr::from(ip).to_string();
-        let mut child = Command::new(BIN)
-            .args(["agent", "--dev", "--node", "snap"])
-            .args(["--client", &ip_s, "--bind", &ip_s])
-            .args(["--http-port", &http.to_string()])
-            .args(["--dns-port", &dns.to_string()])
-            .args(["--server-port", &server.to_string()])
-            .args(["--log-level", "warn"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from((ip, http));
-        wait_listening(addr, &mut child);
-        Agent { child, addr }
-    }
-
-    /// `pilotfish ARGS` against this agent, with no token from the environment.
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("CONSUL_HTTP_ADDR", self.addr.to_string())
-            .env_remove("CONSUL_HTTP_TOKEN")
-            .output()
-            .unwrap()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+/// A `--dev` agent on a loopback address of its own (127.0.94.n), so
+/// agents of tests running in parallel never race for one port: a test
+/// would otherwise talk to another test's agent.
+fn dev() -> Agent {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ip = format!("127.0.94.{n}");
+    Agent::on(&ip)
+        .args(["--dev", "--node", "snap", "--bind", &ip])
+        .args(["--log-level", "warn"])
+        .start()
 }
 
 fn out(o: &Output) -> String {
@@ -164,7 +90,7 @@ async fn services(a: &Agent, http: &reqwest::Client) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_state_comes_back_after_deletes_and_overwrites() {
-    let a = Agent::dev();
+    let a = dev();
     let http = client();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.snap");
@@ -208,20 +134,15 @@ async fn a_saved_state_comes_back_after_deletes_and_overwrites() {
     assert!(services(&a, &http).await.get("web").is_none());
     let (_, before_restore) = get_raw(&http, a.url("/v1/kv/app/new")).await;
     // Queries parked before the restore (a minute's wait)...
-    let parked_kv = tokio::spawn(
-        http.get(a.url(&format!(
-            "/v1/kv/app/?recurse&index={before_restore}&wait=60s"
-        )))
-        .send(),
+    let parked_kv = a.pending(
+        "GET",
+        &format!("/v1/kv/app/?recurse&index={before_restore}&wait=60s"),
     );
     let (_, services_index) = get_raw(&http, a.url("/v1/catalog/services")).await;
-    let parked_catalog = tokio::spawn(
-        http.get(a.url(&format!(
-            "/v1/catalog/services?index={services_index}&wait=60s"
-        )))
-        .send(),
+    let parked_catalog = a.pending(
+        "GET",
+        &format!("/v1/catalog/services?index={services_index}&wait=60s"),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!parked_kv.is_finished() && !parked_catalog.is_finished());
 
     let restored = a.cli(&["snapshot", "restore", file_s]);
@@ -235,18 +156,10 @@ async fn a_saved_state_comes_back_after_deletes_and_overwrites() {
     // ...answer at once with the restored data and a higher index: the
     // restore counts as a write to every table.
     let within = Duration::from_secs(10);
-    let r = tokio::time::timeout(within, parked_kv)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let kv_index: u64 = r.headers()["x-consul-index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (_, headers, body) = parked_kv.answer(within);
+    let kv_index = consul_index(&headers);
     assert!(kv_index > before_restore, "{kv_index} <= {before_restore}");
-    let entries: Value = r.json().await.unwrap();
+    let entries: Value = serde_json::from_slice(&body).unwrap();
     let keys: Vec<&str> = entries
         .as_array()
         .unwrap()
@@ -254,18 +167,11 @@ async fn a_saved_state_comes_back_after_deletes_and_overwrites() {
         .map(|e| e["Key"].as_str().unwrap())
         .collect();
     assert_eq!(keys, ["app/config", "app/keep"]);
-    let r = tokio::time::timeout(within, parked_catalog)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let catalog_index: u64 = r.headers()["x-consul-index"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (_, headers, body) = parked_catalog.answer(within);
+    let catalog_index = consul_index(&headers);
     assert!(catalog_index > services_index);
-    assert!(r.json::<Value>().await.unwrap().get("web").is_some());
+    let catalog: Value = serde_json::from_slice(&body).unwrap();
+    assert!(catalog.get("web").is_some());
     // A present key's index stays its ModifyIndex, as saved (clients block
     // on ModifyIndex values read from bodies)...
     let (_, restored_index) = get_raw(&http, a.url("/v1/kv/app/config")).await;
@@ -287,7 +193,7 @@ async fn a_saved_state_comes_back_after_deletes_and_overwrites() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
-    let a = Agent::dev();
+    let a = dev();
     let http = client();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.snap");
@@ -360,7 +266,7 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_endpoint_and_cli_errors() {
-    let a = Agent::dev();
+    let a = dev();
     let http = client();
     put(&http, a.url("/v1/kv/x"), "1").await;
 
@@ -409,7 +315,7 @@ async fn snapshot_endpoint_and_cli_errors() {
         err(&r)
     );
     // No agent: the address to fix is named.
-    let nobody = format!("127.0.0.1:{}", free_port());
+    let nobody = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let r = Command::new(BIN)
         .args(["snapshot", "save", "--http-addr", &nobody])
         .arg(dir.path().join("s.snap"))
@@ -427,33 +333,24 @@ struct Cluster {
 }
 
 impl Cluster {
-    const HTTP: u16 = 8500;
-
     fn start() -> Cluster {
         let ips: Vec<String> = (1..=3).map(|n| format!("127.0.91.{n}")).collect();
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for (n, ip) in ips.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
-            let mut cmd = Command::new(BIN);
-            cmd.args(["agent", "--server", "--bootstrap-expect", "3"])
+            let mut node = Agent::on(ip)
+                .ports(8500, 8600, 8300)
+                .args(["--server", "--bootstrap-expect", "3"])
                 .args(["--node", &format!("s{}", n + 1)])
                 .arg("--data-dir")
                 .arg(dir.path())
-                .args(["--bind", ip, "--client", ip])
-                .args(["--http-port", &Self::HTTP.to_string()])
-                .args(["--dns-port", "8600", "--server-port", "8300"])
-                .args(["--log-level", "warn"]);
+                .args(["--bind", ip, "--log-level", "warn"]);
             for peer in &ips {
-                cmd.args(["--retry-join", peer]);
+                node = node.args(["--retry-join", peer]);
             }
-            let child = cmd.stdout(Stdio::null()).spawn().unwrap();
-            let addr: SocketAddr = format!("{ip}:{}", Self::HTTP).parse().unwrap();
-            nodes.push(Agent { child, addr });
+            nodes.push(node.start());
             dirs.push(dir);
-        }
-        for node in &mut nodes {
-            wait_listening(node.addr, &mut node.child);
         }
         Cluster { nodes, _dirs: dirs }
     }
@@ -517,7 +414,7 @@ async fn a_restore_through_a_follower_reaches_every_server() {
     let follower = c
         .nodes
         .iter()
-        .find(|n| !leader_addr.starts_with(&format!("{}:", n.addr.ip())))
+        .find(|n| !leader_addr.starts_with(&format!("{}:", n.http.ip())))
         .unwrap();
 
     put(&http, follower.url("/v1/kv/shared"), "saved").await;

@@ -1,11 +1,17 @@
 //! The supervisor as users run it: the real `pilotfish` binary, real processes,
 //! real signals, real PID-1 mode in a fresh PID namespace.
 
+// Only the agent harness's free_port is used here.
+#[allow(dead_code, unused_imports)]
+mod common;
+
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use common::agent::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pilotfish");
 
@@ -598,7 +604,7 @@ fn maintenance_and_putenv_through_the_control_socket() {
 
 #[test]
 fn telemetry_serves_metrics_and_status() {
-    let port = free_port();
+    let port = free_port("127.0.0.1");
     let pf = Pilotfish::start(&format!(
         r#"
         [telemetry]
@@ -639,13 +645,6 @@ fn client_commands_need_only_the_socket() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing.sock"), "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn http_get(port: u16, path: &str) -> String {
@@ -1006,7 +1005,9 @@ fn a_log_reader_that_went_away_does_not_kill_pilotfish() {
     pf.wait_ready();
     wait_for("chatty running", || pf.pid_of("chatty").is_some());
     let pid = pf.pid_of("chatty");
-    // Long enough for a few hundred failed log writes.
+    // Long enough for a few hundred failed log writes. A period under
+    // test, not a wait: pilotfish must live through it, which no poll can
+    // show before it is over.
     std::thread::sleep(Duration::from_millis(500));
     assert!(pf.cli(&["ping"]).status.success());
     assert_eq!(pf.pid_of("chatty"), pid);

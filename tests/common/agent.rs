@@ -23,6 +23,16 @@ pub fn free_port(ip: &str) -> u16 {
         .expect("a free port")
 }
 
+/// The `X-Consul-Index` of an answer (panics naming the headers without one).
+pub fn consul_index(headers: &[(String, String)]) -> u64 {
+    let (_, v) = headers
+        .iter()
+        .find(|(k, _)| k == "x-consul-index")
+        .unwrap_or_else(|| panic!("no X-Consul-Index in {headers:?}"));
+    v.parse()
+        .unwrap_or_else(|e| panic!("X-Consul-Index {v:?} is not a number: {e}"))
+}
+
 /// What to start; see [`Agent::dev`] and [`Agent::on`].
 pub struct AgentBuilder {
     ip: String,
@@ -272,5 +282,128 @@ impl Drop for Agent {
                 lines[lines.len().saturating_sub(40)..].join("\n")
             );
         }
+    }
+}
+
+/// A request on its own connection whose answer is read on a thread of its
+/// own (a blocking query), see [`Agent::pending`].
+pub struct Pending {
+    answer: std::thread::JoinHandle<Result<Response, HttpError>>,
+}
+
+impl Pending {
+    pub fn is_finished(&self) -> bool {
+        self.answer.is_finished()
+    }
+
+    /// Its answer (panics when there was none within `limit`).
+    pub fn answer(self, limit: Duration) -> Response {
+        let answer = &self.answer;
+        eventually("the pending request is answered", limit, || {
+            if answer.is_finished() {
+                Ok(())
+            } else {
+                Err("no answer yet".to_string())
+            }
+        });
+        self.answer
+            .join()
+            .expect("the request's thread")
+            .expect("an answer")
+    }
+}
+
+impl Agent {
+    /// Send `method path` and return once the agent has read all of it (its
+    /// receive queue for the connection is empty and it acknowledged every
+    /// byte, `/proc/net/tcp`). A blocking GET needs no more input from then
+    /// on, and the server parks it in the same poll that parsed it: this is
+    /// as close to "the query is parked" as the outside can see. A write
+    /// that still raced ahead of the park would make the query answer at
+    /// once with the moved index, the same answer a wake gives.
+    pub fn pending(&self, method: &str, path: &str) -> Pending {
+        use std::io::{Read, Write};
+        let addr = self.http;
+        let mut conn = std::net::TcpStream::connect(addr).expect("connect to the agent");
+        let client = conn.local_addr().expect("a local address");
+        write!(
+            conn,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send the request");
+        let answer = std::thread::spawn(move || {
+            conn.set_read_timeout(Some(super::ANSWER_TIMEOUT))
+                .map_err(HttpError::NoAnswer)?;
+            let mut raw = Vec::new();
+            conn.read_to_end(&mut raw).map_err(HttpError::NoAnswer)?;
+            super::parse_response(&raw).map_err(HttpError::NoAnswer)
+        });
+        eventually(
+            "the agent read the whole request",
+            Duration::from_secs(10),
+            || {
+                let unread = tcp_queues(addr, client).map(|q| q.1);
+                let unacked = tcp_queues(client, addr).map(|q| q.0);
+                match (unacked, unread) {
+                    (Some(0), Some(0)) => Ok(()),
+                    other => Err(format!("(our tx queue, its rx queue): {other:?}")),
+                }
+            },
+        );
+        Pending { answer }
+    }
+}
+
+/// `(tx_queue, rx_queue)` of the IPv4 TCP socket `local` → `remote` in this
+/// network namespace, from `/proc/net/tcp`.
+fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("IPv4 only: {a}"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(1) != Some(&local.as_str()) || f.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let (tx, rx) = f.get(4)?.split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    })
+}
+
+impl Agent {
+    /// A connection to the HTTP port from `source` (any 127.x address),
+    /// not yet used, reads timing out after 30 s: std cannot bind before
+    /// connecting, tokio's `TcpSocket` can.
+    pub fn connect_from(&self, source: [u8; 4]) -> std::net::TcpStream {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("a runtime");
+        let stream = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket
+                .bind(SocketAddr::from((source, 0)))
+                .expect("bind the source address");
+            socket
+                .connect(self.http)
+                .await
+                .expect("connect to the agent")
+        });
+        let stream = stream.into_std().expect("a std stream");
+        stream.set_nonblocking(false).expect("blocking mode");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a read timeout");
+        stream
     }
 }

@@ -87,7 +87,7 @@ pub fn http_with_timeout(
     exchange(&mut conn).map_err(HttpError::NoAnswer)
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+pub fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let end = raw
         .windows(4)
