@@ -20,7 +20,7 @@ EOT
 R=
 if [ "$MODE" = stalled ]; then
     mkfifo "$D/fifo"
-    sleep 1000 <"$D/fifo" & R=$!
+    sleep 1000 <"$D/fifo" >/dev/null 2>&1 & R=$!
     "$BIN" run --config "$D/c.toml" 2>"$D/fifo" & P=$!
 else
     "$BIN" run --config "$D/c.toml" 2>/dev/null & P=$!
@@ -29,4 +29,4 @@ while [ ! -e "$D/done" ]; do sleep 0.1; done
 sleep 0.5
 echo "$BIN level=$LEVEL log=$MODE: $(grep -E 'VmHWM|RssAnon|RssFile' /proc/$P/status | tr -s ' \t\n' ' ')"
 kill $P; wait $P 2>/dev/null || true
-[ -n "$R" ] && kill $R
+if [ -n "$R" ]; then kill "$R"; fi
