@@ -112,8 +112,33 @@ impl AgentBuilder {
         cmd
     }
 
-    /// Start it and wait until its HTTP API answers.
+    /// Start it and wait until its HTTP API answers. Free ports are picked
+    /// by binding port 0 and letting go, so another test (or an outgoing
+    /// connection) can take one before the agent binds it: an agent that
+    /// exits at start with a port in use is started again on fresh ports.
     pub fn start(self) -> Agent {
+        for attempt in 1.. {
+            match self.try_start() {
+                Ok(agent) => return agent,
+                Err(log) if attempt < 5 && self.may_repick() => {
+                    eprintln!(
+                        "a port was taken before the agent bound it; again on fresh ports:\n{log}"
+                    );
+                }
+                Err(log) => panic!("the agent exited at start:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// Whether every port was picked here (none fixed by the test).
+    fn may_repick(&self) -> bool {
+        self.http.is_none() && self.dns.is_none() && self.server.is_none()
+    }
+
+    /// Start once: the agent once it answers, or its log when it exited at
+    /// start with an address in use.
+    fn try_start(&self) -> Result<Agent, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("agent.log");
         let file = std::fs::File::create(&log).expect("the agent's log");
@@ -133,16 +158,28 @@ impl AgentBuilder {
             _dir: dir,
         };
         let leader = self.leader;
+        let mut in_use = None;
         eventually("the agent answers HTTP", Duration::from_secs(30), || {
             if let Some(Ok(Some(s))) = agent.child.as_mut().map(Child::try_wait) {
-                panic!("the agent exited at start: {s}\n{}", agent.log());
+                let log = agent.log();
+                if log.contains("Address already in use") {
+                    in_use = Some(log);
+                    return Ok(());
+                }
+                panic!("the agent exited at start: {s}\n{log}");
             }
             match agent.request("GET", "/v1/status/leader", b"") {
                 Ok((200, _, body)) if !leader || body.len() > 2 => Ok(()),
                 other => Err(format!("{other:?}")),
             }
         });
-        agent
+        match in_use {
+            Some(log) => {
+                agent.child = None;
+                Err(log)
+            }
+            None => Ok(agent),
+        }
     }
 
     /// Run it to its end (it must stop by itself within 20 s): its output.
