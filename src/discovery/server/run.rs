@@ -378,7 +378,7 @@ pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
         // Nobody else is meant to talk to this cluster port: close it with
         // a key nobody has.
         match ClusterKey::generate() {
-            Ok((k, _)) => key = Some(k),
+            Ok(k) => key = Some(k),
             Err(e) => errors.push(format!("making a cluster key for the server port: {e}")),
         }
     } else if !authenticated && cluster.acl_token.is_some() {

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use super::{NodeId, Peer, TypeConfig};
 use crate::discovery::server::cluster::{Gossip, Leave};
 use crate::discovery::server::state::Command;
-use crate::discovery::server::{Forwarded, Server};
+use crate::discovery::server::{now_ms, Forwarded, Server};
 
 /// The wait before raft retries a server it could not reach.
 const UNREACHABLE_RETRY: Duration = Duration::from_millis(100);
@@ -88,15 +88,12 @@ impl ClusterKey {
         ClusterKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes))
     }
 
-    /// A fresh random key (the base64 text `pilotfish keygen` prints).
-    pub fn generate() -> Result<(ClusterKey, String), String> {
+    /// A fresh random key nobody else has (`--dev`, a lone server).
+    pub fn generate() -> Result<ClusterKey, String> {
         let mut bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| "the system's random source failed".to_string())?;
-        Ok((
-            ClusterKey::from_bytes(&bytes),
-            crate::discovery::api::kv::base64_encode(&bytes),
-        ))
+        Ok(ClusterKey::from_bytes(&bytes))
     }
 
     fn tag(&self, parts: &[&[u8]]) -> ring::hmac::Tag {
@@ -120,6 +117,21 @@ impl ClusterKey {
             method.as_bytes(),
             path.as_bytes(),
             time.as_bytes(),
+            body,
+        ]
+    }
+
+    fn answer_parts<'a>(
+        path: &'a str,
+        time: &'a str,
+        status: &'a str,
+        body: &'a [u8],
+    ) -> [&'a [u8]; 5] {
+        [
+            b"answer",
+            path.as_bytes(),
+            time.as_bytes(),
+            status.as_bytes(),
             body,
         ]
     }
@@ -179,12 +191,6 @@ impl SecretCheck {
     pub fn matches(&self, candidate: &str) -> bool {
         ring::hmac::verify(&self.key, candidate.as_bytes(), self.tag.as_ref()).is_ok()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why a cluster call failed.
@@ -272,13 +278,7 @@ impl Client {
         let refused = !status.is_success() && mac.is_none();
         if let (Some(key), false) = (&self.key, refused) {
             let status_text = status.as_u16().to_string();
-            let parts: [&[u8]; 5] = [
-                b"answer",
-                full_path.as_bytes(),
-                time.as_bytes(),
-                status_text.as_bytes(),
-                &bytes,
-            ];
+            let parts = ClusterKey::answer_parts(&full_path, &time, &status_text, &bytes);
             if !mac.is_some_and(|m| key.verify(&m, &parts)) {
                 return Err(CallError::Failed(format!(
                     "{url}: the answer failed cluster authentication: \
@@ -687,13 +687,7 @@ impl Gate {
             }
         };
         let status = parts.status.as_u16().to_string();
-        let mac = key.sign(&[
-            b"answer",
-            path.as_bytes(),
-            time.as_bytes(),
-            status.as_bytes(),
-            &body,
-        ]);
+        let mac = key.sign(&ClusterKey::answer_parts(&path, &time, &status, &body));
         if let Ok(v) = axum::http::HeaderValue::from_str(&mac) {
             parts.headers.insert(MAC_HEADER, v);
         }
