@@ -6,7 +6,10 @@
 //! Request bodies are decoded through [`decode`], which folds every object key
 //! to lower case without underscores (`DeregisterCriticalServiceAfter`,
 //! `deregister_critical_service_after` → `deregistercriticalserviceafter`)
-//! except inside user maps (`Meta`, `Header`, ...), whose keys are data.
+//! except inside user maps (`Meta`, `Header`, ...), whose keys are data. So
+//! the request types deserialize folded keys and serialize the PascalCase keys
+//! Consul's Go client (`github.com/hashicorp/consul/api`) sends, leaving out
+//! unset fields; the answers (`AgentCheck`, `Member`) read real Consul's too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::health::{definition_value, go_duration_string, HealthCheckDefinition};
+use super::null_as_default;
 use crate::discovery::server::http::query::parse_go_duration;
 use crate::discovery::server::state::catalog::Weights;
 use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
@@ -63,11 +67,12 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 }
 
 /// `Weights` in a request.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct WeightsBody {
-    #[serde(default)]
+    #[serde(rename(serialize = "Passing"), skip_serializing_if = "Option::is_none")]
     pub passing: Option<u32>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Warning"), skip_serializing_if = "Option::is_none")]
     pub warning: Option<u32>,
 }
 
@@ -82,27 +87,31 @@ impl WeightsBody {
 }
 
 /// `PUT /v1/agent/service/register`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServiceDefinition {
-    #[serde(default)]
+    #[serde(rename(serialize = "ID"), skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Name"), skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Tags"), skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Address"), skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Port"), skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Meta"), skip_serializing_if = "Option::is_none")]
     pub meta: Option<BTreeMap<String, String>>,
-    #[serde(default, rename = "enabletagoverride")]
+    #[serde(
+        rename(serialize = "EnableTagOverride", deserialize = "enabletagoverride"),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_tag_override: Option<bool>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Weights"), skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightsBody>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Check"), skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckDefinition>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Checks"), skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckDefinition>>,
 }
 
@@ -119,49 +128,75 @@ impl ServiceDefinition {
 }
 
 /// A check in a service definition or `PUT /v1/agent/check/register`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Durations are Go strings (`"10s"`) or numbers of nanoseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CheckDefinition {
-    #[serde(default)]
+    #[serde(rename(serialize = "ID"), skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, rename = "checkid")]
+    #[serde(
+        rename(serialize = "CheckID", deserialize = "checkid"),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub check_id: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Name"), skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Notes"), skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
-    #[serde(default, rename = "serviceid")]
+    #[serde(
+        rename(serialize = "ServiceID", deserialize = "serviceid"),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_id: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Status"), skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "TTL"), skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Value>,
-    #[serde(default)]
+    #[serde(rename(serialize = "HTTP"), skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Method"), skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Header"), skip_serializing_if = "Option::is_none")]
     pub header: Option<BTreeMap<String, Vec<String>>>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Body"), skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(default, rename = "tlsskipverify")]
+    #[serde(
+        rename(serialize = "TLSSkipVerify", deserialize = "tlsskipverify"),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tls_skip_verify: Option<bool>,
-    #[serde(default)]
+    #[serde(rename(serialize = "TCP"), skip_serializing_if = "Option::is_none")]
     pub tcp: Option<String>,
-    #[serde(default, rename = "scriptargs")]
+    #[serde(
+        rename(serialize = "ScriptArgs", deserialize = "scriptargs"),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub script_args: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Args"), skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Script"), skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
-    #[serde(default, rename = "dockercontainerid")]
+    #[serde(
+        rename(serialize = "DockerContainerID", deserialize = "dockercontainerid"),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_container_id: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "GRPC"), skip_serializing_if = "Option::is_none")]
     pub grpc: Option<String>,
-    #[serde(default)]
+    #[serde(
+        rename(serialize = "Interval"),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<Value>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Timeout"), skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Value>,
-    #[serde(default, rename = "deregistercriticalserviceafter")]
+    #[serde(
+        rename(
+            serialize = "DeregisterCriticalServiceAfter",
+            deserialize = "deregistercriticalserviceafter"
+        ),
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deregister_critical_service_after: Option<Value>,
 }
 
@@ -330,16 +365,18 @@ impl CheckDefinition {
 }
 
 /// `PUT /v1/agent/check/update/<id>`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CheckUpdate {
-    #[serde(default)]
+    #[serde(rename(serialize = "Status"), skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(default)]
+    #[serde(rename(serialize = "Output"), skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
 }
 
 /// `AgentCheck`: a `HealthCheck` without raft indexes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AgentCheck {
     #[serde(rename = "Node")]
     pub node: String,
@@ -357,7 +394,7 @@ pub struct AgentCheck {
     pub service_id: String,
     #[serde(rename = "ServiceName")]
     pub service_name: String,
-    #[serde(rename = "ServiceTags")]
+    #[serde(rename = "ServiceTags", deserialize_with = "null_as_default")]
     pub service_tags: Vec<String>,
     #[serde(rename = "Type")]
     pub check_type: String,
@@ -384,7 +421,8 @@ impl From<&HealthCheck> for AgentCheck {
 }
 
 /// A serf member (`/v1/agent/members`, `/v1/agent/self` `Member`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Member {
     #[serde(rename = "Name")]
     pub name: String,
@@ -392,7 +430,7 @@ pub struct Member {
     pub addr: String,
     #[serde(rename = "Port")]
     pub port: u16,
-    #[serde(rename = "Tags")]
+    #[serde(rename = "Tags", deserialize_with = "null_as_default")]
     pub tags: BTreeMap<String, String>,
     /// 0 none, 1 alive, 2 leaving, 3 left, 4 failed.
     #[serde(rename = "Status")]
@@ -433,6 +471,46 @@ mod tests {
         assert_eq!(plan.check_type, "http");
         assert_eq!(plan.definition.deregister_critical_service_after, "1m0s");
         assert_eq!(plan.definition.header["X-Key"], vec!["v".to_string()]);
+    }
+
+    #[test]
+    fn service_definition_serializes_like_the_go_client_and_decodes_back() {
+        let def = ServiceDefinition {
+            id: Some("web-1".into()),
+            name: Some("web".into()),
+            tags: Some(vec!["v1".into()]),
+            port: Some(8080),
+            meta: Some(BTreeMap::from([("Check_HTTP".into(), "/h".into())])),
+            enable_tag_override: Some(true),
+            weights: Some(WeightsBody {
+                passing: Some(3),
+                warning: None,
+            }),
+            check: Some(CheckDefinition {
+                check_id: Some("web-http".into()),
+                http: Some("http://127.0.0.1:8080/h".into()),
+                header: Some(BTreeMap::from([("X-Key".into(), vec!["v".into()])])),
+                tls_skip_verify: Some(true),
+                interval: Some(Value::String("10s".into())),
+                deregister_critical_service_after: Some(Value::String("1m".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let body = serde_json::to_vec(&def).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            r#"{"ID":"web-1","Name":"web","Tags":["v1"],"Port":8080,"Meta":{"Check_HTTP":"/h"},"EnableTagOverride":true,"Weights":{"Passing":3},"Check":{"CheckID":"web-http","HTTP":"http://127.0.0.1:8080/h","Header":{"X-Key":["v"]},"TLSSkipVerify":true,"Interval":"10s","DeregisterCriticalServiceAfter":"1m"}}"#
+        );
+        assert_eq!(decode::<ServiceDefinition>(&body).unwrap(), def);
+
+        let update = CheckUpdate {
+            status: Some("passing".into()),
+            output: Some("ok".into()),
+        };
+        let body = serde_json::to_vec(&update).unwrap();
+        assert_eq!(body, br#"{"Status":"passing","Output":"ok"}"#);
+        assert_eq!(decode::<CheckUpdate>(&body).unwrap(), update);
     }
 
     #[test]

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::null_as_default;
+
 use crate::discovery::server::state::catalog as state;
 use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
 
 /// `Node` as Consul serves it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Node {
     #[serde(rename = "ID")]
     pub id: String,
@@ -20,9 +23,9 @@ pub struct Node {
     pub address: String,
     #[serde(rename = "Datacenter")]
     pub datacenter: String,
-    #[serde(rename = "TaggedAddresses")]
+    #[serde(rename = "TaggedAddresses", deserialize_with = "null_as_default")]
     pub tagged_addresses: BTreeMap<String, String>,
-    #[serde(rename = "Meta")]
+    #[serde(rename = "Meta", deserialize_with = "null_as_default")]
     pub meta: BTreeMap<String, String>,
     #[serde(rename = "CreateIndex")]
     pub create_index: u64,
@@ -47,11 +50,22 @@ impl Node {
 
 /// `Weights` of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Weights {
     #[serde(rename = "Passing")]
     pub passing: u32,
     #[serde(rename = "Warning")]
     pub warning: u32,
+}
+
+/// Consul's defaults: Passing 1, Warning 1.
+impl Default for Weights {
+    fn default() -> Weights {
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
+    }
 }
 
 impl From<state::Weights> for Weights {
@@ -64,16 +78,18 @@ impl From<state::Weights> for Weights {
 }
 
 /// `AgentService`: the agent maps (without indexes) and the catalog/health
-/// answers (with them). `Tags` is `[]` and `Meta` `{}` when empty, never null.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// answers (with them). `Tags` is `[]` and `Meta` `{}` when empty, never null
+/// (but read as empty when another server sends null).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AgentService {
     #[serde(rename = "ID")]
     pub id: String,
     #[serde(rename = "Service")]
     pub service: String,
-    #[serde(rename = "Tags")]
+    #[serde(rename = "Tags", deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
-    #[serde(rename = "Meta")]
+    #[serde(rename = "Meta", deserialize_with = "null_as_default")]
     pub meta: BTreeMap<String, String>,
     #[serde(rename = "Port")]
     pub port: u16,
@@ -120,7 +136,8 @@ impl AgentService {
 }
 
 /// One row of `/v1/catalog/service/<name>`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CatalogService {
     #[serde(rename = "ID")]
     pub id: String,
@@ -130,9 +147,9 @@ pub struct CatalogService {
     pub address: String,
     #[serde(rename = "Datacenter")]
     pub datacenter: String,
-    #[serde(rename = "TaggedAddresses")]
+    #[serde(rename = "TaggedAddresses", deserialize_with = "null_as_default")]
     pub tagged_addresses: BTreeMap<String, String>,
-    #[serde(rename = "NodeMeta")]
+    #[serde(rename = "NodeMeta", deserialize_with = "null_as_default")]
     pub node_meta: BTreeMap<String, String>,
     #[serde(rename = "ServiceKind")]
     pub service_kind: String,
@@ -140,15 +157,18 @@ pub struct CatalogService {
     pub service_id: String,
     #[serde(rename = "ServiceName")]
     pub service_name: String,
-    #[serde(rename = "ServiceTags")]
+    #[serde(rename = "ServiceTags", deserialize_with = "null_as_default")]
     pub service_tags: Vec<String>,
     #[serde(rename = "ServiceAddress")]
     pub service_address: String,
-    #[serde(rename = "ServiceTaggedAddresses")]
-    pub service_tagged_addresses: BTreeMap<String, String>,
+    #[serde(
+        rename = "ServiceTaggedAddresses",
+        deserialize_with = "null_as_default"
+    )]
+    pub service_tagged_addresses: BTreeMap<String, ServiceAddress>,
     #[serde(rename = "ServiceWeights")]
     pub service_weights: Weights,
-    #[serde(rename = "ServiceMeta")]
+    #[serde(rename = "ServiceMeta", deserialize_with = "null_as_default")]
     pub service_meta: BTreeMap<String, String>,
     #[serde(rename = "ServicePort")]
     pub service_port: u16,
@@ -162,6 +182,17 @@ pub struct CatalogService {
     pub create_index: u64,
     #[serde(rename = "ModifyIndex")]
     pub modify_index: u64,
+}
+
+/// A value of a service's `TaggedAddresses` (`{"Address": .., "Port": ..}`;
+/// Consul's own documentation spells the keys in lower case).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceAddress {
+    #[serde(rename = "Address", alias = "address")]
+    pub address: String,
+    #[serde(rename = "Port", alias = "port")]
+    pub port: u16,
 }
 
 impl CatalogService {
@@ -194,11 +225,12 @@ impl CatalogService {
 }
 
 /// `/v1/catalog/node/<name>`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeServices {
     #[serde(rename = "Node")]
     pub node: Node,
-    #[serde(rename = "Services")]
+    #[serde(rename = "Services", deserialize_with = "null_as_default")]
     pub services: BTreeMap<String, AgentService>,
 }
 
@@ -396,5 +428,42 @@ impl CatalogDeregistration {
             service_id: self.service_id.filter(|s| !s.is_empty()),
             check_id: self.check_id.filter(|s| !s.is_empty()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_real_consul_catalog_service_row() {
+        let rows: Vec<CatalogService> = serde_json::from_str(
+            r#"[{"ID": "40e4a748-2192-161a-0510-9bf59fe950b5", "Node": "foobar",
+                 "Address": "192.168.10.10", "Datacenter": "dc1",
+                 "TaggedAddresses": {"lan": "192.168.10.10"}, "NodeMeta": null,
+                 "ServiceKind": "", "ServiceID": "web-1", "ServiceName": "web",
+                 "ServiceTags": null, "ServiceAddress": "172.17.0.3",
+                 "ServiceTaggedAddresses": {"lan": {"address": "172.17.0.3", "port": 5000}},
+                 "ServiceWeights": {"Passing": 10, "Warning": 1}, "ServiceMeta": null,
+                 "ServicePort": 5000, "ServiceSocketPath": "",
+                 "ServiceEnableTagOverride": false,
+                 "ServiceProxy": {"MeshGateway": {}, "Expose": {}}, "ServiceConnect": {},
+                 "ServiceLocality": null, "Namespace": "default", "Partition": "default",
+                 "CreateIndex": 51, "ModifyIndex": 51}]"#,
+        )
+        .unwrap();
+        let r = &rows[0];
+        assert_eq!((r.service_id.as_str(), r.service_port), ("web-1", 5000));
+        assert!(r.service_tags.is_empty() && r.node_meta.is_empty());
+        assert_eq!(r.service_tagged_addresses["lan"].port, 5000);
+        assert_eq!(r.service_weights.passing, 10);
+    }
+
+    #[test]
+    fn a_missing_weights_reads_as_consuls_default() {
+        let s: AgentService = serde_json::from_str(r#"{"ID": "a", "Service": "a"}"#).unwrap();
+        assert_eq!(s.weights, Weights::default());
+        assert_eq!((s.weights.passing, s.weights.warning), (1, 1));
     }
 }

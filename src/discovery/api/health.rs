@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{AgentService, Node};
+use super::null_as_default;
 use crate::discovery::server::state::catalog as state_catalog;
 use crate::discovery::server::state::checks as state_checks;
 
@@ -113,7 +114,8 @@ fn fixed(v: u128, unit: u128, digits: usize) -> String {
 }
 
 /// `HealthCheck` as Consul serves it from the catalog and health endpoints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HealthCheck {
     #[serde(rename = "Node")]
     pub node: String,
@@ -131,7 +133,7 @@ pub struct HealthCheck {
     pub service_id: String,
     #[serde(rename = "ServiceName")]
     pub service_name: String,
-    #[serde(rename = "ServiceTags")]
+    #[serde(rename = "ServiceTags", deserialize_with = "null_as_default")]
     pub service_tags: Vec<String>,
     #[serde(rename = "Type")]
     pub check_type: String,
@@ -173,13 +175,14 @@ impl From<&state_checks::HealthCheck> for HealthCheck {
 
 /// One row of `/v1/health/service/<name>`; `Node` and `Service` are never
 /// null (consul-template dereferences both), `Checks` never null.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServiceEntry {
-    #[serde(rename = "Node")]
+    #[serde(rename = "Node", deserialize_with = "null_as_default")]
     pub node: Node,
-    #[serde(rename = "Service")]
+    #[serde(rename = "Service", deserialize_with = "null_as_default")]
     pub service: AgentService,
-    #[serde(rename = "Checks")]
+    #[serde(rename = "Checks", deserialize_with = "null_as_default")]
     pub checks: Vec<HealthCheck>,
 }
 
@@ -209,6 +212,55 @@ mod tests {
         assert_eq!(s(3_600_000), "1h0m0s");
         assert_eq!(go_duration_string(Duration::from_nanos(1_500)), "1.5µs");
         assert_eq!(go_duration_string(Duration::from_nanos(7)), "7ns");
+    }
+
+    /// `/v1/health/service/redis` from HashiCorp Consul 1.17: fields we do not
+    /// model, `null` for nil slices and maps.
+    const CONSUL_HEALTH_SERVICE: &str = r#"[{
+        "Node": {"ID": "40e4a748-2192-161a-0510-9bf59fe950b5", "Node": "foobar",
+                 "Address": "10.1.10.12", "Datacenter": "dc1",
+                 "TaggedAddresses": {"lan": "10.1.10.12", "wan": "10.1.10.12"},
+                 "Meta": null, "Partition": "default", "PeerName": "",
+                 "CreateIndex": 1, "ModifyIndex": 2},
+        "Service": {"Kind": "", "ID": "redis", "Service": "redis", "Tags": null,
+                    "Address": "10.1.10.12",
+                    "TaggedAddresses": {"lan_ipv4": {"Address": "10.1.10.12", "Port": 8000}},
+                    "Meta": null, "Port": 8000,
+                    "Weights": {"Passing": 10, "Warning": 1},
+                    "EnableTagOverride": false,
+                    "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
+                    "Connect": {}, "PeerName": "", "Namespace": "default",
+                    "Partition": "default", "CreateIndex": 5, "ModifyIndex": 6},
+        "Checks": [{"Node": "foobar", "CheckID": "service:redis",
+                    "Name": "Service 'redis' check", "Status": "passing",
+                    "Notes": "", "Output": "", "ServiceID": "redis",
+                    "ServiceName": "redis", "ServiceTags": null, "Type": "ttl",
+                    "Interval": "", "Timeout": "", "ExposedPort": 0,
+                    "Definition": {}, "Namespace": "default",
+                    "CreateIndex": 5, "ModifyIndex": 7},
+                   {"Node": "foobar", "CheckID": "serfHealth", "Name": "Serf Health Status",
+                    "Status": "passing", "ServiceTags": [], "Type": ""}]
+    }]"#;
+
+    #[test]
+    fn reads_a_real_consul_health_answer() {
+        let entries: Vec<ServiceEntry> = serde_json::from_str(CONSUL_HEALTH_SERVICE).unwrap();
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(e.node.node, "foobar");
+        assert_eq!(e.node.tagged_addresses["wan"], "10.1.10.12");
+        assert!(e.node.meta.is_empty());
+        assert_eq!((e.service.id.as_str(), e.service.port), ("redis", 8000));
+        assert!(e.service.tags.is_empty() && e.service.meta.is_empty());
+        assert_eq!(e.service.weights.passing, 10);
+        assert_eq!(e.service.modify_index, Some(6));
+        assert_eq!(e.service.datacenter, None);
+        assert_eq!(e.checks.len(), 2);
+        assert_eq!(e.checks[0].status, "passing");
+        assert!(e.checks[0].service_tags.is_empty());
+        assert_eq!(e.checks[0].definition, serde_json::json!({}));
+        assert_eq!(e.checks[1].definition, serde_json::Value::Null);
+        assert_eq!(e.checks[1].modify_index, 0);
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! mapstructure decoder reads it (keys case-insensitive, snake_case aliases,
 //! `null` accepted, unknown keys ignored; Patroni sends lowercase keys).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::null_as_default;
 
 use crate::discovery::server::state::session::{Session, SessionBehavior, SessionRequest};
 
 /// Consul's `Session` JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SessionEntry {
     #[serde(rename = "ID")]
     pub id: String,
@@ -20,17 +23,18 @@ pub struct SessionEntry {
     /// Nanoseconds.
     #[serde(rename = "LockDelay")]
     pub lock_delay: u64,
+    /// `release` or `delete`.
     #[serde(rename = "Behavior")]
-    pub behavior: &'static str,
+    pub behavior: String,
     /// Verbatim as created (`"15.0s"`), `""` when none.
     #[serde(rename = "TTL")]
     pub ttl: String,
-    #[serde(rename = "NodeChecks")]
+    #[serde(rename = "NodeChecks", deserialize_with = "null_as_default")]
     pub node_checks: Vec<String>,
     #[serde(rename = "ServiceChecks")]
     pub service_checks: Option<Vec<ServiceCheck>>,
     /// Deprecated union of both lists (Consul 1.0 only had this one).
-    #[serde(rename = "Checks")]
+    #[serde(rename = "Checks", deserialize_with = "null_as_default")]
     pub checks: Vec<String>,
     #[serde(rename = "CreateIndex")]
     pub create_index: u64,
@@ -39,7 +43,8 @@ pub struct SessionEntry {
 }
 
 /// One `ServiceChecks` item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServiceCheck {
     #[serde(rename = "ID")]
     pub id: String,
@@ -54,7 +59,7 @@ impl From<&Session> for SessionEntry {
             name: s.name.clone(),
             node: s.node.clone(),
             lock_delay: s.lock_delay_ns,
-            behavior: s.behavior.as_str(),
+            behavior: s.behavior.as_str().to_string(),
             ttl: s.ttl.clone(),
             node_checks: s.node_checks.clone(),
             service_checks: (!s.service_checks.is_empty()).then(|| {
@@ -246,6 +251,22 @@ mod tests {
 
     fn dur(s: &str) -> Result<u64, String> {
         crate::discovery::server::http::query::parse_go_duration(s).map(|d| d.as_nanos() as u64)
+    }
+
+    #[test]
+    fn session_entry_reads_back_what_it_writes() {
+        let text = r#"{"ID":"adf4238a","Name":"lock","Node":"n1","LockDelay":15000000000,
+            "Behavior":"delete","TTL":"30s","Namespace":"default","NodeChecks":null,
+            "ServiceChecks":[{"ID":"svc","Namespace":""}],"CreateIndex":3,"ModifyIndex":3}"#;
+        let e: SessionEntry = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (e.behavior.as_str(), e.lock_delay),
+            ("delete", 15_000_000_000)
+        );
+        assert!(e.node_checks.is_empty() && e.checks.is_empty());
+        let again: SessionEntry =
+            serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
     }
 
     #[test]
