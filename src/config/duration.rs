@@ -1,7 +1,11 @@
-//! Go duration grammar: `300ms`, `1.5s`, `1h30m`, `2h45m10.5s`; units ns, us, µs,
-//! ms, s, m, h. A bare number is seconds (ContainerPilot accepted that).
+//! Durations in the config file: Go's grammar (`300ms`, `1.5s`, `1h30m`,
+//! `2h45m10.5s`; units ns, us, µs, ms, s, m, h), read by the parser shared with
+//! the Consul API (`discovery::api::gofmt`), plus a bare number as seconds
+//! (ContainerPilot accepted that), with errors that say what to write.
 
 use std::time::Duration;
+
+use crate::discovery::api::gofmt;
 
 /// Parse a Go-style duration; the error names the value and the grammar.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -15,61 +19,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).map_err(|_| bad());
     }
-    let mut total = 0f64; // nanoseconds
-    let mut rest = t;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += value * scale;
-    }
-    if !total.is_finite() || total > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::from_nanos(total.round() as u64))
+    gofmt::parse_duration(t).map_err(|_| bad())
 }
 
-/// Format a duration the way Go prints it (`1m30s`, `500ms`), for messages.
+/// A duration in messages: Go's spelling (`1m30s`, `500ms`) of `d` rounded to
+/// the millisecond, so a jittered backoff reads `1.373s`, not `1.372919416s`.
+/// Below a millisecond nothing is rounded (`250µs`).
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return format!("{}ns", d.as_nanos());
+    const MS: u128 = 1_000_000;
+    let ns = d.as_nanos();
+    if ns < MS {
+        return gofmt::format_duration(d);
     }
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs_f64();
-    let h = (secs / 3600.0).floor();
-    let m = ((secs - h * 3600.0) / 60.0).floor();
-    let s = secs - h * 3600.0 - m * 60.0;
-    let mut out = String::new();
-    if h > 0.0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0.0 || m > 0.0 {
-        out.push_str(&format!("{m}m"));
-    }
-    let s = (s * 1000.0).round() / 1000.0;
-    out.push_str(&format!("{s}s"));
-    out
+    let ms = u64::try_from((ns + MS / 2) / MS).unwrap_or(u64::MAX);
+    gofmt::format_duration(Duration::from_millis(ms))
 }
 
 #[cfg(test)]
@@ -78,23 +41,31 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn go_grammar() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    fn go_grammar_or_bare_seconds() {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        for bad in ["", "s", "10x", "1.2.3s", "-1s", "ten seconds", "5 s"] {
+        assert_eq!(parse_duration(" 2.5 "), Ok(Duration::from_millis(2500)));
+        assert_eq!(
+            parse_duration("10x"),
+            Err("'10x' is not a duration (use a number with a unit, e.g. \"500ms\", \"10s\", \"1m30s\")".to_string())
+        );
+        for bad in ["", "s", "1.2.3s", "-1s", "-1", "ten seconds", "5 s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn formats_like_go() {
+    fn formats_like_go_to_the_millisecond() {
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_micros(250)), "250µs");
+        assert_eq!(
+            format_duration(Duration::from_nanos(1_372_919_416)),
+            "1.373s"
+        );
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h0m0s");
     }
 
     proptest! {

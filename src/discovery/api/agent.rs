@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::health::{definition_value, go_duration_string, HealthCheckDefinition};
+use super::gofmt::{format_duration, parse_duration};
+use super::health::{definition_value, HealthCheckDefinition};
 use super::null_as_default;
-use crate::discovery::server::http::query::parse_go_duration;
 use crate::discovery::server::state::catalog::Weights;
 use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
 
@@ -228,7 +228,7 @@ fn duration_field(name: &str, v: &Option<Value>) -> Result<Option<Duration>, Str
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => parse_go_duration(s)
+        Some(Value::String(s)) => parse_duration(s)
             .map(Some)
             .map_err(|e| format!("error parsing {name}: {e}")),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
@@ -342,7 +342,7 @@ impl CheckDefinition {
             return Err(CheckDefinitionError::ScriptsDisabled);
         }
         let s = |o: &Option<String>| o.clone().unwrap_or_default();
-        let d = |o: Option<Duration>| o.map(go_duration_string).unwrap_or_default();
+        let d = |o: Option<Duration>| o.map(format_duration).unwrap_or_default();
         Ok(CheckPlan {
             check_type,
             definition: HealthCheckDefinition {

@@ -3,7 +3,6 @@
 //! catalog's opaque `definition` text and its check runner reads back.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,46 +70,6 @@ impl HealthCheckDefinition {
         // Serialising plain strings, maps and vectors cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
-}
-
-/// Go's `time.Duration.String()`: `0s`, `500ms`, `1.5s`, `1m30s`, `1h0m0s`.
-pub fn go_duration_string(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".to_string();
-    }
-    if ns < 1_000 {
-        return format!("{ns}ns");
-    }
-    if ns < 1_000_000 {
-        return format!("{}µs", fixed(ns, 1_000, 3));
-    }
-    if ns < 1_000_000_000 {
-        return format!("{}ms", fixed(ns, 1_000_000, 6));
-    }
-    const H: u128 = 3_600_000_000_000;
-    const M: u128 = 60_000_000_000;
-    let (h, rest) = (ns / H, ns % H);
-    let (m, s) = (rest / M, rest % M);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if h > 0 || m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    out.push_str(&format!("{}s", fixed(s, 1_000_000_000, 9)));
-    out
-}
-
-/// `v / unit` with the fraction's trailing zeros dropped.
-fn fixed(v: u128, unit: u128, digits: usize) -> String {
-    let (int, frac) = (v / unit, v % unit);
-    if frac == 0 {
-        return int.to_string();
-    }
-    let f = format!("{frac:0digits$}");
-    format!("{int}.{}", f.trim_end_matches('0'))
 }
 
 /// `HealthCheck` as Consul serves it from the catalog and health endpoints.
@@ -200,19 +159,6 @@ impl ServiceEntry {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_duration_strings_match_go() {
-        let s = |ms: u64| go_duration_string(Duration::from_millis(ms));
-        assert_eq!(s(0), "0s");
-        assert_eq!(s(500), "500ms");
-        assert_eq!(s(1_500), "1.5s");
-        assert_eq!(s(10_000), "10s");
-        assert_eq!(s(90_000), "1m30s");
-        assert_eq!(s(3_600_000), "1h0m0s");
-        assert_eq!(go_duration_string(Duration::from_nanos(1_500)), "1.5µs");
-        assert_eq!(go_duration_string(Duration::from_nanos(7)), "7ns");
-    }
 
     /// `/v1/health/service/redis` from HashiCorp Consul 1.17: fields we do not
     /// model, `null` for nil slices and maps.

@@ -1,8 +1,10 @@
 //! Consul wire types for `/v1/kv`: `KVPair` with its base64 `Value` (`null`
-//! when empty) and `Session` omitted when no lock is held, plus the small
-//! standard base64 codec the KV and txn bodies need.
+//! when empty) and `Session` omitted when no lock is held.
 
 use serde::{Deserialize, Serialize};
+
+/// `KVPair.Value` is base64; the codec lives with the other Go spellings.
+pub use super::gofmt::{base64_decode, base64_encode};
 
 use crate::discovery::server::state::kv::KvEntry;
 
@@ -40,91 +42,10 @@ impl From<&KvEntry> for KvPair {
     }
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding (Go's `base64.StdEncoding`, which encodes
-/// `[]byte` fields in JSON).
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decode standard base64; padding is optional, whitespace is not allowed.
-pub fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
-    let trimmed = text.trim_end_matches('=');
-    if text.len() - trimmed.len() > 2 {
-        return Err(format!(
-            "illegal base64 data at input byte {}",
-            trimmed.len()
-        ));
-    }
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for (i, c) in trimmed.bytes().enumerate() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return Err(format!("illegal base64 data at input byte {i}")),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if bits >= 6 {
-        return Err(format!(
-            "illegal base64 data at input byte {}",
-            trimmed.len()
-        ));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_like_go() {
-        for (raw, enc) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("hello world", "aGVsbG8gd29ybGQ="),
-        ] {
-            assert_eq!(base64_encode(raw.as_bytes()), enc);
-            assert_eq!(base64_decode(enc).unwrap(), raw.as_bytes());
-        }
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
-        assert!(base64_decode("Zm9v!").is_err());
-        assert!(base64_decode("Z").is_err());
-    }
 
     #[test]
     fn kv_pair_omits_session_and_nulls_empty_values() {

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod gofmt;
 pub mod health;
 pub mod kv;
 pub mod session;

@@ -250,7 +250,7 @@ mod tests {
     use super::*;
 
     fn dur(s: &str) -> Result<u64, String> {
-        crate::discovery::server::http::query::parse_go_duration(s).map(|d| d.as_nanos() as u64)
+        crate::discovery::api::gofmt::parse_duration(s).map(|d| d.as_nanos() as u64)
     }
 
     #[test]

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::catalog::{AgentService, CatalogCheckBody, CatalogServiceBody, Node};
+use super::gofmt::base64_decode;
 use super::health::HealthCheck;
-use super::kv::{base64_decode, KvPair};
+use super::kv::KvPair;
 use crate::discovery::server::state::catalog as state_catalog;
 use crate::discovery::server::state::kv::{KvEntry, TxnError, TxnOp as KvOp, TxnOutcome};
 use crate::discovery::server::state::txn::{self, CatalogVerb, TxnOp, TxnResult};

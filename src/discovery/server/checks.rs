@@ -29,11 +29,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::http::query::parse_go_duration;
 use super::state::catalog::{Deregistration, Registration};
 use super::state::checks::{CheckStatus, HealthCheck};
 use super::state::Command;
 use super::Server;
+use crate::discovery::api::gofmt::{format_duration, parse_duration};
 use crate::discovery::api::health::HealthCheckDefinition;
 
 pub use super::state::checks::OUTPUT_MAX_SIZE;
@@ -165,7 +165,7 @@ fn duration(s: &str) -> Option<Duration> {
     if s.is_empty() {
         return None;
     }
-    parse_go_duration(s).ok().filter(|d| !d.is_zero())
+    parse_duration(s).ok().filter(|d| !d.is_zero())
 }
 
 /// The HTTP clients of HTTP(S) checks: one verifying certificates, one for
@@ -589,10 +589,7 @@ impl Probe {
             Err(_) => {
                 return (
                     CheckStatus::Critical,
-                    format!(
-                        "Timed out ({}) running check",
-                        crate::discovery::api::health::go_duration_string(timeout)
-                    ),
+                    format!("Timed out ({}) running check", format_duration(timeout)),
                 )
             }
         };

@@ -304,7 +304,7 @@ pub fn dns_config(args: &AgentArgs) -> Result<DnsConfig, String> {
 
 /// A Go duration as whole seconds of a DNS TTL (fractions are cut, as Consul does).
 fn dns_ttl(value: &str) -> Result<u32, String> {
-    let d = super::http::query::parse_go_duration(value)?;
+    let d = crate::discovery::api::gofmt::parse_duration(value)?;
     u32::try_from(d.as_secs()).map_err(|_| "longer than a DNS TTL can be (136 years)".to_string())
 }
 
@@ -553,7 +553,7 @@ async fn serve(
         Err(e) => tracing::warn!("raising the open file limit: {e}"),
     }
     let node = cfg.node.clone();
-    let http_idle = super::http::query::parse_go_duration(&args.http_idle_timeout)
+    let http_idle = crate::discovery::api::gofmt::parse_duration(&args.http_idle_timeout)
         .ok()
         .filter(|d| !d.is_zero())
         .with_context(|| {

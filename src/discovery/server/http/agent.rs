@@ -9,7 +9,6 @@
 //! TTL pass/warn/fail, join and force-leave, so those accept GET and PUT.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -25,12 +24,13 @@ use crate::discovery::api::agent::{
     ServiceDefinition,
 };
 use crate::discovery::api::catalog::AgentService;
+use crate::discovery::api::gofmt::{format_duration, go_quote};
 use crate::discovery::server::checks::{truncate_ttl_output, AgentLocal};
 use crate::discovery::server::cluster::{resolve_targets, split_host_port, MemberInfo, Status};
 use crate::discovery::server::state::catalog::{Deregistration, Registration, Service};
 use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
 use crate::discovery::server::state::session::SERF_HEALTH;
-use crate::discovery::server::state::{go_quote, Command};
+use crate::discovery::server::state::Command;
 use crate::discovery::server::{RaftInfo, Server};
 
 /// The Consul version this agent reports (`agent/self`, `members`).
@@ -586,21 +586,6 @@ fn configuration_text(info: &RaftInfo) -> String {
     format!("[{}]", servers.join(" "))
 }
 
-/// Go's `time.Duration` text for a last-contact age (`23.84ms`, `1.5s`).
-fn go_duration(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 1000.0 {
-        format!("{}ms", trim_float(ms))
-    } else {
-        format!("{}s", trim_float(ms / 1000.0))
-    }
-}
-
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 async fn agent_self(State(server): State<Server>, opts: QueryOptions) -> Response {
     let cfg = server.config();
     let node = cfg.node.clone();
@@ -667,7 +652,7 @@ async fn agent_self(State(server): State<Server>, opts: QueryOptions) -> Respons
             "last_contact": match raft.last_contact {
                 None => "never".to_string(),
                 Some(d) if d.is_zero() => "0".to_string(),
-                Some(d) => go_duration(d),
+                Some(d) => format_duration(d),
             },
             "last_log_index": raft.last_log_index.to_string(),
             "last_log_term": raft.last_log_term.to_string(),
@@ -751,15 +736,4 @@ async fn force_leave(State(server): State<Server>, Path(node): Path<String>) -> 
 async fn leave(State(server): State<Server>) -> Response {
     server.request_leave();
     ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_contact_prints_like_go() {
-        assert_eq!(go_duration(Duration::from_micros(23_840)), "23.84ms");
-        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
-    }
 }

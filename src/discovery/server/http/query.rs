@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::discovery::api::gofmt::{go_quote, parse_duration};
 use crate::discovery::server::Server;
 
 /// Default and maximum blocking wait (Consul's).
@@ -70,7 +71,7 @@ impl QueryOptions {
         };
         o.wait = match o.get("wait") {
             None => DEFAULT_WAIT,
-            Some(v) => parse_go_duration(v)
+            Some(v) => parse_duration(v)
                 .map_err(|e| ApiError::bad_request(format!("Invalid wait time: {e}")))?
                 .min(MAX_WAIT),
         };
@@ -181,13 +182,13 @@ pub fn parse_uint(v: &str) -> Result<u64, ApiError> {
         v.parse().map_err(|_| {
             ApiError::internal(format!(
                 "strconv.ParseUint: parsing {}: value out of range",
-                crate::discovery::server::state::go_quote(v)
+                go_quote(v)
             ))
         })
     } else {
         Err(ApiError::internal(format!(
             "strconv.ParseUint: parsing {}: invalid syntax",
-            crate::discovery::server::state::go_quote(v)
+            go_quote(v)
         )))
     }
 }
@@ -299,23 +300,6 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryOptions {
     }
 }
 
-/// Go's `time.ParseDuration`: a unit is required except for "0"; decimals allowed.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if t.is_empty() || t.parse::<f64>().is_ok() {
-        return Err(format!("time: missing unit in duration \"{s}\""));
-    }
-    let t = t.strip_prefix('+').unwrap_or(t);
-    if t.starts_with('-') {
-        return Err(format!("time: invalid duration \"{s}\""));
-    }
-    crate::config::duration::parse_duration(t)
-        .map_err(|_| format!("time: invalid duration \"{s}\""))
-}
-
 /// An error answered the way Consul answers it: a status and a plain-text body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -411,15 +395,6 @@ pub fn json_with_index<T: Serialize>(value: &T, index: u64, opts: &QueryOptions)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations_need_units() {
-        assert_eq!(parse_go_duration("9.87s"), Ok(Duration::from_millis(9870)));
-        assert_eq!(parse_go_duration("60000ms"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_go_duration("10").is_err());
-        assert!(parse_go_duration("-1s").is_err());
-    }
 
     #[test]
     fn presence_flags_and_tokens() {

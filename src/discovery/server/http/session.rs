@@ -10,7 +10,8 @@ use axum::routing::{get, put};
 use axum::Router;
 use serde::Serialize;
 
-use super::query::{self, json, json_with_index, parse_go_duration, ApiError, QueryOptions};
+use super::query::{self, json, json_with_index, ApiError, QueryOptions};
+use crate::discovery::api::gofmt::parse_duration;
 use crate::discovery::api::session::{parse_create, CreateError, SessionEntry};
 use crate::discovery::server::state::{Command, Outcome, State as NodeState, StateError};
 use crate::discovery::server::{Server, WriteError};
@@ -86,7 +87,7 @@ async fn create(
     opts.check_dc(&server)?;
     let node = server.config().node.clone();
     let parse =
-        |s: &str| parse_go_duration(s).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        |s: &str| parse_duration(s).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     // An ID collision is astronomically unlikely; retry rather than fail.
     for _ in 0..3 {
         let req = parse_create(&body, &node, new_session_id(), parse).map_err(|e| match e {

@@ -73,7 +73,7 @@ impl std::fmt::Debug for ClusterKey {
 impl ClusterKey {
     /// A key from its base64 text (`what` names the flag in errors).
     pub fn parse(text: &str, what: &str) -> Result<ClusterKey, String> {
-        let bytes = crate::discovery::api::kv::base64_decode(text.trim())
+        let bytes = crate::discovery::api::gofmt::base64_decode(text.trim())
             .map_err(|e| format!("{what}: not base64 ({e}); make a key with `pilotfish keygen`"))?;
         if ![16, 24, 32].contains(&bytes.len()) {
             return Err(format!(
@@ -137,13 +137,13 @@ impl ClusterKey {
     }
 
     fn sign(&self, parts: &[&[u8]]) -> String {
-        crate::discovery::api::kv::base64_encode(self.tag(parts).as_ref())
+        crate::discovery::api::gofmt::base64_encode(self.tag(parts).as_ref())
     }
 
     /// Whether `mac` (base64) is this key's MAC of `parts`; the two tags
     /// are compared in constant time.
     fn verify(&self, mac: &str, parts: &[&[u8]]) -> bool {
-        let Ok(mac) = crate::discovery::api::kv::base64_decode(mac) else {
+        let Ok(mac) = crate::discovery::api::gofmt::base64_decode(mac) else {
             return false;
         };
         constant_time_eq(self.tag(parts).as_ref(), &mac)

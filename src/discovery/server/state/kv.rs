@@ -25,7 +25,8 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use super::session::SessionStore;
-use super::{go_quote, StateError};
+use super::StateError;
+use crate::discovery::api::gofmt::go_quote;
 
 /// One KV pair as Consul's `KVPair` carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1089,7 +1090,7 @@ pub(crate) mod b64 {
     use serde::de::{Error, SeqAccess, Visitor};
     use serde::{Deserializer, Serializer};
 
-    use crate::discovery::api::kv::{base64_decode, base64_encode};
+    use crate::discovery::api::gofmt::{base64_decode, base64_encode};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&base64_encode(v))

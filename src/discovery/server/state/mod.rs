@@ -52,6 +52,8 @@ pub mod txn;
 
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::api::gofmt::go_quote;
+
 use catalog::{
     Catalog, CatalogEffects, Deregistration, Node, NodeServices, Registration, ServiceEntry,
     ServiceInstance,
@@ -205,27 +207,6 @@ pub enum StateError {
     /// cannot read. The state is unchanged.
     #[error("snapshot format {found} is not supported: this version reads format {supported}")]
     SnapshotFormat { found: u32, supported: u32 },
-}
-
-/// Go's `%q` of a string (also `%#v`): double quotes, backslash escapes.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The whole replicated state.
@@ -1203,8 +1184,7 @@ mod tests {
     }
 
     #[test]
-    fn go_quote_escapes_like_go() {
-        assert_eq!(go_quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    fn state_errors_quote_like_go() {
         assert_eq!(
             StateError::InvalidSession("x".into()).to_string(),
             "invalid session \"x\""

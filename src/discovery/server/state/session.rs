@@ -13,10 +13,12 @@
 //! wire, so blocked session readers are not woken by renewals.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::StateError;
+use crate::discovery::api::gofmt::format_duration;
 
 /// What happens to a session's locked keys when it is invalidated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -202,8 +204,8 @@ impl SessionStore {
         if ttl_ns != 0 && (ttl_ns < self.ttl_min_ns || ttl_ns > SESSION_TTL_MAX_NS) {
             return Err(StateError::InvalidSessionTtl {
                 ttl_ns,
-                min: go_duration(self.ttl_min_ns),
-                max: go_duration(SESSION_TTL_MAX_NS),
+                min: format_duration(Duration::from_nanos(self.ttl_min_ns)),
+                max: format_duration(Duration::from_nanos(SESSION_TTL_MAX_NS)),
             });
         }
         Ok(())
@@ -274,39 +276,6 @@ impl SessionStore {
     }
 }
 
-/// Go's `time.Duration.String()` for non-negative values (`10s`, `24h0m0s`,
-/// `1.5ms`), used in Consul's error texts.
-pub fn go_duration(ns: u64) -> String {
-    fn frac(v: u64, unit: u64) -> String {
-        let (int, rest) = (v / unit, v % unit);
-        if rest == 0 {
-            return int.to_string();
-        }
-        let width = unit.ilog10() as usize;
-        let digits = format!("{rest:0width$}");
-        format!("{int}.{}", digits.trim_end_matches('0'))
-    }
-    const S: u64 = 1_000_000_000;
-    match ns {
-        0 => "0s".to_string(),
-        n if n < 1_000 => format!("{n}ns"),
-        n if n < 1_000_000 => format!("{}µs", frac(n, 1_000)),
-        n if n < S => format!("{}ms", frac(n, 1_000_000)),
-        n => {
-            let (h, m, s) = (n / (3600 * S), n % (3600 * S) / (60 * S), n % (60 * S));
-            let mut out = String::new();
-            if h > 0 {
-                out.push_str(&format!("{h}h"));
-            }
-            if h > 0 || m > 0 {
-                out.push_str(&format!("{m}m"));
-            }
-            out.push_str(&format!("{}s", frac(s, S)));
-            out
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -328,17 +297,6 @@ mod tests {
             },
             ttl_ns,
         }
-    }
-
-    #[test]
-    fn go_duration_matches_go() {
-        assert_eq!(go_duration(10_000_000_000), "10s");
-        assert_eq!(go_duration(SESSION_TTL_MAX_NS), "24h0m0s");
-        assert_eq!(go_duration(90_000_000_000), "1m30s");
-        assert_eq!(go_duration(1_500_000), "1.5ms");
-        assert_eq!(go_duration(15_500_000_000), "15.5s");
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(999), "999ns");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{Deregistration, LimitError, Node, Registration, Service};
 use super::checks::HealthCheck;
 use super::kv::{KvEntry, TxnError, TxnOp as KvOp};
-use super::{go_quote, State, StateError};
+use super::{State, StateError};
+use crate::discovery::api::gofmt::go_quote;
 
 /// Consul's verbs for `Node`, `Service` and `Check` operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
