@@ -19,10 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::gofmt::{format_duration, parse_duration};
-use super::health::{definition_value, HealthCheckDefinition};
+use super::health::HealthCheckDefinition;
 use super::null_as_default;
-use crate::discovery::server::state::catalog::Weights;
-use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
 
 /// Object keys whose values are user maps: their own keys are kept verbatim.
 const USER_MAPS: &[&str] = &[
@@ -74,16 +72,6 @@ pub struct WeightsBody {
     pub passing: Option<u32>,
     #[serde(rename(serialize = "Warning"), skip_serializing_if = "Option::is_none")]
     pub warning: Option<u32>,
-}
-
-impl WeightsBody {
-    /// Consul's defaults: Passing 1 (and at least 1), Warning 1.
-    pub fn to_state(self) -> Weights {
-        Weights {
-            passing: self.passing.unwrap_or(1).max(1),
-            warning: self.warning.unwrap_or(1),
-        }
-    }
 }
 
 /// `PUT /v1/agent/service/register`.
@@ -286,18 +274,6 @@ impl CheckDefinition {
             .map(String::from)
     }
 
-    /// The initial status (`Status`, default critical).
-    pub fn initial_status(&self) -> Result<CheckStatus, CheckDefinitionError> {
-        match nonempty(&self.status) {
-            None => Ok(CheckStatus::Critical),
-            Some(s) => CheckStatus::parse(s).ok_or_else(|| {
-                CheckDefinitionError::Invalid(
-                    "Status for checks must 'passing', 'warning', 'critical'".to_string(),
-                )
-            }),
-        }
-    }
-
     /// Validate like Consul's `CheckType.Validate` and build the runner's plan.
     pub fn plan(&self, enable_script_checks: bool) -> Result<CheckPlan, CheckDefinitionError> {
         let invalid = CheckDefinitionError::Invalid;
@@ -400,24 +376,6 @@ pub struct AgentCheck {
     pub check_type: String,
     #[serde(rename = "Definition")]
     pub definition: Value,
-}
-
-impl From<&HealthCheck> for AgentCheck {
-    fn from(c: &HealthCheck) -> AgentCheck {
-        AgentCheck {
-            node: c.node.clone(),
-            check_id: c.check_id.clone(),
-            name: c.name.clone(),
-            status: c.status.as_str().to_string(),
-            notes: c.notes.clone(),
-            output: c.output.clone(),
-            service_id: c.service_id.clone(),
-            service_name: c.service_name.clone(),
-            service_tags: c.service_tags.clone(),
-            check_type: c.check_type.clone(),
-            definition: definition_value(&c.definition),
-        }
-    }
 }
 
 /// A serf member (`/v1/agent/members`, `/v1/agent/self` `Member`).
@@ -553,8 +511,5 @@ mod tests {
             ["/bin/sh", "-c", "exit 0"]
         );
         assert!(c(r#"{"TTL":"10"}"#).plan(false).is_err(), "unitless");
-        assert!(c(r#"{"Status":"bogus","TTL":"1s"}"#)
-            .initial_status()
-            .is_err());
     }
 }

@@ -8,9 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::null_as_default;
 
-use crate::discovery::server::state::catalog as state;
-use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
-
 /// `Node` as Consul serves it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -33,21 +30,6 @@ pub struct Node {
     pub modify_index: u64,
 }
 
-impl Node {
-    pub fn from_state(n: &state::Node, datacenter: &str) -> Node {
-        Node {
-            id: n.id.clone(),
-            node: n.name.clone(),
-            address: n.address.clone(),
-            datacenter: datacenter.to_string(),
-            tagged_addresses: n.tagged_addresses.clone(),
-            meta: n.meta.clone(),
-            create_index: n.create_index,
-            modify_index: n.modify_index,
-        }
-    }
-}
-
 /// `Weights` of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -64,15 +46,6 @@ impl Default for Weights {
         Weights {
             passing: 1,
             warning: 1,
-        }
-    }
-}
-
-impl From<state::Weights> for Weights {
-    fn from(w: state::Weights) -> Weights {
-        Weights {
-            passing: w.passing,
-            warning: w.warning,
         }
     }
 }
@@ -105,34 +78,6 @@ pub struct AgentService {
     pub create_index: Option<u64>,
     #[serde(rename = "ModifyIndex", skip_serializing_if = "Option::is_none")]
     pub modify_index: Option<u64>,
-}
-
-impl AgentService {
-    /// The catalog/health form, with raft indexes.
-    pub fn with_indexes(s: &state::Service) -> AgentService {
-        AgentService {
-            create_index: Some(s.create_index),
-            modify_index: Some(s.modify_index),
-            ..AgentService::agent(s, None)
-        }
-    }
-
-    /// The agent form (`/v1/agent/services`, `/v1/agent/service/<id>`).
-    pub fn agent(s: &state::Service, datacenter: Option<&str>) -> AgentService {
-        AgentService {
-            id: s.id.clone(),
-            service: s.name.clone(),
-            tags: s.tags.clone(),
-            meta: s.meta.clone(),
-            port: s.port,
-            address: s.address.clone(),
-            weights: s.weights.into(),
-            enable_tag_override: s.enable_tag_override,
-            datacenter: datacenter.map(String::from),
-            create_index: None,
-            modify_index: None,
-        }
-    }
 }
 
 /// One row of `/v1/catalog/service/<name>`.
@@ -195,35 +140,6 @@ pub struct ServiceAddress {
     pub port: u16,
 }
 
-impl CatalogService {
-    pub fn from_state(i: &state::ServiceInstance, datacenter: &str) -> CatalogService {
-        let (n, s) = (&i.node, &i.service);
-        let empty = || serde_json::Value::Object(Default::default());
-        CatalogService {
-            id: n.id.clone(),
-            node: n.name.clone(),
-            address: n.address.clone(),
-            datacenter: datacenter.to_string(),
-            tagged_addresses: n.tagged_addresses.clone(),
-            node_meta: n.meta.clone(),
-            service_kind: String::new(),
-            service_id: s.id.clone(),
-            service_name: s.name.clone(),
-            service_tags: s.tags.clone(),
-            service_address: s.address.clone(),
-            service_tagged_addresses: BTreeMap::new(),
-            service_weights: s.weights.into(),
-            service_meta: s.meta.clone(),
-            service_port: s.port,
-            service_enable_tag_override: s.enable_tag_override,
-            service_proxy: empty(),
-            service_connect: empty(),
-            create_index: s.create_index,
-            modify_index: s.modify_index,
-        }
-    }
-}
-
 /// `/v1/catalog/node/<name>`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -232,19 +148,6 @@ pub struct NodeServices {
     pub node: Node,
     #[serde(rename = "Services", deserialize_with = "null_as_default")]
     pub services: BTreeMap<String, AgentService>,
-}
-
-impl NodeServices {
-    pub fn from_state(ns: &state::NodeServices, datacenter: &str) -> NodeServices {
-        NodeServices {
-            node: Node::from_state(&ns.node, datacenter),
-            services: ns
-                .services
-                .iter()
-                .map(|s| (s.id.clone(), AgentService::with_indexes(s)))
-                .collect(),
-        }
-    }
 }
 
 // ----- request bodies (keys normalised by `agent::decode`) -----
@@ -273,23 +176,6 @@ pub struct CatalogServiceBody {
     pub modify_index: Option<u64>,
 }
 
-impl CatalogServiceBody {
-    pub fn into_state(self) -> state::Service {
-        state::Service {
-            id: self.id.unwrap_or_default(),
-            name: self.service.unwrap_or_default(),
-            tags: self.tags.unwrap_or_default(),
-            address: self.address.unwrap_or_default(),
-            port: self.port.unwrap_or(0),
-            meta: self.meta.unwrap_or_default(),
-            enable_tag_override: self.enable_tag_override.unwrap_or(false),
-            weights: self.weights.map(|w| w.to_state()).unwrap_or_default(),
-            create_index: 0,
-            modify_index: self.modify_index.unwrap_or(0),
-        }
-    }
-}
-
 /// A check of a catalog registration (a `HealthCheck`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct CatalogCheckBody {
@@ -314,34 +200,6 @@ pub struct CatalogCheckBody {
     /// The CAS index of a `/v1/txn` check op.
     #[serde(default, rename = "modifyindex")]
     pub modify_index: Option<u64>,
-}
-
-impl CatalogCheckBody {
-    /// The check on `node`; Consul's defaults: ID = name, status critical.
-    pub fn into_state(self, node: &str) -> Result<HealthCheck, CatalogBodyError> {
-        let name = self.name.unwrap_or_default();
-        let id = self
-            .check_id
-            .filter(|i| !i.is_empty())
-            .unwrap_or(name.clone());
-        let status = match self.status.as_deref() {
-            None | Some("") => CheckStatus::Critical,
-            Some(s) => {
-                CheckStatus::parse(s).ok_or_else(|| CatalogBodyError::Status(s.to_string()))?
-            }
-        };
-        let mut hc = HealthCheck::new(node, &id, &name, status);
-        hc.notes = self.notes.unwrap_or_default();
-        hc.output = self.output.unwrap_or_default();
-        hc.service_id = self.service_id.unwrap_or_default();
-        hc.check_type = self.check_type.unwrap_or_default();
-        hc.definition = match self.definition {
-            Some(v @ serde_json::Value::Object(_)) => v.to_string(),
-            _ => String::new(),
-        };
-        hc.modify_index = self.modify_index.unwrap_or(0);
-        Ok(hc)
-    }
 }
 
 /// `PUT /v1/catalog/register`.
@@ -369,45 +227,6 @@ pub struct CatalogRegistration {
     pub checks: Option<Vec<CatalogCheckBody>>,
 }
 
-/// Why a catalog body cannot become a state registration (HTTP 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CatalogBodyError {
-    #[error("Invalid check status: '{0}'")]
-    Status(String),
-}
-
-impl CatalogRegistration {
-    /// The state command; Consul's defaults: check ID = name, status critical.
-    pub fn into_state(self) -> Result<state::Registration, CatalogBodyError> {
-        let node = self.node.unwrap_or_default();
-        let service = self.service.map(|s| state::Service {
-            modify_index: 0,
-            ..s.into_state()
-        });
-        let mut checks = Vec::new();
-        for c in self
-            .check
-            .into_iter()
-            .chain(self.checks.unwrap_or_default())
-        {
-            checks.push(HealthCheck {
-                modify_index: 0,
-                ..c.into_state(&node)?
-            });
-        }
-        Ok(state::Registration {
-            node,
-            node_id: self.id.unwrap_or_default(),
-            address: self.address.unwrap_or_default(),
-            tagged_addresses: self.tagged_addresses.unwrap_or_default(),
-            node_meta: self.node_meta.unwrap_or_default(),
-            skip_node_update: self.skip_node_update.unwrap_or(false),
-            service,
-            checks,
-        })
-    }
-}
-
 /// `PUT /v1/catalog/deregister`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct CatalogDeregistration {
@@ -419,16 +238,6 @@ pub struct CatalogDeregistration {
     pub service_id: Option<String>,
     #[serde(default, rename = "checkid")]
     pub check_id: Option<String>,
-}
-
-impl CatalogDeregistration {
-    pub fn into_state(self) -> state::Deregistration {
-        state::Deregistration {
-            node: self.node.unwrap_or_default(),
-            service_id: self.service_id.filter(|s| !s.is_empty()),
-            check_id: self.check_id.filter(|s| !s.is_empty()),
-        }
-    }
 }
 
 #[cfg(test)]

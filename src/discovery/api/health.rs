@@ -8,8 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{AgentService, Node};
 use super::null_as_default;
-use crate::discovery::server::state::catalog as state_catalog;
-use crate::discovery::server::state::checks as state_checks;
 
 /// Consul's `HealthCheckDefinition`: how an agent check runs. Durations are
 /// Go duration strings (`"10s"`, `"1m0s"`), as Consul prints them. Stored as
@@ -112,26 +110,6 @@ pub fn definition_value(text: &str) -> serde_json::Value {
     }
 }
 
-impl From<&state_checks::HealthCheck> for HealthCheck {
-    fn from(c: &state_checks::HealthCheck) -> HealthCheck {
-        HealthCheck {
-            node: c.node.clone(),
-            check_id: c.check_id.clone(),
-            name: c.name.clone(),
-            status: c.status.as_str().to_string(),
-            notes: c.notes.clone(),
-            output: c.output.clone(),
-            service_id: c.service_id.clone(),
-            service_name: c.service_name.clone(),
-            service_tags: c.service_tags.clone(),
-            check_type: c.check_type.clone(),
-            definition: definition_value(&c.definition),
-            create_index: c.create_index,
-            modify_index: c.modify_index,
-        }
-    }
-}
-
 /// One row of `/v1/health/service/<name>`; `Node` and `Service` are never
 /// null (consul-template dereferences both), `Checks` never null.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,16 +121,6 @@ pub struct ServiceEntry {
     pub service: AgentService,
     #[serde(rename = "Checks", deserialize_with = "null_as_default")]
     pub checks: Vec<HealthCheck>,
-}
-
-impl ServiceEntry {
-    pub fn from_state(e: &state_catalog::ServiceEntry, datacenter: &str) -> ServiceEntry {
-        ServiceEntry {
-            node: Node::from_state(&e.node, datacenter),
-            service: AgentService::with_indexes(&e.service),
-            checks: e.checks.iter().map(HealthCheck::from).collect(),
-        }
-    }
 }
 
 #[cfg(test)]

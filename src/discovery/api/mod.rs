@@ -1,7 +1,16 @@
 //! The Consul wire format (JSON field names and shapes), defined once and shared
-//! by the server's handlers, the CLI and (later) the client, template watcher and
-//! registrator. Every type here mirrors Consul's JSON; conversions to and from
-//! the state machine's domain types live beside them.
+//! by the server's handlers, the CLI, the client, the template watcher and the
+//! registrator. Every type here mirrors Consul's JSON, in both directions:
+//! answers serialize as Consul writes them and deserialize what a real Consul
+//! sends (unknown fields ignored, Go's `null` slices and maps read as empty);
+//! request bodies deserialize with keys folded as Consul's decoder matches them
+//! (`agent::decode`) and serialize as Consul's Go client sends them. `gofmt`
+//! holds the Go spellings (durations, base64, `%q`).
+//!
+//! A leaf: nothing here imports the rest of the crate, so either end of a
+//! connection can use it. The conversions to and from the state machine's
+//! domain types live on the server side (`server::http::wire`, and the txn op
+//! list in `server::http::txn`).
 
 pub mod agent;
 pub mod catalog;

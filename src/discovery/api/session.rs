@@ -6,9 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::gofmt::parse_duration;
 use super::null_as_default;
-
-use crate::discovery::server::state::session::{Session, SessionBehavior, SessionRequest};
 
 /// Consul's `Session` JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,37 +51,6 @@ pub struct ServiceCheck {
     pub namespace: String,
 }
 
-impl From<&Session> for SessionEntry {
-    fn from(s: &Session) -> SessionEntry {
-        SessionEntry {
-            id: s.id.clone(),
-            name: s.name.clone(),
-            node: s.node.clone(),
-            lock_delay: s.lock_delay_ns,
-            behavior: s.behavior.as_str().to_string(),
-            ttl: s.ttl.clone(),
-            node_checks: s.node_checks.clone(),
-            service_checks: (!s.service_checks.is_empty()).then(|| {
-                s.service_checks
-                    .iter()
-                    .map(|id| ServiceCheck {
-                        id: id.clone(),
-                        namespace: String::new(),
-                    })
-                    .collect()
-            }),
-            checks: s
-                .node_checks
-                .iter()
-                .chain(&s.service_checks)
-                .cloned()
-                .collect(),
-            create_index: s.create_index,
-            modify_index: s.modify_index,
-        }
-    }
-}
-
 /// Why a create request was refused before reaching the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CreateError {
@@ -94,65 +62,72 @@ pub enum CreateError {
     Invalid(String),
 }
 
-/// Parse a `PUT /v1/session/create` body into a request. `body` empty ⇒ every
-/// default. `node` is the agent's node name, `id` the new session's ID and
-/// `parse_duration` Go's `time.ParseDuration` (error text without prefix).
-pub fn parse_create(
-    body: &[u8],
-    node: &str,
-    id: String,
-    parse_duration: impl Fn(&str) -> Result<u64, String>,
-) -> Result<SessionRequest, CreateError> {
-    let mut req = SessionRequest {
-        id,
-        name: String::new(),
-        node: node.to_string(),
-        node_checks: None,
-        service_checks: Vec::new(),
-        lock_delay_ns: None,
-        behavior: SessionBehavior::Release,
-        ttl: String::new(),
-        ttl_ns: 0,
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(req);
-    }
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| CreateError::Decode(e.to_string()))?;
-    let obj = match value {
-        Value::Object(m) => m,
-        Value::Null => return Ok(req),
-        other => {
-            return Err(CreateError::Decode(format!(
-                "expected a JSON object, got {other}"
-            )))
+/// A `PUT /v1/session/create` body as sent, every field checked for its
+/// JSON type; `Behavior` and `TTL` are still text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionCreate {
+    pub name: String,
+    /// `""`: the agent's own node.
+    pub node: String,
+    /// `Checks`/`NodeChecks`; `None` when not sent (Consul then adds the
+    /// node's `serfHealth`), `Some([])` for none.
+    pub node_checks: Option<Vec<String>>,
+    /// The `ID`s of `ServiceChecks`.
+    pub service_checks: Vec<String>,
+    /// `LockDelay` in nanoseconds, `None` when not sent.
+    pub lock_delay_ns: Option<u64>,
+    /// `release`, `delete` or `""` (release).
+    pub behavior: String,
+    /// Verbatim (`"15.0s"`), `""` when none.
+    pub ttl: String,
+}
+
+impl SessionCreate {
+    /// Parse a body; an empty body (or `null`) is every default.
+    pub fn parse(body: &[u8]) -> Result<SessionCreate, CreateError> {
+        let mut create = SessionCreate::default();
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(create);
         }
-    };
-    let mut behavior = String::new();
-    for (key, v) in normalized(obj) {
-        match key.as_str() {
-            "name" => req.name = string_field("Name", v)?,
-            "node" => {
-                let n = string_field("Node", v)?;
-                if !n.is_empty() {
-                    req.node = n;
-                }
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| CreateError::Decode(e.to_string()))?;
+        let obj = match value {
+            Value::Object(m) => m,
+            Value::Null => return Ok(create),
+            other => {
+                return Err(CreateError::Decode(format!(
+                    "expected a JSON object, got {other}"
+                )))
             }
-            "checks" | "nodechecks" => req.node_checks = Some(string_list("Checks", v)?),
-            "servicechecks" => req.service_checks = service_checks(v)?,
-            "lockdelay" => req.lock_delay_ns = Some(lock_delay(v, &parse_duration)?),
-            "behavior" => behavior = string_field("Behavior", v)?,
-            "ttl" => req.ttl = string_field("TTL", v)?,
-            _ => {}
+        };
+        for (key, v) in normalized(obj) {
+            match key.as_str() {
+                "name" => create.name = string_field("Name", v)?,
+                "node" => create.node = string_field("Node", v)?,
+                "checks" | "nodechecks" => create.node_checks = Some(string_list("Checks", v)?),
+                "servicechecks" => create.service_checks = service_checks(v)?,
+                "lockdelay" => create.lock_delay_ns = Some(lock_delay(v)?),
+                "behavior" => create.behavior = string_field("Behavior", v)?,
+                "ttl" => create.ttl = string_field("TTL", v)?,
+                _ => {}
+            }
         }
+        Ok(create)
     }
-    req.behavior =
-        SessionBehavior::parse(&behavior).map_err(|e| CreateError::Invalid(e.to_string()))?;
-    if !req.ttl.is_empty() {
-        req.ttl_ns = parse_duration(&req.ttl)
-            .map_err(|e| CreateError::Invalid(format!("Session TTL '{}' invalid: {e}", req.ttl)))?;
+
+    /// `TTL` in nanoseconds, 0 when none; a bad one is Consul's 500 text.
+    pub fn ttl_ns(&self) -> Result<u64, CreateError> {
+        if self.ttl.is_empty() {
+            return Ok(0);
+        }
+        nanos(&self.ttl)
+            .map_err(|e| CreateError::Invalid(format!("Session TTL '{}' invalid: {e}", self.ttl)))
     }
-    Ok(req)
+}
+
+/// A Go duration string in nanoseconds.
+fn nanos(text: &str) -> Result<u64, String> {
+    parse_duration(text).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Keys lowercased with `_` removed, so `LockDelay`, `lockdelay` and
@@ -218,10 +193,10 @@ fn service_checks(v: Value) -> Result<Vec<String>, CreateError> {
 
 /// `LockDelay`: a Go duration string or a number of nanoseconds (the state
 /// machine turns values below 1000 into seconds, as Consul does).
-fn lock_delay(v: Value, parse: &impl Fn(&str) -> Result<u64, String>) -> Result<u64, CreateError> {
+fn lock_delay(v: Value) -> Result<u64, CreateError> {
     match v {
         Value::Null => Ok(0),
-        Value::String(s) => parse(&s).map_err(CreateError::Decode),
+        Value::String(s) => nanos(&s).map_err(CreateError::Decode),
         Value::Number(n) => n
             .as_u64()
             .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
@@ -249,10 +224,6 @@ fn json_type(v: &Value) -> &'static str {
 mod tests {
     use super::*;
 
-    fn dur(s: &str) -> Result<u64, String> {
-        crate::discovery::api::gofmt::parse_duration(s).map(|d| d.as_nanos() as u64)
-    }
-
     #[test]
     fn session_entry_reads_back_what_it_writes() {
         let text = r#"{"ID":"adf4238a","Name":"lock","Node":"n1","LockDelay":15000000000,
@@ -272,29 +243,33 @@ mod tests {
     #[test]
     fn patroni_body_with_lowercase_keys() {
         let body = br#"{"name":"pg-n1","checks":[],"lockdelay":"0.001s","behavior":"delete","ttl": "15.0s"}"#;
-        let r = parse_create(body, "agent", "id1".into(), dur).unwrap();
-        assert_eq!(r.name, "pg-n1");
-        assert_eq!(r.node, "agent");
-        assert_eq!(r.node_checks, Some(vec![]));
-        assert_eq!(r.lock_delay_ns, Some(1_000_000));
-        assert_eq!(r.behavior, SessionBehavior::Delete);
-        assert_eq!((r.ttl.as_str(), r.ttl_ns), ("15.0s", 15_000_000_000));
+        let c = SessionCreate::parse(body).unwrap();
+        assert_eq!(c.name, "pg-n1");
+        assert_eq!(c.node, "");
+        assert_eq!(c.node_checks, Some(vec![]));
+        assert_eq!(c.lock_delay_ns, Some(1_000_000));
+        assert_eq!(c.behavior, "delete");
+        assert_eq!((c.ttl.as_str(), c.ttl_ns()), ("15.0s", Ok(15_000_000_000)));
     }
 
     #[test]
     fn empty_body_means_defaults_and_errors_use_consul_texts() {
-        let r = parse_create(b"", "agent", "id1".into(), dur).unwrap();
-        assert_eq!((r.node_checks, r.lock_delay_ns), (None, None));
-        let e = parse_create(br#"{"TTL":"10"}"#, "a", "i".into(), dur).unwrap_err();
+        let c = SessionCreate::parse(b"").unwrap();
+        assert_eq!(c, SessionCreate::default());
+        assert_eq!(c.ttl_ns(), Ok(0));
+        let c = SessionCreate::parse(br#"{"TTL":"10"}"#).unwrap();
         assert_eq!(
-            e.to_string(),
+            c.ttl_ns().unwrap_err().to_string(),
             "Session TTL '10' invalid: time: missing unit in duration \"10\""
         );
-        let e = parse_create(br#"{"Behavior":"keep"}"#, "a", "i".into(), dur).unwrap_err();
-        assert_eq!(e.to_string(), "Invalid Behavior setting 'keep'");
-        let e = parse_create(b"{", "a", "i".into(), dur).unwrap_err();
+        let e = SessionCreate::parse(b"{").unwrap_err();
         assert!(matches!(e, CreateError::Decode(_)));
-        let r = parse_create(br#"{"LockDelay":5,"Checks":null}"#, "a", "i".into(), dur).unwrap();
-        assert_eq!((r.lock_delay_ns, r.node_checks), (Some(5), Some(vec![])));
+        let e = SessionCreate::parse(br#"{"LockDelay":"5"}"#).unwrap_err();
+        assert_eq!(
+            e,
+            CreateError::Decode("time: missing unit in duration \"5\"".to_string())
+        );
+        let c = SessionCreate::parse(br#"{"LockDelay":5,"Checks":null}"#).unwrap();
+        assert_eq!((c.lock_delay_ns, c.node_checks), (Some(5), Some(vec![])));
     }
 }

@@ -19,6 +19,7 @@ use axum::Router;
 use serde_json::json;
 
 use super::query::{self, json, ApiError, QueryOptions};
+use super::wire;
 use crate::discovery::api::agent::{
     decode, AgentCheck, CheckDefinition, CheckDefinitionError, CheckPlan, CheckUpdate, Member,
     ServiceDefinition,
@@ -156,7 +157,7 @@ fn agent_check(
     name: &str,
     service_id: &str,
 ) -> Result<HealthCheck, ApiError> {
-    let status = def.initial_status().map_err(check_error)?;
+    let status = wire::initial_status(def).map_err(check_error)?;
     let mut c = HealthCheck::new(&server.config().node, check_id, name, status);
     c.notes = def.notes.clone().unwrap_or_default();
     c.service_id = service_id.to_string();
@@ -212,7 +213,7 @@ async fn service_register(
         port: def.port.unwrap_or(0),
         meta: def.meta.clone().unwrap_or_default(),
         enable_tag_override: def.enable_tag_override.unwrap_or(false),
-        weights: def.weights.map(|w| w.to_state()).unwrap_or_default(),
+        weights: def.weights.map(wire::weights).unwrap_or_default(),
         create_index: 0,
         modify_index: 0,
     };
@@ -287,7 +288,7 @@ async fn service_get(
     this_node_services(&server)
         .iter()
         .find(|s| s.id == id)
-        .map(|s| json(&AgentService::agent(s, Some(&dc)), &opts))
+        .map(|s| json(&wire::agent_service(s, Some(&dc)), &opts))
         .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))
 }
 
@@ -296,7 +297,7 @@ async fn services(State(server): State<Server>, opts: QueryOptions) -> Response 
     let map: BTreeMap<String, AgentService> = this_node_services(&server)
         .iter()
         .filter(|s| s.id != "consul")
-        .map(|s| (s.id.clone(), AgentService::agent(s, Some(&dc))))
+        .map(|s| (s.id.clone(), wire::agent_service(s, Some(&dc))))
         .collect();
     json(&map, &opts)
 }

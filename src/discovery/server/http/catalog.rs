@@ -11,9 +11,10 @@ use axum::Router;
 
 use super::agent::only;
 use super::query::{check_datacenter, json, json_with_index, ApiError, QueryOptions};
+use super::wire;
 use crate::discovery::api::agent::decode;
 use crate::discovery::api::catalog::{
-    CatalogDeregistration, CatalogRegistration, CatalogService, Node, NodeServices,
+    CatalogDeregistration, CatalogRegistration, CatalogService, Node,
 };
 use crate::discovery::server::state::Command;
 use crate::discovery::server::Server;
@@ -43,9 +44,7 @@ async fn register(
     let reg: CatalogRegistration =
         decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     check_datacenter(reg.datacenter.as_deref(), &server)?;
-    let mut reg = reg
-        .into_state()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut reg = wire::registration(reg).map_err(|e| ApiError::bad_request(e.to_string()))?;
     reg.bound()?;
     server.write(Command::Register(reg)).await?;
     Ok(json(&true, &opts))
@@ -60,7 +59,7 @@ async fn deregister(
     let dereg: CatalogDeregistration =
         decode(&body).map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
     check_datacenter(dereg.datacenter.as_deref(), &server)?;
-    let dereg = dereg.into_state();
+    let dereg = wire::deregistration(dereg);
     if dereg.node.is_empty() {
         return Err(ApiError::bad_request("Missing node name"));
     }
@@ -112,7 +111,7 @@ async fn service(
                 let (instances, _) = s.catalog_service(&name, &tags);
                 instances
                     .iter()
-                    .map(|i| CatalogService::from_state(i, &dc))
+                    .map(|i| wire::catalog_service(i, &dc))
                     .collect::<Vec<CatalogService>>()
             },
         )
@@ -132,7 +131,7 @@ async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Respo
                 let (nodes, _) = s.catalog_nodes();
                 nodes
                     .iter()
-                    .map(|n| Node::from_state(n, &dc))
+                    .map(|n| wire::node(n, &dc))
                     .collect::<Vec<Node>>()
             },
         )
@@ -155,7 +154,7 @@ async fn node(
             |s| s.catalog_index(),
             |s| {
                 let (ns, _) = s.catalog_node(&name);
-                ns.map(|ns| NodeServices::from_state(&ns, &dc))
+                ns.map(|ns| wire::node_services(&ns, &dc))
             },
         )
         .await;

@@ -10,6 +10,7 @@ use axum::Router;
 
 use super::agent::only;
 use super::query::{json_with_index, ApiError, QueryOptions};
+use super::wire;
 use crate::discovery::api::health::{HealthCheck, ServiceEntry};
 use crate::discovery::server::state::checks::StatusFilter;
 use crate::discovery::server::Server;
@@ -61,7 +62,7 @@ async fn service(
                 let (entries, _) = s.health_service(&name, &tags, passing);
                 entries
                     .iter()
-                    .map(|e| ServiceEntry::from_state(e, &dc))
+                    .map(|e| wire::service_entry(e, &dc))
                     .collect::<Vec<ServiceEntry>>()
             },
         )

@@ -2,8 +2,9 @@
 //! through `Server::{write, read, block_on}`; [`guard`], in front of the
 //! router, applies the ACL token, the read consistency modes and the leader
 //! headers; the wire conventions every group
-//! shares (presence flags, Go durations, index headers, error bodies) live in
-//! `query`.
+//! shares (presence flags, `?wait`, index headers, error bodies) live in
+//! `query`, and the conversions between the wire types (`discovery::api`) and
+//! the state's in `wire`.
 
 pub mod agent;
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod session;
 pub mod snapshot;
 pub mod status;
 pub mod txn;
+pub mod wire;
 
 use std::time::Duration;
 

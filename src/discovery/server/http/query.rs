@@ -1,5 +1,5 @@
 //! The wire conventions every endpoint shares (consul-wire.md §0 and §3): query
-//! flags true by presence, Go durations, the token in three places, index
+//! flags true by presence, `?wait` as a Go duration, the token in three places, index
 //! headers that are never 0, plain-text error bodies with Consul's status codes,
 //! and the blocking-query wait rules.
 

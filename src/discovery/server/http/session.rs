@@ -11,8 +11,8 @@ use axum::Router;
 use serde::Serialize;
 
 use super::query::{self, json, json_with_index, ApiError, QueryOptions};
-use crate::discovery::api::gofmt::parse_duration;
-use crate::discovery::api::session::{parse_create, CreateError, SessionEntry};
+use super::wire;
+use crate::discovery::api::session::{CreateError, SessionCreate, SessionEntry};
 use crate::discovery::server::state::{Command, Outcome, State as NodeState, StateError};
 use crate::discovery::server::{Server, WriteError};
 
@@ -86,14 +86,15 @@ async fn create(
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     let node = server.config().node.clone();
-    let parse =
-        |s: &str| parse_duration(s).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let refused = |e: CreateError| match e {
+        CreateError::Decode(_) => ApiError::bad_request(e.to_string()),
+        CreateError::Invalid(_) => ApiError::internal(e.to_string()),
+    };
+    let create = SessionCreate::parse(&body).map_err(refused)?;
     // An ID collision is astronomically unlikely; retry rather than fail.
     for _ in 0..3 {
-        let req = parse_create(&body, &node, new_session_id(), parse).map_err(|e| match e {
-            CreateError::Decode(_) => ApiError::bad_request(e.to_string()),
-            CreateError::Invalid(_) => ApiError::internal(e.to_string()),
-        })?;
+        let req =
+            wire::session_request(create.clone(), &node, new_session_id()).map_err(refused)?;
         let id = req.id.clone();
         match server.write(Command::SessionCreate(req)).await {
             Ok(_) => return Ok(json(&Created { id }, &opts)),
