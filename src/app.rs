@@ -51,7 +51,13 @@ pub async fn run(
 ) -> i32 {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let runtime = Runtime::new(config.clone(), config_path, on_reload);
+    let runtime = match Runtime::new(config.clone(), config_path, on_reload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return i32::from(crate::config::EXIT_CONFIG);
+        }
+    };
     let tx = runtime.sender();
 
     for sig in handled_signals(&config) {

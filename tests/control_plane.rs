@@ -19,7 +19,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use pilotfish::config::{MetricDef, MetricKind};
 use pilotfish::control::client::{self, ClientCommand, ClientError};
 use pilotfish::control::{
-    server, ControlRequest, JobStatus, MetricValue, ReloadSummary, StatusSnapshot,
+    server, ControlRequest, JobStatus, MetricValue, ReloadSummary, ServiceStatus, StatusSnapshot,
+    WatchStatus,
 };
 use pilotfish::telemetry::{self, UserMetrics};
 use tokio::net::UnixStream;
@@ -83,7 +84,19 @@ fn snapshot(maintenance: bool) -> StatusSnapshot {
                 port: None,
             },
         ],
-        watches: vec!["db".into()],
+        services: vec![ServiceStatus {
+            name: "web".into(),
+            id: "web-host".into(),
+            state: "passing".into(),
+            address: Some("10.0.0.5:8080".into()),
+            ..ServiceStatus::default()
+        }],
+        watches: vec![WatchStatus {
+            name: "db".into(),
+            target: "service db".into(),
+            instances: Some(2),
+            ..WatchStatus::default()
+        }],
     }
 }
 
@@ -266,7 +279,25 @@ async fn status_as_json_and_as_table() {
         ["setup", "completed", "-", "1", "0", "0", "-"]
     );
     assert!(table.contains("maintenance off"), "{table}");
-    assert!(table.contains("watches: db"), "{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(
+        rows.contains(&vec![
+            "web",
+            "web-host",
+            "passing",
+            "10.0.0.5:8080",
+            "-",
+            "ok"
+        ]),
+        "{table}"
+    );
+    assert!(
+        rows.contains(&vec!["db", "service", "db", "2", "-", "ok"]),
+        "{table}"
+    );
 
     let (code, body) = c.raw(Method::GET, "/v3/status", b"").await;
     assert_eq!(code, StatusCode::OK);

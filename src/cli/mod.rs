@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub mod check;
+
 /// Where the agent is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct HttpArgs {
@@ -91,6 +93,11 @@ pub enum ConsulCommand {
     },
     /// Print a new random cluster key for `agent --encrypt`, as `consul keygen`.
     Keygen,
+    /// Health checks for discovery servers and agents (exit 0 pass, 1 fail).
+    Check {
+        #[command(subcommand)]
+        command: check::CheckCommand,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -202,6 +209,13 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
             command: SnapshotCommand::Restore { http, file },
         } => snapshot_restore(&Api::new(&http), &file).await,
         ConsulCommand::Keygen => keygen(),
+        ConsulCommand::Check { command } => {
+            let (ok, line) = check::run(command).await;
+            Ok(Out {
+                text: line,
+                code: if ok { 0 } else { 1 },
+            })
+        }
     };
     match result {
         Ok(out) => {
@@ -226,6 +240,16 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
             1
         }
     }
+}
+
+/// The discovery client for `--http-addr` and the token.
+fn client(http: &HttpArgs) -> Result<crate::discovery::client::Client, String> {
+    crate::discovery::client::Client::new(&crate::discovery::client::Options {
+        address: http.http_addr.clone(),
+        token: http.token.clone(),
+        tls: Default::default(),
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// What a command prints and its exit status.

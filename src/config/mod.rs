@@ -151,9 +151,17 @@ pub enum CheckStatus {
     Critical,
 }
 
+/// A service job without `health` heartbeats this often while its process
+/// runs, with this TTL.
+pub const SERVICE_HEARTBEAT: Duration = Duration::from_secs(5);
+pub const SERVICE_TTL: Duration = Duration::from_secs(15);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     pub port: u16,
+    /// Service ID; None: `<name>-<hostname>`.
+    pub id: Option<String>,
+    pub meta: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub interfaces: Vec<InterfaceSpec>,
     pub initial_status: Option<CheckStatus>,

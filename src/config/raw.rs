@@ -169,9 +169,14 @@ pub struct RawJob {
     pub forward_signals: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<RawJobLogging>,
-    // Service fields (registration arrives with the discovery client).
+    // Service fields: a job with `port` registers with the discovery agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
+    /// Service ID; default `<name>-<hostname>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -433,7 +433,7 @@ impl Validator<'_> {
         let healthy_jobs: BTreeSet<String> = raw
             .jobs
             .iter()
-            .filter(|j| j.health.is_some())
+            .filter(|j| j.health.is_some() || j.port.is_some())
             .map(|j| j.name.clone())
             .collect();
         let exec_jobs: BTreeSet<String> = raw
@@ -852,19 +852,21 @@ impl Validator<'_> {
             }
         }
 
-        let health = raw
-            .health
-            .and_then(|h| self.health(&p, h, raw.port.is_some()));
+        let health = match raw.health {
+            Some(h) => self.health(&p, h, raw.port.is_some()),
+            // A service without a check heartbeats while its process runs.
+            None if raw.port.is_some() => Some(HealthConfig {
+                exec: None,
+                interval: super::SERVICE_HEARTBEAT,
+                ttl: Some(super::SERVICE_TTL),
+                timeout: super::SERVICE_HEARTBEAT,
+            }),
+            None => None,
+        };
         let service = match raw.port {
             Some(port) => {
                 if let Err(e) = check_service_name(&name) {
                     self.err(format!("{p}.name"), e);
-                }
-                if health.is_none() && !self.has_errors_under(&format!("{p}.health")) {
-                    self.err(
-                        format!("{p}.health"),
-                        "is required with port: give health.exec and health.interval (and health.ttl)",
-                    );
                 }
                 let port = self.port(&format!("{p}.port"), port);
                 let interfaces = self.interfaces(&format!("{p}.interfaces"), raw.interfaces);
@@ -886,8 +888,23 @@ impl Validator<'_> {
                     .and_then(|s| {
                         self.positive_duration(&format!("{p}.deregister_critical_service_after"), s)
                     });
+                let id = raw.id.clone().filter(|id| {
+                    let bad = id.trim().is_empty() || id.contains('/');
+                    if bad {
+                        self.err(
+                            format!("{p}.id"),
+                            format!(
+                                "\"{id}\" is not a service ID (give a non-empty ID without '/')"
+                            ),
+                        );
+                    }
+                    !bad
+                });
+                self.meta(&format!("{p}.meta"), &raw.meta);
                 port.map(|port| ServiceConfig {
                     port,
+                    id,
+                    meta: raw.meta.clone(),
                     tags: raw.tags.clone(),
                     interfaces,
                     initial_status,
@@ -905,6 +922,8 @@ impl Validator<'_> {
                         raw.deregister_critical_service_after.is_some(),
                     ),
                     ("enable_tag_override", raw.enable_tag_override.is_some()),
+                    ("id", raw.id.is_some()),
+                    ("meta", !raw.meta.is_empty()),
                 ] {
                     if set {
                         self.err(
@@ -942,6 +961,40 @@ impl Validator<'_> {
             service,
             health,
         })
+    }
+
+    /// Consul's service meta limits, so the agent does not refuse the
+    /// registration later: at most 64 pairs, keys of at most 128 characters
+    /// from `[A-Za-z0-9_-]` not starting with `consul-`, values of at most 512.
+    fn meta(&mut self, path: &str, meta: &BTreeMap<String, String>) {
+        if meta.len() > 64 {
+            self.err(
+                path,
+                format!("has {} pairs; Consul allows at most 64", meta.len()),
+            );
+        }
+        for (k, v) in meta {
+            let kp = format!("{path}.{k}");
+            if k.is_empty()
+                || k.chars().count() > 128
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                self.err(
+                    &kp,
+                    "a meta key has 1-128 characters from A-Z, a-z, 0-9, _ and -",
+                );
+            } else if k.starts_with("consul-") {
+                self.err(
+                    &kp,
+                    "the prefix consul- is reserved for Consul's own meta keys",
+                );
+            }
+            if v.chars().count() > 512 {
+                self.err(&kp, "a meta value has at most 512 characters");
+            }
+        }
     }
 
     fn has_errors_under(&self, prefix: &str) -> bool {

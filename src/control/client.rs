@@ -274,6 +274,26 @@ fn format_reload(summary: &ReloadSummary) -> String {
     lines.join("\n")
 }
 
+/// Rows as left-aligned columns two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect()
+}
+
 fn format_status(snapshot: &StatusSnapshot) -> String {
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     let mut rows: Vec<[String; 7]> = vec![[
@@ -297,31 +317,54 @@ fn format_status(snapshot: &StatusSnapshot) -> String {
             dash(job.health.clone()),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut lines: Vec<String> = rows
-        .iter()
-        .map(|row| {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect();
-            cells.join("  ").trim_end().to_owned()
-        })
-        .collect();
+    let mut lines = table(&rows);
     lines.push(String::new());
     lines.push(format!(
         "version {}, maintenance {}",
         snapshot.version,
         if snapshot.maintenance { "on" } else { "off" }
     ));
+    let ago = |t: Option<u64>| {
+        t.map(|t| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(t);
+            format!("{}s ago", now.saturating_sub(t))
+        })
+    };
+    if !snapshot.services.is_empty() {
+        lines.push(String::new());
+        let mut rows =
+            vec![["SERVICE", "ID", "STATE", "ADDRESS", "SINCE", "AGENT"].map(str::to_owned)];
+        for s in &snapshot.services {
+            rows.push([
+                s.name.clone(),
+                s.id.clone(),
+                s.state.clone(),
+                dash(s.address.clone()),
+                dash(ago(s.critical_since)),
+                ago(s.outage_since)
+                    .map_or_else(|| "ok".to_owned(), |a| format!("unreachable since {a}")),
+            ]);
+        }
+        lines.extend(table(&rows));
+    }
     if !snapshot.watches.is_empty() {
-        lines.push(format!("watches: {}", snapshot.watches.join(", ")));
+        lines.push(String::new());
+        let mut rows =
+            vec![["WATCH", "TARGET", "INSTANCES", "CHANGED", "AGENT"].map(str::to_owned)];
+        for w in &snapshot.watches {
+            rows.push([
+                w.name.clone(),
+                w.target.clone(),
+                dash(w.instances.map(|n| n.to_string())),
+                dash(ago(w.last_change)),
+                ago(w.outage_since)
+                    .map_or_else(|| "ok".to_owned(), |a| format!("unreachable since {a}")),
+            ]);
+        }
+        lines.extend(table(&rows));
     }
     lines.join("\n")
 }
@@ -366,6 +409,7 @@ mod tests {
                 health: Some("healthy".into()),
                 port: Some(80),
             }],
+            services: vec![],
             watches: vec![],
         };
         let table = format_status(&snapshot);

@@ -59,7 +59,50 @@ pub struct StatusSnapshot {
     pub version: String,
     pub maintenance: bool,
     pub jobs: Vec<JobStatus>,
-    pub watches: Vec<String>,
+    /// Each service job's registration with the discovery agent.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+    #[serde(default)]
+    pub watches: Vec<WatchStatus>,
+}
+
+/// One service's registration, as `supervisor::registration` last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub id: String,
+    /// unregistered, passing, warning, critical, maintenance, deregistered
+    pub state: String,
+    /// `ip:port` of the last registration.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Unix seconds when the check last turned critical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_since: Option<u64>,
+    /// Unix seconds since when the agent has been unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage_since: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One watch, as `supervisor::watch` last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    pub name: String,
+    /// What it watches: `service web tag rest`, `key config/x`, `prefix config/`.
+    pub target: String,
+    /// Passing instances, or KV entries; None before the first answer.
+    #[serde(default)]
+    pub instances: Option<usize>,
+    /// Unix seconds of the last `changed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<u64>,
+    /// Unix seconds since when the agent has been unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outage_since: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,9 @@
 
 pub mod job;
 pub mod process;
+pub mod registration;
 pub mod runtime;
+pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -149,6 +151,17 @@ impl Supervisor {
             .push_back(Event::new(EventKind::Signal(sig), Source::Signal(sig)));
         self.drain(now, &mut out);
         self.settle(now, &mut out);
+        out
+    }
+
+    /// An event from outside the jobs (a watch) goes out on the bus.
+    pub fn publish(&mut self, ev: Event, now: Instant) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if self.shutdown.is_none() {
+            self.queue.push_back(ev);
+            self.drain(now, &mut out);
+            self.settle(now, &mut out);
+        }
         out
     }
 

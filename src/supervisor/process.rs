@@ -239,9 +239,13 @@ pub fn signal_group(pid: u32, signal: Signal) {
 
 /// Run a job's health check: true when it exits 0 within `timeout`. On timeout
 /// its whole process group is killed and the check counts as failed.
-pub async fn run_health_check(job: &JobConfig, overlay: &EnvOverlay, timeout: Duration) -> bool {
+pub async fn run_health_check(
+    job: &JobConfig,
+    overlay: &EnvOverlay,
+    timeout: Duration,
+) -> (bool, String) {
     let Some(exec) = job.health.as_ref().and_then(|h| h.exec.as_ref()) else {
-        return true;
+        return (true, String::new());
     };
     let mut cmd = command(exec, job, overlay);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -249,23 +253,34 @@ pub async fn run_health_check(job: &JobConfig, overlay: &EnvOverlay, timeout: Du
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("job {}: health check cannot start: {e}", job.name);
-            return false;
+            return (false, format!("health check cannot start: {e}"));
         }
     };
     let pid = child.id().unwrap_or(0);
     relay_output(&mut child, &format!("check.{}", job.name), pid);
     match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) => status.success(),
-        Ok(Err(_)) => false,
+        Ok(Ok(status)) if status.success() => (true, String::new()),
+        Ok(Ok(status)) => (
+            false,
+            format!(
+                "health check {} (its output is in pilotfish's log as check.{}[{pid}])",
+                match convert(status) {
+                    ExitStatus::Code(c) => format!("exited with status {c}"),
+                    ExitStatus::Signal(s) => format!("was killed by signal {s}"),
+                },
+                job.name
+            ),
+        ),
+        Ok(Err(e)) => (false, format!("health check: {e}")),
         Err(_) => {
+            let after = crate::config::duration::format_duration(timeout);
             tracing::warn!(
-                "job {}: health check timed out after {}; killing it",
-                job.name,
-                crate::config::duration::format_duration(timeout)
+                "job {}: health check timed out after {after}; killing it",
+                job.name
             );
             signal_group(pid, Signal::SIGKILL);
             let _ = child.wait().await;
-            false
+            (false, format!("health check timed out after {after}"))
         }
     }
 }

@@ -12,18 +12,35 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::job::{Action, Input};
+use super::job::{Action, ExitStatus, Input};
 use super::process::{self, EnvOverlay};
+use super::registration::{RegInput, Registration};
+use super::watch::Watch;
 use super::{Effect, JobId, Supervisor};
-use crate::config::{self, Config};
+use crate::config::{self, Config, ServiceConfig, Source};
 use crate::control::{ControlRequest, StatusSnapshot};
-use crate::events::EventKind;
+use crate::discovery::client::{self as consul, Client};
+use crate::events::{Event, EventKind};
 use crate::telemetry::{self, UserMetrics};
+
+/// How long shutdown waits for the agent to confirm deregistrations before
+/// the jobs get their stop signals anyway.
+const DEREGISTER_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Everything the loop reacts to.
 #[derive(Debug)]
 pub enum RuntimeInput {
     Job(JobId, Input),
+    /// A health check (or a check-less service's heartbeat) ended.
+    Health {
+        id: JobId,
+        ok: bool,
+        output: String,
+    },
+    /// A watch saw a change: its events, in order.
+    Watch(String, Vec<EventKind>),
+    /// The telemetry service's heartbeat is due.
+    TelemetryHeartbeat,
     Signal(Signal),
     Control(ControlRequest),
     ShutdownDeadline,
@@ -41,14 +58,93 @@ pub struct Runtime {
     rx: mpsc::UnboundedReceiver<RuntimeInput>,
     /// Applies a new logging level on reload.
     on_reload: Box<dyn Fn(&Config) + Send>,
+    discovery: Option<Discovery>,
+}
+
+/// Everything that talks to the discovery agent: service registrations by
+/// job, the telemetry service, the watches.
+struct Discovery {
+    client: Client,
+    services: std::collections::BTreeMap<JobId, Registration>,
+    telemetry: Option<Registration>,
+    watches: Vec<Watch>,
+    /// Services left the catalog for shutdown.
+    deregistered: bool,
+}
+
+/// The client for `[consul]`; without the table, `$CONSUL_HTTP_ADDR` or
+/// 127.0.0.1:8500 when something needs an agent (a service job or a watch).
+fn discovery_client(config: &Config) -> Result<Option<Client>, String> {
+    let opts = match &config.consul {
+        Some(c) => consul::Options {
+            address: c.address.clone(),
+            token: c.token.clone(),
+            tls: consul::TlsOptions {
+                ca_file: c.tls.ca_file.clone(),
+                cert_file: c.tls.cert_file.clone(),
+                key_file: c.tls.key_file.clone(),
+                server_name: c.tls.server_name.clone(),
+                verify: c.tls.verify,
+            },
+        },
+        None if config.jobs.iter().any(|j| j.service.is_some()) || !config.watches.is_empty() => {
+            consul::Options {
+                address: std::env::var("CONSUL_HTTP_ADDR")
+                    .unwrap_or_else(|_| "127.0.0.1:8500".into()),
+                token: std::env::var("CONSUL_HTTP_TOKEN").ok(),
+                tls: consul::TlsOptions::default(),
+            }
+        }
+        None => return Ok(None),
+    };
+    Client::new(&opts).map(Some).map_err(|e| e.to_string())
+}
+
+/// `PILOTFISH_<JOB>_IP` / `_PORT` for every service job, and
+/// `CONSUL_HTTP_ADDR` (and `CONSUL_HTTP_TOKEN`) naming the agent, for every
+/// job's environment.
+fn discovery_env(config: &Config, client: Option<&Client>) -> Vec<(String, String)> {
+    let mut vars = Vec::new();
+    if let Some(c) = client {
+        vars.push(("CONSUL_HTTP_ADDR".to_string(), c.address().to_string()));
+        if let Some(t) = c.token() {
+            vars.push(("CONSUL_HTTP_TOKEN".to_string(), t.to_string()));
+        }
+    }
+    for job in &config.jobs {
+        let Some(svc) = &job.service else { continue };
+        let var: String = job
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if let Ok(ip) = crate::interfaces::resolve(&svc.interfaces) {
+            vars.push((format!("PILOTFISH_{var}_IP"), ip.to_string()));
+        }
+        vars.push((format!("PILOTFISH_{var}_PORT"), svc.port.to_string()));
+    }
+    vars
 }
 
 impl Runtime {
+    /// Fails only when the `[consul]` settings cannot make a client (a CA
+    /// file that does not exist, a bad address).
     pub fn new(
         config: Config,
         config_path: Option<PathBuf>,
         on_reload: Box<dyn Fn(&Config) + Send>,
-    ) -> Runtime {
+    ) -> Result<Runtime, String> {
+        let client = discovery_client(&config)?;
+        let mut overlay = EnvOverlay::default();
+        for (k, v) in discovery_env(&config, client.as_ref()) {
+            overlay.vars.insert(k, Some(v));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let seed = u64::from(std::process::id()) ^ 0x5851_F42D_4C95_7F2D;
         let defs = config
@@ -56,16 +152,144 @@ impl Runtime {
             .as_ref()
             .map(|t| t.metrics.clone())
             .unwrap_or_default();
-        Runtime {
+        let discovery = client.map(|client| Discovery {
+            client,
+            services: Default::default(),
+            telemetry: None,
+            watches: Vec::new(),
+            deregistered: false,
+        });
+        Ok(Runtime {
             sup: Supervisor::new(config.jobs.clone(), seed),
             config,
             config_path,
-            overlay: EnvOverlay::default(),
+            overlay,
             metrics: UserMetrics::new(&defs),
             tx,
             rx,
             on_reload,
+            discovery,
+        })
+    }
+
+    /// Start the watches and the telemetry service's registration.
+    fn start_discovery(&mut self) {
+        let Some(d) = &mut self.discovery else { return };
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<(String, Vec<EventKind>)>();
+        for w in &self.config.watches {
+            d.watches
+                .push(Watch::spawn(w.clone(), d.client.clone(), wtx.clone()));
         }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some((name, kinds)) = wrx.recv().await {
+                if tx.send(RuntimeInput::Watch(name, kinds)).is_err() {
+                    break;
+                }
+            }
+        });
+        if let Some(t) = &self.config.telemetry {
+            // ContainerPilot registered its telemetry endpoint as a service,
+            // so Prometheus can find every container through Consul.
+            let svc = ServiceConfig {
+                port: t.port,
+                id: None,
+                meta: Default::default(),
+                tags: t.tags.clone(),
+                interfaces: t.interfaces.clone(),
+                initial_status: Some(config::CheckStatus::Passing),
+                deregister_critical_service_after: None,
+                enable_tag_override: false,
+            };
+            let reg = Registration::spawn(
+                "pilotfish",
+                &svc,
+                config::SERVICE_TTL,
+                false,
+                d.client.clone(),
+            );
+            reg.send(RegInput::Started);
+            d.telemetry = Some(reg);
+            self.after(Duration::ZERO, RuntimeInput::TelemetryHeartbeat);
+        }
+        self.sync_registrations();
+    }
+
+    /// One registration per live service job: new jobs (start, reload) get
+    /// one; a job gone for good is deregistered, unless a new job took over
+    /// its service ID (a job restarted by reload).
+    fn sync_registrations(&mut self) {
+        let Some(d) = &mut self.discovery else { return };
+        if d.deregistered {
+            return;
+        }
+        let live: Vec<(JobId, Arc<config::JobConfig>)> = self
+            .sup
+            .jobs()
+            .filter(|(_, j)| j.cfg.service.is_some())
+            .map(|(id, j)| (id, Arc::clone(&j.cfg)))
+            .collect();
+        for (id, cfg) in &live {
+            if !d.services.contains_key(id) {
+                if let Some(svc) = &cfg.service {
+                    let ttl = cfg
+                        .health
+                        .as_ref()
+                        .and_then(|h| h.ttl)
+                        .unwrap_or(config::SERVICE_TTL);
+                    let checked = cfg.health.as_ref().is_some_and(|h| h.exec.is_some());
+                    d.services.insert(
+                        *id,
+                        Registration::spawn(&cfg.name, svc, ttl, checked, d.client.clone()),
+                    );
+                }
+            }
+        }
+        let gone: Vec<JobId> = d
+            .services
+            .keys()
+            .filter(|id| !live.iter().any(|(l, _)| l == *id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(reg) = d.services.remove(&id) {
+                let taken = d.services.values().any(|r| r.id() == reg.id());
+                if !taken {
+                    let done = reg.deregister();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(DEREGISTER_DEADLINE, done).await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn registration(&self, id: JobId) -> Option<&Registration> {
+        self.discovery.as_ref().and_then(|d| d.services.get(&id))
+    }
+
+    /// Shutdown began: every service leaves the catalog before any job gets
+    /// its stop signal, so no client is sent to a stopping instance and no
+    /// stale registration outlives a discovery coprocess that stops later.
+    async fn deregister_all(&mut self) {
+        let Some(d) = &mut self.discovery else { return };
+        if d.deregistered {
+            return;
+        }
+        d.deregistered = true;
+        // All asked at once, then waited for under one deadline.
+        let pending: Vec<_> = d
+            .services
+            .values()
+            .chain(d.telemetry.iter())
+            .map(Registration::deregister)
+            .collect();
+        let _ = tokio::time::timeout(DEREGISTER_DEADLINE, async {
+            for done in pending {
+                let _ = done.await;
+            }
+        })
+        .await;
     }
 
     /// A sender for signals and control requests.
@@ -76,7 +300,8 @@ impl Runtime {
     /// Run until every job has stopped; returns the exit status.
     pub async fn run(mut self) -> i32 {
         let effects = self.sup.start(Instant::now());
-        if let Some(code) = self.apply(effects) {
+        self.start_discovery();
+        if let Some(code) = self.apply_async(effects).await {
             return code;
         }
         while let Some(input) = self.rx.recv().await {
@@ -87,8 +312,46 @@ impl Runtime {
                         if let Some(job) = self.sup.job(id) {
                             telemetry::record_job_exit(job.name(), status.code());
                         }
+                        if let Some(reg) = self.registration(id) {
+                            reg.send(RegInput::Exited {
+                                output: match status {
+                                    ExitStatus::Code(c) => {
+                                        format!("the process exited with status {c}")
+                                    }
+                                    ExitStatus::Signal(s) => {
+                                        format!("the process was killed by signal {s}")
+                                    }
+                                },
+                            });
+                        }
                     }
                     self.sup.job_input(id, input, now)
+                }
+                RuntimeInput::Health { id, ok, output } => {
+                    if let Some(reg) = self.registration(id) {
+                        reg.send(RegInput::Health { ok, output });
+                    }
+                    self.sup.job_input(id, Input::HealthResult { ok }, now)
+                }
+                RuntimeInput::Watch(name, kinds) => {
+                    let mut effects = Vec::new();
+                    for kind in kinds {
+                        effects.extend(
+                            self.sup
+                                .publish(Event::new(kind, Source::Watch(name.clone())), now),
+                        );
+                    }
+                    effects
+                }
+                RuntimeInput::TelemetryHeartbeat => {
+                    if let Some(reg) = self.discovery.as_ref().and_then(|d| d.telemetry.as_ref()) {
+                        reg.send(RegInput::Health {
+                            ok: true,
+                            output: "ok".into(),
+                        });
+                        self.after(config::SERVICE_HEARTBEAT, RuntimeInput::TelemetryHeartbeat);
+                    }
+                    Vec::new()
                 }
                 RuntimeInput::Signal(sig) => {
                     tracing::info!("received {sig}");
@@ -108,11 +371,22 @@ impl Runtime {
                     return 1;
                 }
             };
-            if let Some(code) = self.apply(effects) {
+            if let Some(code) = self.apply_async(effects).await {
                 return code;
             }
         }
         1
+    }
+
+    /// `apply`, after deregistering every service when these effects begin
+    /// the shutdown; then registrations follow the jobs (start, reload).
+    async fn apply_async(&mut self, effects: Vec<Effect>) -> Option<i32> {
+        if effects.contains(&Effect::ShutdownStarted) {
+            self.deregister_all().await;
+        }
+        let code = self.apply(effects);
+        self.sync_registrations();
+        code
     }
 
     fn after(&self, delay: Duration, input: RuntimeInput) {
@@ -173,6 +447,9 @@ impl Runtime {
                 match process::spawn_job(&cfg, &self.overlay) {
                     Ok((pid, exited)) => {
                         tracing::info!("job {} started (pid {pid})", cfg.name);
+                        if let Some(reg) = self.registration(id) {
+                            reg.send(RegInput::Started);
+                        }
                         metrics::counter!(telemetry::JOB_STARTS, "job" => cfg.name.clone())
                             .increment(1);
                         if restart {
@@ -220,8 +497,8 @@ impl Runtime {
                     .map(|h| h.timeout)
                     .unwrap_or(Duration::from_secs(10));
                 tokio::spawn(async move {
-                    let ok = process::run_health_check(&cfg, &overlay, timeout).await;
-                    let _ = tx.send(RuntimeInput::Job(id, Input::HealthResult { ok }));
+                    let (ok, output) = process::run_health_check(&cfg, &overlay, timeout).await;
+                    let _ = tx.send(RuntimeInput::Health { id, ok, output });
                 });
                 Vec::new()
             }
@@ -251,6 +528,11 @@ impl Runtime {
                     if enable { "enabled" } else { "disabled" }
                 );
                 let effects = self.sup.set_maintenance(enable, now);
+                if let Some(d) = &self.discovery {
+                    for reg in d.services.values() {
+                        reg.send(RegInput::Maintenance(enable));
+                    }
+                }
                 let _ = reply.send(());
                 effects
             }
@@ -281,6 +563,15 @@ impl Runtime {
                     }
                     Ok(new) => {
                         let (summary, effects) = self.sup.reload(new.jobs.clone(), now);
+                        let client = self.discovery.as_ref().map(|d| d.client.clone());
+                        for (k, v) in discovery_env(&new, client.as_ref()) {
+                            self.overlay.vars.insert(k, Some(v));
+                        }
+                        if new.watches != self.config.watches || new.consul != self.config.consul {
+                            tracing::warn!(
+                                "watch and [consul] changes take effect at the next start"
+                            );
+                        }
                         tracing::info!(
                             "reloaded {}: {} unchanged, {} started, {} stopped, {} restarted",
                             path.display(),
@@ -315,7 +606,18 @@ impl Runtime {
             version: crate::VERSION.to_string(),
             maintenance: self.sup.maintenance(),
             jobs: self.sup.status(),
-            watches: self.config.watches.iter().map(|w| w.name.clone()).collect(),
+            services: self
+                .discovery
+                .iter()
+                .flat_map(|d| d.services.values().chain(d.telemetry.iter()))
+                .map(Registration::status)
+                .collect(),
+            watches: self
+                .discovery
+                .iter()
+                .flat_map(|d| d.watches.iter())
+                .map(Watch::status)
+                .collect(),
         }
     }
 }

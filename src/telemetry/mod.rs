@@ -30,6 +30,8 @@ pub const JOB_RESTARTS: &str = "pilotfish_job_restarts_total";
 pub const JOB_EXITS: &str = "pilotfish_job_exits_total";
 /// Gauge, label `job`: 1 healthy, 0 unhealthy.
 pub const JOB_HEALTHY: &str = "pilotfish_job_healthy";
+/// Gauge, label `watch`: passing instances (or keys) in the watch's last answer.
+pub const WATCH_INSTANCES: &str = "pilotfish_watch_instances";
 /// Counter, labels `kind`, `source`: every event published on the bus.
 pub const EVENTS: &str = "pilotfish_events_total";
 /// Counter, labels `path` (the route, never the raw path) and `code`.
@@ -89,6 +91,10 @@ fn describe_builtins() {
         "Job process exits by exit code (128+N for signal N)."
     );
     metrics::describe_gauge!(JOB_HEALTHY, "1 if the job's health check passes, else 0.");
+    metrics::describe_gauge!(
+        WATCH_INSTANCES,
+        "Passing instances (or KV entries) in the watch's last answer."
+    );
     metrics::describe_counter!(EVENTS, "Events published on the event bus.");
     metrics::describe_counter!(
         CONTROL_REQUESTS,

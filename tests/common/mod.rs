@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod agent;
+#[allow(dead_code)] // the supervisor suites use it; the agent suites do not
+pub mod runner;
 
 // ---------------------------------------------------------------- HTTP
 
