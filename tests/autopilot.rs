@@ -368,3 +368,154 @@ when = { source = "watch.flag", each = "changed" }
     drop(agent);
     let _ = free_port("127.0.0.1");
 }
+
+/// config-examples/app.toml as shipped, driven by its environment variables:
+/// the app registers through its coprocess client agent into a real server,
+/// telemetry registers too, the backend watch runs its job, and a SIGTERM
+/// leaves nothing in the catalog because services leave before any job
+/// stops and the agent stops after the app.
+#[test]
+fn the_app_example_registers_through_its_coprocess_agent_and_leaves_nothing_behind() {
+    let (server_ip, agent_ip) = ("127.0.78.1", "127.0.78.2");
+    let server_port = free_port(server_ip);
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Agent::on(server_ip)
+        .args(["--server", "--bootstrap-expect", "1", "--bind", server_ip])
+        .args(["--encrypt", common::CLUSTER_KEY, "--node", "server1"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .server_port(server_port)
+        .wait_for_leader()
+        .start();
+    let app_port = free_port(agent_ip);
+    let telemetry_port = free_port(agent_ip);
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples/app.toml"),
+    )
+    .expect("config-examples/app.toml");
+    // The only edits: the ports a shared test machine cannot promise, and the
+    // control socket (the harness adds its own).
+    let config = example
+        .replace("8000", &app_port.to_string())
+        .replace("port = 9090", &format!("port = {telemetry_port}"))
+        .replace(
+            "[control]\nsocket = \"${PILOTFISH_SOCKET:-/var/run/pilotfish.sock}\"\n",
+            "",
+        );
+    let http_port = free_port(agent_ip);
+    let env = [
+        format!("CONSUL={server_ip}"),
+        format!("PILOTFISH_ENCRYPT={}", common::CLUSTER_KEY),
+        format!("CONSUL_SERVER_PORT={server_port}"),
+        format!("CONSUL_AGENT_BIND={agent_ip}"),
+        format!("CONSUL_AGENT_CLIENT={agent_ip}"),
+        format!("CONSUL_AGENT_HTTP_PORT={http_port}"),
+        format!("CONSUL_AGENT_DNS_PORT={}", free_port(agent_ip)),
+        format!(
+            "CONSUL_AGENT_DATA_DIR={}",
+            data.path().join("agent").display()
+        ),
+        format!("APP_INTERFACE=static:{agent_ip}"),
+    ];
+    let mut prefix = vec!["env".to_string()];
+    prefix.extend(env);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let mut pf = Pilotfish::start_with(&config, &prefix);
+
+    wait_until("app passing on the server", Duration::from_secs(60), || {
+        passing(&server, "app").len() == 1
+    });
+    let entry = &passing(&server, "app")[0];
+    assert_eq!(entry["Service"]["Address"], agent_ip);
+    assert_eq!(entry["Service"]["Port"], app_port);
+    assert_eq!(entry["Node"]["Node"], hostname(), "{entry}");
+    wait_for("the telemetry service", || {
+        passing(&server, "pilotfish").len() == 1
+    });
+    assert_eq!(
+        passing(&server, "pilotfish")[0]["Service"]["Port"],
+        telemetry_port
+    );
+
+    put(
+        &server,
+        "/v1/catalog/register",
+        r#"{"Node":"db1","Address":"10.9.9.9","Service":{"Service":"backend","Port":5432}}"#,
+    );
+    wait_for("the backend watch's job", || {
+        pf.log().contains("backend changed")
+    });
+
+    pf.signal("TERM");
+    let (status, log) = pf.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+    for service in ["app", "pilotfish"] {
+        assert_eq!(
+            get_json(&server, &format!("/v1/catalog/service/{service}")),
+            serde_json::json!([]),
+            "{service} left behind:\n{log}"
+        );
+    }
+    // Deregistered first, then the app stopped, the agent last.
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{log}"))
+    };
+    let deregistered = at(&format!("service app-{} deregistered", hostname()));
+    let app_stopped = at("job app: its process was killed by signal 15");
+    let agent_stopped = at("job consul-agent: its process exited with status 0");
+    assert!(
+        deregistered < app_stopped && app_stopped < agent_stopped,
+        "{log}"
+    );
+}
+
+/// config-examples/quickstart.toml (the README's run command) as shipped,
+/// on ports a shared machine can give: the embedded server as a coprocess,
+/// the demo app registered and passing, answered by DNS, the watch logging.
+#[test]
+fn the_quickstart_runs_the_whole_pattern_with_nothing_installed() {
+    let ip = "127.0.0.1";
+    let (http, dns, server, app) = (free_port(ip), free_port(ip), free_port(ip), free_port(ip));
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples/quickstart.toml"),
+    )
+    .expect("config-examples/quickstart.toml");
+    let config = example
+        .replace("8500", &http.to_string())
+        .replace("8600", &dns.to_string())
+        .replace("8300", &server.to_string())
+        .replace("8080", &app.to_string())
+        .replace(
+            "[control]\nsocket = \"${PILOTFISH_SOCKET:-/tmp/pilotfish-quickstart.sock}\"\n",
+            "",
+        );
+    let mut pf = Pilotfish::start_with(&config, &[]);
+    let addr: std::net::SocketAddr = format!("{ip}:{http}").parse().expect("addr");
+    wait_until("the app passing", Duration::from_secs(60), || {
+        common::http(addr, "GET", "/v1/health/service/app?passing", b"").is_ok_and(|(s, _, b)| {
+            s == 200
+                && serde_json::from_slice::<Value>(&b)
+                    .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == 1))
+        })
+    });
+    let out = std::process::Command::new("dig")
+        .args([
+            "+short",
+            "-p",
+            &dns.to_string(),
+            "@127.0.0.1",
+            "app.service.consul",
+            "SRV",
+        ])
+        .output()
+        .expect("dig");
+    let srv = String::from_utf8_lossy(&out.stdout);
+    assert!(srv.contains(&format!(" {app} ")), "{srv}");
+    wait_for("the watch's job", || {
+        pf.log().contains("app instances changed")
+    });
+    pf.signal("TERM");
+    let (status, log) = pf.wait(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}

@@ -593,15 +593,24 @@ impl Validator<'_> {
             if (w.key.is_some() || w.prefix.is_some()) && (w.tag.is_some() || w.dc.is_some()) {
                 self.err(&path, "tag and dc apply only to service watches");
             }
-            let target = if let Some(k) = w.key {
+            // `${VAR:-default}` works in what a watch names, as in exec.
+            let mut expand = |key: &str, v: Option<String>| {
+                v.and_then(|v| self.string(&format!("{path}.{key}"), &v))
+            };
+            let key = expand("key", w.key);
+            let prefix = expand("prefix", w.prefix);
+            let service = expand("service", w.service);
+            let tag = expand("tag", w.tag);
+            let dc = expand("dc", w.dc);
+            let target = if let Some(k) = key {
                 WatchTarget::Key(k)
-            } else if let Some(p) = w.prefix {
+            } else if let Some(p) = prefix {
                 WatchTarget::Prefix(p)
             } else {
                 WatchTarget::Service {
-                    name: w.service.unwrap_or_else(|| w.name.clone()),
-                    tag: w.tag,
-                    dc: w.dc,
+                    name: service.unwrap_or_else(|| w.name.clone()),
+                    tag,
+                    dc,
                 }
             };
             let interval = match &w.interval {

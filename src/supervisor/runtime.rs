@@ -277,6 +277,9 @@ impl Runtime {
             return;
         }
         d.deregistered = true;
+        // Nothing reacts to watch events any more; an agent coprocess that
+        // stops soon must not read as an outage.
+        d.watches.clear();
         // All asked at once, then waited for under one deadline.
         let pending: Vec<_> = d
             .services
@@ -309,19 +312,17 @@ impl Runtime {
             let effects = match input {
                 RuntimeInput::Job(id, input) => {
                     if let Input::Exited { status, .. } = &input {
+                        let how = match status {
+                            ExitStatus::Code(c) => format!("exited with status {c}"),
+                            ExitStatus::Signal(s) => format!("was killed by signal {s}"),
+                        };
                         if let Some(job) = self.sup.job(id) {
                             telemetry::record_job_exit(job.name(), status.code());
+                            tracing::info!("job {}: its process {how}", job.name());
                         }
                         if let Some(reg) = self.registration(id) {
                             reg.send(RegInput::Exited {
-                                output: match status {
-                                    ExitStatus::Code(c) => {
-                                        format!("the process exited with status {c}")
-                                    }
-                                    ExitStatus::Signal(s) => {
-                                        format!("the process was killed by signal {s}")
-                                    }
-                                },
+                                output: format!("the process {how}"),
                             });
                         }
                     }
