@@ -318,10 +318,12 @@ impl Task {
             .await
         {
             Ok(()) => self.succeeded(status),
-            Err(e) if e.is_outage() => self.failed("heartbeat", &e),
+            Err(e @ Error::Unreachable { .. }) => self.failed("heartbeat", &e),
             Err(e) => {
-                // The agent no longer knows the check: it restarted, or the
-                // service was deregistered behind our back. Register again.
+                // The agent answered but refused: it no longer knows the
+                // check (it restarted, or the service was deregistered behind
+                // our back). Consul says so with a 404 or, in older versions,
+                // a 500 ("does not have associated TTL"). Register again.
                 tracing::warn!(
                     "service {} ({}): the agent refused the heartbeat ({e}); registering again",
                     self.spec.name,

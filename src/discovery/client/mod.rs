@@ -720,6 +720,37 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_that_cannot_work_are_refused_with_the_key() {
+        let https = |tls: TlsOptions| {
+            Client::new(&Options {
+                address: "https://consul:8501".into(),
+                token: None,
+                tls,
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        let err = https(TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsOptions::default()
+        });
+        assert!(
+            err.starts_with("consul.tls.ca_file /nonexistent/ca.pem: "),
+            "{err}"
+        );
+        let err = https(TlsOptions {
+            cert_file: Some("/x/cert.pem".into()),
+            ..TlsOptions::default()
+        });
+        assert_eq!(
+            err,
+            "consul.tls: cert_file and key_file go together; set both or neither"
+        );
+        // Verification is on unless turned off.
+        assert!(TlsOptions::default().verify);
+    }
+
+    #[test]
     fn blocking_parameters() {
         let mut p = Vec::new();
         let t = query_params(&Query::blocking(42, Duration::from_secs(64)), &mut p);
