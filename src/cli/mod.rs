@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub mod backup;
 pub mod check;
+pub mod rejoin;
 
 /// Where the agent is.
 #[derive(Debug, Clone, clap::Args)]
@@ -98,6 +100,8 @@ pub enum ConsulCommand {
         #[command(subcommand)]
         command: check::CheckCommand,
     },
+    /// Join NAME again while the agent knows no other alive server.
+    Rejoin(rejoin::RejoinArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -117,6 +121,8 @@ pub enum SnapshotCommand {
         http: HttpArgs,
         file: PathBuf,
     },
+    /// Save a backup into DIR under a timestamped name; keep the newest N.
+    Backup(backup::BackupArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -208,6 +214,10 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Restore { http, file },
         } => snapshot_restore(&Api::new(&http), &file).await,
+        ConsulCommand::Snapshot {
+            command: SnapshotCommand::Backup(args),
+        } => backup::run(args).await,
+        ConsulCommand::Rejoin(args) => rejoin::run(args).await,
         ConsulCommand::Keygen => keygen(),
         ConsulCommand::Check { command } => {
             let (ok, line) = check::run(command).await;

@@ -100,6 +100,9 @@ impl AgentBuilder {
             .env_remove("PILOTFISH_ACL_TOKEN")
             .env_remove("PILOTFISH_ENCRYPT")
             .env_remove("PILOTFISH_LOG")
+            .env_remove("PILOTFISH_NODE")
+            .env_remove("PILOTFISH_ADVERTISE")
+            .env_remove("PILOTFISH_RESOLVER")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log.try_clone().expect("log handle"));

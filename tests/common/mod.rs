@@ -181,7 +181,7 @@ pub struct Ports {
 
 /// A TCP port that is free on every address in `ips` (and free for UDP
 /// too when `udp`), so each server can bind it on its own address.
-fn free_port(ips: &[Ipv4Addr], udp: bool, taken: &[u16]) -> u16 {
+pub fn free_port(ips: &[Ipv4Addr], udp: bool, taken: &[u16]) -> u16 {
     for _ in 0..200 {
         let port = TcpListener::bind((ips[0], 0))
             .and_then(|l| l.local_addr())

@@ -43,6 +43,16 @@ impl Pilotfish {
 
     /// Start with a command prefix (e.g. `unshare --pid --fork --mount-proc`).
     pub fn start_with(config: &str, prefix: &[&str]) -> Pilotfish {
+        Self::spawn(config, prefix, &[])
+    }
+
+    /// Start with these variables added to pilotfish's environment (which
+    /// its `${VAR}`s and its jobs see).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Pilotfish {
+        Self::spawn(config, &[], env)
+    }
+
+    fn spawn(config: &str, prefix: &[&str], env: &[(&str, &str)]) -> Pilotfish {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_config(dir.path(), config);
         let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
@@ -54,6 +64,7 @@ impl Pilotfish {
         ]);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)

@@ -36,7 +36,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// This node's name (default: the hostname).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "PILOTFISH_NODE")]
     pub node: Option<String>,
     #[arg(long, value_name = "DC", default_value = "dc1")]
     pub datacenter: String,
@@ -49,7 +49,7 @@ pub struct AgentArgs {
     pub bind: Option<IpAddr>,
     /// Address advertised to other nodes and in the catalog (default: the
     /// bind address, or the first private IPv4 when binding to 0.0.0.0).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "PILOTFISH_ADVERTISE")]
     pub advertise: Option<IpAddr>,
     /// Address the HTTP API and DNS listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
@@ -87,7 +87,7 @@ pub struct AgentArgs {
     #[arg(long = "retry-join", value_name = "ADDR")]
     pub retry_join: Vec<String>,
     /// DNS server that resolves --retry-join and join names (default: the system's).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "PILOTFISH_RESOLVER")]
     pub resolver: Option<String>,
     /// Allow script checks (`Args`/`ScriptArgs`).
     #[arg(long)]
