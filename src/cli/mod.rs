@@ -534,7 +534,7 @@ async fn join_targets(arg: &str, resolver: Option<SocketAddr>) -> Result<Vec<Str
         Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
         _ => (arg, None),
     };
-    let ips = resolve_all(host, resolver).await?;
+    let ips = crate::discovery::resolve::resolve_all(host, resolver).await?;
     Ok(ips
         .into_iter()
         .map(|ip| match (ip, port) {
@@ -543,44 +543,6 @@ async fn join_targets(arg: &str, resolver: Option<SocketAddr>) -> Result<Vec<Str
             (ip, None) => ip.to_string(),
         })
         .collect())
-}
-
-/// Resolve a name to all its addresses, uncached, so every retry sees the
-/// current record set.
-pub async fn resolve_all(host: &str, resolver: Option<SocketAddr>) -> Result<Vec<IpAddr>, String> {
-    use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-    use hickory_resolver::net::runtime::TokioRuntimeProvider;
-    use hickory_resolver::Resolver;
-
-    let mut opts = ResolverOpts::default();
-    opts.cache_size = 0;
-    let builder = match resolver {
-        Some(addr) => {
-            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-            for c in &mut server.connections {
-                c.port = addr.port();
-            }
-            let cfg = ResolverConfig::from_name_servers(vec![server]);
-            Resolver::builder_with_config(cfg, TokioRuntimeProvider::default())
-        }
-        None => Resolver::builder_tokio()
-            .map_err(|e| format!("reading the system resolver config: {e}"))?,
-    };
-    let resolver = builder
-        .with_options(opts)
-        .build()
-        .map_err(|e| format!("building the DNS resolver: {e}"))?;
-    let answer = resolver
-        .lookup_ip(host)
-        .await
-        .map_err(|e| format!("resolving {host}: {e}"))?;
-    let mut ips: Vec<IpAddr> = answer.iter().collect();
-    ips.sort();
-    ips.dedup();
-    if ips.is_empty() {
-        return Err(format!("resolving {host}: no addresses"));
-    }
-    Ok(ips)
 }
 
 async fn join(
