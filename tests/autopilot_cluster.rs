@@ -110,7 +110,10 @@ fn resolve(name: &str, server: SocketAddr) -> Result<Vec<IpAddr>, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?
-        .block_on(pilotfish::cli::resolve_all(name, Some(server)))
+        .block_on(pilotfish::discovery::resolve::resolve_all(
+            name,
+            Some(server),
+        ))
 }
 
 // ---------------------------------------------------------------- the servers

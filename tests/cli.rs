@@ -1,6 +1,6 @@
-//! The Consul-style CLI against a real `pilotfish agent --dev`: the texts and
-//! exit codes scripts depend on (`consul info`'s `\tnum_peers = N`, `kv get`,
-//! `join` by a DNS name, `leave`).
+//! The Consul-style CLI against a real `pilotfish agent --dev` (and against
+//! none): the texts and exit codes scripts depend on (`consul info`'s
+//! `\tnum_peers = N`, `kv get`, `join` by a DNS name, `leave`).
 
 // Only parts of the cluster harness are used here.
 #[allow(dead_code, unused_imports)]
@@ -104,6 +104,34 @@ fn info_members_and_catalog() {
         "{}",
         text(&tagged)
     );
+}
+
+#[test]
+fn without_an_agent_every_command_says_where_it_looked() {
+    // Nothing listens on loopback's port 1.
+    for (args, prefix) in [
+        (&["info"][..], ""),
+        (&["kv", "get", "k"], "Error querying Consul agent: "),
+        (&["kv", "put", "k", "v"], "Error! Failed writing data: "),
+        (&["leave"], ""),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_pilotfish"))
+            .args(args)
+            .env("CONSUL_HTTP_ADDR", "127.0.0.1:1")
+            .env_remove("CONSUL_HTTP_TOKEN")
+            .output()
+            .expect("run pilotfish");
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = err(&o);
+        assert!(
+            e.starts_with(&format!(
+                "{prefix}Error connecting to the agent at http://127.0.0.1:1: "
+            )) && e.ends_with(
+                " (is `pilotfish agent` running? set --http-addr or CONSUL_HTTP_ADDR)\n"
+            ),
+            "{args:?}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -2,15 +2,24 @@
 //! `leave`, `force-leave`, `kv get|put|delete`, `catalog services`,
 //! `snapshot save|restore`. Like the `consul` CLI they
 //! are plain HTTP clients of `--http-addr` / `$CONSUL_HTTP_ADDR` (host:port or
-//! a URL; default 127.0.0.1:8500) with the token from `$CONSUL_HTTP_TOKEN`, and
-//! they print exactly what `consul` prints, because scripts parse it (the
-//! autopilot Consul image reads `\tnum_peers = N` from `consul info`).
+//! a URL; default 127.0.0.1:8500) with the token from `$CONSUL_HTTP_TOKEN`,
+//! through `discovery::client` and its typed answers, and they print exactly
+//! what `consul` prints, because scripts parse it (the autopilot Consul image
+//! reads `\tnum_peers = N` from `consul info`). `failure` words the client's
+//! errors as users read them.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde::Deserialize;
+
+use crate::discovery::api::agent::Member;
+use crate::discovery::api::kv::{base64_decode, base64_encode, KvPair};
+use crate::discovery::client::{self, Client, Query};
+// The snapshot file format, to verify a file before it is sent and after it
+// is written; the server is reached only over HTTP.
+use crate::discovery::server::http::snapshot;
 
 pub mod backup;
 pub mod check;
@@ -170,50 +179,36 @@ fn keygen() -> Result<Out, String> {
     let mut key = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
         .map_err(|_| "Error generating key: the system's random source failed".to_string())?;
-    Ok(Out::ok(crate::discovery::api::kv::base64_encode(&key)))
+    Ok(Out::ok(base64_encode(&key)))
 }
 
 /// Run one command; returns the exit status.
 pub async fn run(cmd: ConsulCommand) -> i32 {
     let result = match cmd {
-        ConsulCommand::Info { http } => info(&Api::new(&http)).await,
+        ConsulCommand::Info { http } => info(&http).await,
         ConsulCommand::Members {
             http,
             detailed,
             status,
-        } => members(&Api::new(&http), detailed, status.as_deref()).await,
+        } => members(&http, detailed, status.as_deref()).await,
         ConsulCommand::Join {
             http,
             resolver,
             wan,
             addresses,
-        } => join(&Api::new(&http), resolver, wan, &addresses).await,
-        ConsulCommand::Leave { http } => Api::new(&http)
-            .send(reqwest::Method::PUT, "/v1/agent/leave", None)
-            .await
-            .map(|_| Out::ok("Graceful leave complete")),
+        } => join(&http, resolver, wan, &addresses).await,
+        ConsulCommand::Leave { http } => leave(&http).await,
         ConsulCommand::Kv { command } => kv(command).await,
         ConsulCommand::Catalog {
             command: CatalogCommand::Services { http, tags },
-        } => catalog_services(&Api::new(&http), tags).await,
-        ConsulCommand::ForceLeave { http, prune, node } => {
-            let path = format!(
-                "/v1/agent/force-leave/{}{}",
-                encode_path(&node),
-                if prune { "?prune=1" } else { "" }
-            );
-            Api::new(&http)
-                .send(reqwest::Method::PUT, &path, None)
-                .await
-                .map(|_| Out::ok(""))
-                .map_err(|e| format!("Error force leaving: {e}"))
-        }
+        } => catalog_services(&http, tags).await,
+        ConsulCommand::ForceLeave { http, prune, node } => force_leave(&http, &node, prune).await,
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Save { http, stale, file },
-        } => snapshot_save(&Api::new(&http), stale, &file).await,
+        } => snapshot_save(&http, stale, &file).await,
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Restore { http, file },
-        } => snapshot_restore(&Api::new(&http), &file).await,
+        } => snapshot_restore(&http, &file).await,
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Backup(args),
         } => backup::run(args).await,
@@ -253,13 +248,40 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
 }
 
 /// The discovery client for `--http-addr` and the token.
-fn client(http: &HttpArgs) -> Result<crate::discovery::client::Client, String> {
-    crate::discovery::client::Client::new(&crate::discovery::client::Options {
+fn client(http: &HttpArgs) -> Result<Client, String> {
+    Client::new(&client::Options {
         address: http.http_addr.clone(),
         token: http.token.clone(),
         tls: Default::default(),
     })
     .map_err(|e| e.to_string())
+}
+
+/// A failed call as the user reads it; the one place that words a
+/// `client::Error`. A status is Consul's `Unexpected response code: N
+/// (body)`, plus what to do about a 403: the agent wants a token
+/// (`--acl-token`) this command did not send, or sent a wrong one.
+fn failure(c: &Client, e: client::Error) -> String {
+    match e {
+        client::Error::Unreachable { addr, detail } => format!(
+            "Error connecting to the agent at {addr}: {detail} (is `pilotfish agent` running? set --http-addr or CONSUL_HTTP_ADDR)"
+        ),
+        client::Error::Status { code, body } => {
+            let mut text = format!("Unexpected response code: {code} ({body})");
+            if code == 403 {
+                text.push_str(if c.token().is_some() {
+                    "; the token in CONSUL_HTTP_TOKEN/--token was refused: use the agent's --acl-token"
+                } else {
+                    "; the agent requires an ACL token: set CONSUL_HTTP_TOKEN or --token to its --acl-token"
+                });
+            }
+            text
+        }
+        client::Error::Decode { path, detail } => {
+            format!("Error decoding the agent's answer to {path}: {detail}")
+        }
+        client::Error::Config(text) => text,
+    }
 }
 
 /// What a command prints and its exit status.
@@ -277,140 +299,81 @@ impl Out {
     }
 }
 
-/// A minimal HTTP client of the agent.
-struct Api {
-    base: String,
-    token: Option<String>,
-    client: reqwest::Client,
+/// What `consul info` prints of `/v1/agent/self`: its `Stats`, sections of
+/// `key = value` lines.
+#[derive(Debug, Deserialize)]
+struct Stats(BTreeMap<String, StatSection>);
+
+/// A section of `Stats`; Consul's are string maps, anything else prints as
+/// its name alone.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StatSection {
+    Lines(BTreeMap<String, StatValue>),
+    Other(serde::de::IgnoredAny),
 }
 
-impl Api {
-    fn new(args: &HttpArgs) -> Api {
-        let addr = args.http_addr.trim_end_matches('/');
-        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        Api {
-            base,
-            token: args.token.clone().filter(|t| !t.is_empty()),
-            client: {
-                crate::discovery::server::tls::install_default_provider();
-                reqwest::Client::new()
-            },
-        }
-    }
+/// A value as `consul info` prints it: a string as it is; `null` as
+/// nothing; a number, boolean, list or object as its JSON text.
+#[derive(Debug)]
+struct StatValue(String);
 
-    /// Send a request; a non-2xx answer becomes an error carrying Consul's body.
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<reqwest::Response, String> {
-        let mut req = self.client.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.header("X-Consul-Token", t);
-        }
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let resp = req.send().await.map_err(|e| {
-            format!(
-                "Error connecting to the agent at {}: {e} (is `pilotfish agent` running? set --http-addr or CONSUL_HTTP_ADDR)",
-                self.base
-            )
-        })?;
-        if resp.status().is_success() {
-            Ok(resp)
-        } else {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            Err(unexpected(status, &text, self.token.is_some()))
-        }
-    }
-
-    async fn get_json(&self, path: &str) -> Result<Value, String> {
-        let resp = self.send(reqwest::Method::GET, path, None).await?;
-        resp.json()
-            .await
-            .map_err(|e| format!("Error decoding the agent's answer to {path}: {e}"))
+impl<'de> Deserialize<'de> for StatValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The CLI's one `serde_json::Value`, and why: Consul writes strings
+        // (Go's map[string]string), but `/v1/agent/self` is free-form (it
+        // differs by version and by server), so a leaf may be any JSON, and
+        // `info` prints a non-string one as its JSON text, which `Value`
+        // writes.
+        Ok(StatValue(match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        }))
     }
 }
 
-/// Consul's `Unexpected response code: N (body)`, plus what to do about a
-/// 403: the agent wants a token (`--acl-token`) this command did not send,
-/// or sent a wrong one.
-fn unexpected(status: reqwest::StatusCode, body: &str, had_token: bool) -> String {
-    let mut text = format!(
-        "Unexpected response code: {} ({})",
-        status.as_u16(),
-        body.trim()
-    );
-    if status == reqwest::StatusCode::FORBIDDEN {
-        text.push_str(if had_token {
-            "; the token in CONSUL_HTTP_TOKEN/--token was refused: use the agent's --acl-token"
-        } else {
-            "; the agent requires an ACL token: set CONSUL_HTTP_TOKEN or --token to its --acl-token"
-        });
-    }
-    text
-}
-
-/// Percent-encode a path segment (keys and IDs may hold any character).
-fn encode_path(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// A JSON value printed the way Go's `%s` prints the strings of `consul info`.
-fn go_string(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+impl Stats {
+    /// `Stats` from `/v1/agent/self`, or Consul's error naming the answer.
+    fn of(me: &BTreeMap<String, serde_json::Value>) -> Result<Stats, String> {
+        me.get("Stats")
+            .and_then(|s| Stats::deserialize(s).ok())
+            .ok_or_else(|| {
+                format!(
+                    "Agent response did not contain 'Stats' key: {}",
+                    serde_json::to_string(me).unwrap_or_default()
+                )
+            })
     }
 }
 
-async fn info(api: &Api) -> Result<Out, String> {
-    let me = api.get_json("/v1/agent/self").await?;
-    let Some(stats) = me.get("Stats").and_then(Value::as_object) else {
-        return Err(format!("Agent response did not contain 'Stats' key: {me}"));
-    };
-    Ok(Out::ok(format_info(stats)))
+async fn info(http: &HttpArgs) -> Result<Out, String> {
+    let c = client(http)?;
+    let me = c.agent_self().await.map_err(|e| failure(&c, e))?;
+    Ok(Out::ok(format_info(&Stats::of(&me)?)))
 }
 
 /// `consul info`'s layout: sorted sections, sorted `\tkey = value` lines.
-fn format_info(stats: &serde_json::Map<String, Value>) -> String {
-    let sections: BTreeMap<&String, &Value> = stats.iter().collect();
+fn format_info(stats: &Stats) -> String {
     let mut out = String::new();
-    for (name, values) in sections {
+    for (name, section) in &stats.0 {
         out.push_str(&format!("{name}:\n"));
-        if let Some(obj) = values.as_object() {
-            let keys: BTreeMap<&String, &Value> = obj.iter().collect();
-            for (k, v) in keys {
-                out.push_str(&format!("\t{k} = {}\n", go_string(v)));
+        if let StatSection::Lines(lines) = section {
+            for (k, v) in lines {
+                out.push_str(&format!("\t{k} = {}\n", v.0));
             }
         }
     }
     out.trim_end().to_string()
 }
 
-async fn members(api: &Api, detailed: bool, status: Option<&str>) -> Result<Out, String> {
-    let members = api.get_json("/v1/agent/members?segment=_all").await?;
-    let rows = members.as_array().cloned().unwrap_or_default();
-    Ok(format_members(&rows, detailed, status))
+async fn members(http: &HttpArgs, detailed: bool, status: Option<&str>) -> Result<Out, String> {
+    let c = client(http)?;
+    let members = c.members_all_segments().await.map_err(|e| failure(&c, e))?;
+    Ok(format_members(&members, detailed, status))
 }
 
-fn member_status(code: i64) -> &'static str {
+fn member_status(code: u8) -> &'static str {
     match code {
         1 => "alive",
         2 => "leaving",
@@ -420,7 +383,7 @@ fn member_status(code: i64) -> &'static str {
     }
 }
 
-fn format_members(rows: &[Value], detailed: bool, status: Option<&str>) -> Out {
+fn format_members(rows: &[Member], detailed: bool, status: Option<&str>) -> Out {
     let wanted: Option<Vec<&str>> = status.map(|s| s.split('|').map(str::trim).collect());
     let mut table: Vec<Vec<String>> = vec![if detailed {
         ["Node", "Address", "Status", "Tags"]
@@ -434,40 +397,24 @@ fn format_members(rows: &[Value], detailed: bool, status: Option<&str>) -> Out {
         .to_vec()
     }];
     let mut matched = 0;
-    let mut sorted: Vec<&Value> = rows.iter().collect();
-    sorted.sort_by_key(|m| m["Name"].as_str().unwrap_or_default().to_string());
+    let mut sorted: Vec<&Member> = rows.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
     for m in sorted {
-        let st = member_status(m["Status"].as_i64().unwrap_or(0));
+        let st = member_status(m.status);
         if wanted.as_ref().is_some_and(|w| !w.contains(&st)) {
             continue;
         }
         matched += 1;
-        let addr = m["Addr"].as_str().unwrap_or_default();
-        let port = m["Port"].as_u64().unwrap_or(0);
-        let address = match addr.parse::<IpAddr>() {
-            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
-            _ => format!("{addr}:{port}"),
+        let address = match m.addr.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]:{}", m.port),
+            _ => format!("{}:{}", m.addr, m.port),
         };
-        let tags = m["Tags"].as_object().cloned().unwrap_or_default();
-        let tag = |k: &str| {
-            tags.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let tag = |k: &str| m.tags.get(k).cloned().unwrap_or_default();
         if detailed {
-            let kv: BTreeMap<&String, String> =
-                tags.iter().map(|(k, v)| (k, go_string(v))).collect();
-            let joined: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            table.push(vec![
-                m["Name"].as_str().unwrap_or_default().into(),
-                address,
-                st.into(),
-                joined.join(","),
-            ]);
+            let joined: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            table.push(vec![m.name.clone(), address, st.into(), joined.join(",")]);
         } else {
-            let role = tag("role");
-            let kind = match role.as_str() {
+            let kind = match tag("role").as_str() {
                 "consul" => "server",
                 "node" => "client",
                 _ => "unknown",
@@ -483,7 +430,7 @@ fn format_members(rows: &[Value], detailed: bool, status: Option<&str>) -> Out {
                 "<default>"
             };
             table.push(vec![
-                m["Name"].as_str().unwrap_or_default().into(),
+                m.name.clone(),
                 address,
                 st.into(),
                 kind.into(),
@@ -502,7 +449,6 @@ fn format_members(rows: &[Value], detailed: bool, status: Option<&str>) -> Out {
     }
     Out::ok(columns(&table))
 }
-
 /// Columns padded to their widest cell, joined by two spaces (Go's columnize).
 fn columns(rows: &[Vec<String>]) -> String {
     let n = rows.iter().map(Vec::len).max().unwrap_or(0);
@@ -544,7 +490,7 @@ async fn join_targets(arg: &str, resolver: Option<SocketAddr>) -> Result<Vec<Str
         Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
         _ => (arg, None),
     };
-    let ips = resolve_all(host, resolver).await?;
+    let ips = crate::discovery::resolve::resolve_all(host, resolver).await?;
     Ok(ips
         .into_iter()
         .map(|ip| match (ip, port) {
@@ -555,50 +501,13 @@ async fn join_targets(arg: &str, resolver: Option<SocketAddr>) -> Result<Vec<Str
         .collect())
 }
 
-/// Resolve a name to all its addresses, uncached, so every retry sees the
-/// current record set.
-pub async fn resolve_all(host: &str, resolver: Option<SocketAddr>) -> Result<Vec<IpAddr>, String> {
-    use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-    use hickory_resolver::net::runtime::TokioRuntimeProvider;
-    use hickory_resolver::Resolver;
-
-    let mut opts = ResolverOpts::default();
-    opts.cache_size = 0;
-    let builder = match resolver {
-        Some(addr) => {
-            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-            for c in &mut server.connections {
-                c.port = addr.port();
-            }
-            let cfg = ResolverConfig::from_name_servers(vec![server]);
-            Resolver::builder_with_config(cfg, TokioRuntimeProvider::default())
-        }
-        None => Resolver::builder_tokio()
-            .map_err(|e| format!("reading the system resolver config: {e}"))?,
-    };
-    let resolver = builder
-        .with_options(opts)
-        .build()
-        .map_err(|e| format!("building the DNS resolver: {e}"))?;
-    let answer = resolver
-        .lookup_ip(host)
-        .await
-        .map_err(|e| format!("resolving {host}: {e}"))?;
-    let mut ips: Vec<IpAddr> = answer.iter().collect();
-    ips.sort();
-    ips.dedup();
-    if ips.is_empty() {
-        return Err(format!("resolving {host}: no addresses"));
-    }
-    Ok(ips)
-}
-
 async fn join(
-    api: &Api,
+    http: &HttpArgs,
     resolver: Option<SocketAddr>,
     wan: bool,
     args: &[String],
 ) -> Result<Out, String> {
+    let c = client(http)?;
     let mut joined = 0;
     let mut errors = Vec::new();
     for arg in args {
@@ -611,14 +520,9 @@ async fn join(
         };
         let mut any = false;
         for t in &targets {
-            let path = format!(
-                "/v1/agent/join/{}{}",
-                encode_path(t),
-                if wan { "?wan=1" } else { "" }
-            );
-            match api.send(reqwest::Method::PUT, &path, None).await {
-                Ok(_) => any = true,
-                Err(e) => errors.push(format!("Error joining address '{t}': {e}")),
+            match c.join(t, wan).await {
+                Ok(()) => any = true,
+                Err(e) => errors.push(format!("Error joining address '{t}': {}", failure(&c, e))),
             }
         }
         if any {
@@ -636,97 +540,55 @@ async fn join(
     )))
 }
 
+async fn leave(http: &HttpArgs) -> Result<Out, String> {
+    let c = client(http)?;
+    c.leave().await.map_err(|e| failure(&c, e))?;
+    Ok(Out::ok("Graceful leave complete"))
+}
+
+async fn force_leave(http: &HttpArgs, node: &str, prune: bool) -> Result<Out, String> {
+    let c = client(http)?;
+    c.force_leave(node, prune)
+        .await
+        .map_err(|e| format!("Error force leaving: {}", failure(&c, e)))?;
+    Ok(Out::ok(""))
+}
+
 async fn kv(cmd: KvCommand) -> Result<Out, String> {
     match cmd {
         KvCommand::Get { http, recurse, key } => {
-            let api = Api::new(&http);
+            let c = client(&http)?;
+            let querying = |e| format!("Error querying Consul agent: {}", failure(&c, e));
             if recurse {
-                let path = format!("/v1/kv/{}?recurse", encode_path(&key));
-                let resp = api.client.get(format!("{}{path}", api.base));
-                let resp = match &api.token {
-                    Some(t) => resp.header("X-Consul-Token", t),
-                    None => resp,
-                };
-                let resp = resp
-                    .send()
-                    .await
-                    .map_err(|e| format!("Error querying Consul agent: {e}"))?;
-                if resp.status() == reqwest::StatusCode::NOT_FOUND {
-                    return Ok(Out::ok(""));
-                }
-                if !resp.status().is_success() {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    return Err(format!(
-                        "Error querying Consul agent: {}",
-                        unexpected(status, &body, api.token.is_some())
-                    ));
-                }
-                let entries: Value = resp.json().await.map_err(|e| e.to_string())?;
+                let (entries, _) = c.kv_list(&key, &Query::default()).await.map_err(querying)?;
                 let lines: Vec<String> = entries
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        format!(
-                            "{}:{}",
-                            e["Key"].as_str().unwrap_or_default(),
-                            decode_value(&e["Value"])
-                        )
-                    })
+                    .iter()
+                    .map(|e| format!("{}:{}", e.key, value_text(e)))
                     .collect();
                 Ok(Out::ok(lines.join("\n")))
             } else {
-                let path = format!("/v1/kv/{}?raw", encode_path(&key));
-                let mut req = api.client.get(format!("{}{path}", api.base));
-                if let Some(t) = &api.token {
-                    req = req.header("X-Consul-Token", t);
+                match c.kv_get(&key, &Query::default()).await.map_err(querying)? {
+                    (Some(entry), _) => Ok(Out::ok(value_text(&entry))),
+                    (None, _) => Err(format!("Error! No key exists at: {key}")),
                 }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| format!("Error querying Consul agent: {e}"))?;
-                if resp.status() == reqwest::StatusCode::NOT_FOUND {
-                    return Err(format!("Error! No key exists at: {key}"));
-                }
-                if !resp.status().is_success() {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
-                    return Err(format!(
-                        "Error querying Consul agent: {}",
-                        unexpected(status, &body, api.token.is_some())
-                    ));
-                }
-                let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-                Ok(Out::ok(String::from_utf8_lossy(&bytes).into_owned()))
             }
         }
         KvCommand::Put { http, key, value } => {
-            let api = Api::new(&http);
-            let resp = api
-                .send(
-                    reqwest::Method::PUT,
-                    &format!("/v1/kv/{}", encode_path(&key)),
-                    Some(value.into_bytes()),
-                )
+            let c = client(&http)?;
+            let written = c
+                .kv_put(&key, value.into_bytes(), None, None)
                 .await
-                .map_err(|e| format!("Error! Failed writing data: {e}"))?;
-            let ok = resp.text().await.unwrap_or_default();
-            if ok.trim() != "true" {
-                return Err(format!("Error! Failed writing data: {}", ok.trim()));
+                .map_err(|e| format!("Error! Failed writing data: {}", failure(&c, e)))?;
+            if !written {
+                return Err("Error! Failed writing data: false".into());
             }
             Ok(Out::ok(format!("Success! Data written to: {key}")))
         }
         KvCommand::Delete { http, recurse, key } => {
-            let api = Api::new(&http);
-            let path = format!(
-                "/v1/kv/{}{}",
-                encode_path(&key),
-                if recurse { "?recurse" } else { "" }
-            );
-            api.send(reqwest::Method::DELETE, &path, None)
+            let c = client(&http)?;
+            c.kv_delete(&key, recurse)
                 .await
-                .map_err(|e| format!("Error! Did not delete key {key}: {e}"))?;
+                .map_err(|e| format!("Error! Did not delete key {key}: {}", failure(&c, e)))?;
             Ok(Out::ok(if recurse {
                 format!("Success! Deleted keys with prefix: {key}")
             } else {
@@ -736,30 +598,32 @@ async fn kv(cmd: KvCommand) -> Result<Out, String> {
     }
 }
 
-/// A KV entry's base64 `Value` as text.
-fn decode_value(v: &Value) -> String {
-    let Some(s) = v.as_str() else {
-        return String::new();
-    };
-    let bytes = crate::discovery::api::kv::base64_decode(s).unwrap_or_default();
+/// A KV entry's value as text (Consul's nil value is empty).
+fn value_text(entry: &KvPair) -> String {
+    let bytes = entry
+        .value
+        .as_deref()
+        .and_then(|v| base64_decode(v).ok())
+        .unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-async fn catalog_services(api: &Api, tags: bool) -> Result<Out, String> {
-    let services = api.get_json("/v1/catalog/services").await?;
-    let map = services.as_object().cloned().unwrap_or_default();
-    let sorted: BTreeMap<String, Value> = map.into_iter().collect();
+async fn catalog_services(http: &HttpArgs, tags: bool) -> Result<Out, String> {
+    let c = client(http)?;
+    let (services, _) = c
+        .catalog_services(&Query::default())
+        .await
+        .map_err(|e| failure(&c, e))?;
     if !tags {
         return Ok(Out::ok(
-            sorted.keys().cloned().collect::<Vec<_>>().join("\n"),
+            services.keys().cloned().collect::<Vec<_>>().join("\n"),
         ));
     }
-    let rows: Vec<Vec<String>> = sorted
-        .iter()
-        .map(|(name, t)| {
-            let mut list: Vec<String> = t.as_array().into_iter().flatten().map(go_string).collect();
+    let rows: Vec<Vec<String>> = services
+        .into_iter()
+        .map(|(name, mut list)| {
             list.sort();
-            vec![name.clone(), list.join(",")]
+            vec![name, list.join(",")]
         })
         .collect();
     Ok(Out::ok(columns(&rows)))
@@ -768,22 +632,12 @@ async fn catalog_services(api: &Api, tags: bool) -> Result<Out, String> {
 /// `snapshot save FILE`: fetch, verify, then write atomically (FILE.tmp,
 /// fsync, rename, fsync the directory), so FILE is the old file or the
 /// complete new one. Mode 0600: the file holds every KV value.
-async fn snapshot_save(api: &Api, stale: bool, file: &Path) -> Result<Out, String> {
-    use crate::discovery::server::http::snapshot;
-
-    let path = if stale {
-        "/v1/snapshot?stale"
-    } else {
-        "/v1/snapshot"
-    };
-    let resp = api
-        .send(reqwest::Method::GET, path, None)
+async fn snapshot_save(http: &HttpArgs, stale: bool, file: &Path) -> Result<Out, String> {
+    let c = client(http)?;
+    let bytes = c
+        .snapshot_save(stale)
         .await
-        .map_err(|e| format!("Error saving snapshot: {e}"))?;
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("Error saving snapshot: reading the agent's answer: {e}"))?;
+        .map_err(|e| format!("Error saving snapshot: {}", failure(&c, e)))?;
     let verified = snapshot::decode(&bytes)
         .map_err(|e| format!("Error verifying snapshot file: the agent sent a file that {e}"))?;
     write_atomically(file, &bytes)
@@ -830,9 +684,8 @@ fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// `snapshot restore FILE`: verify locally (a damaged file names itself
 /// before anything is sent), then `PUT /v1/snapshot`.
-async fn snapshot_restore(api: &Api, file: &Path) -> Result<Out, String> {
-    use crate::discovery::server::http::snapshot;
-
+async fn snapshot_restore(http: &HttpArgs, file: &Path) -> Result<Out, String> {
+    let c = client(http)?;
     let bytes = std::fs::read(file)
         .map_err(|e| format!("Error opening snapshot file {}: {e}", file.display()))?;
     snapshot::decode(&bytes).map_err(|e| {
@@ -841,9 +694,9 @@ async fn snapshot_restore(api: &Api, file: &Path) -> Result<Out, String> {
             file.display()
         )
     })?;
-    api.send(reqwest::Method::PUT, "/v1/snapshot", Some(bytes))
+    c.snapshot_restore(bytes)
         .await
-        .map_err(|e| format!("Error restoring snapshot: {e}"))?;
+        .map_err(|e| format!("Error restoring snapshot: {}", failure(&c, e)))?;
     Ok(Out::ok("Restored snapshot"))
 }
 
@@ -853,19 +706,37 @@ mod tests {
 
     #[test]
     fn info_is_sorted_go_strings() {
-        let stats: serde_json::Map<String, Value> = serde_json::from_str(
-            r#"{"raft":{"state":"Leader","num_peers":"2","applied_index":"14"},"consul":{"server":"true","leader":"true"}}"#,
+        let me: BTreeMap<String, serde_json::Value> = serde_json::from_str(
+            r#"{"Stats":{"raft":{"state":"Leader","num_peers":"2","applied_index":"14"},"consul":{"server":"true","leader":"true"}}}"#,
         )
         .unwrap();
         assert_eq!(
-            format_info(&stats),
+            format_info(&Stats::of(&me).unwrap()),
             "consul:\n\tleader = true\n\tserver = true\nraft:\n\tapplied_index = 14\n\tnum_peers = 2\n\tstate = Leader"
         );
     }
 
     #[test]
+    fn info_prints_other_values_as_json_and_needs_stats() {
+        let me: BTreeMap<String, serde_json::Value> = serde_json::from_str(
+            r#"{"Stats":{"b":{"n":2,"f":2.5,"t":true,"z":null,"l":[1,"x"],"o":{"k":"v"}},"a":"flat"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format_info(&Stats::of(&me).unwrap()),
+            "a:\nb:\n\tf = 2.5\n\tl = [1,\"x\"]\n\tn = 2\n\to = {\"k\":\"v\"}\n\tt = true\n\tz ="
+        );
+        let me: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(r#"{"Config":{"NodeName":"n1"},"Stats":"none"}"#).unwrap();
+        assert_eq!(
+            Stats::of(&me).unwrap_err(),
+            r#"Agent response did not contain 'Stats' key: {"Config":{"NodeName":"n1"},"Stats":"none"}"#
+        );
+    }
+
+    #[test]
     fn members_table_like_consul() {
-        let rows: Vec<Value> = serde_json::from_str(
+        let rows: Vec<Member> = serde_json::from_str(
             r#"[{"Name":"consul-1","Addr":"10.0.0.1","Port":8301,"Status":1,"Tags":{"role":"consul","build":"1.0.0:abc","vsn":"2","dc":"dc1"}}]"#,
         )
         .unwrap();
@@ -878,10 +749,63 @@ mod tests {
     }
 
     #[test]
-    fn values_and_paths() {
-        assert_eq!(decode_value(&Value::String("aGVsbG8=".into())), "hello");
-        assert_eq!(decode_value(&Value::Null), "");
-        assert_eq!(encode_path("a b/c:d"), "a%20b/c%3Ad");
+    fn failures_read_like_consul_with_what_to_do() {
+        let anonymous = client(&HttpArgs {
+            http_addr: "127.0.0.1:8500".into(),
+            token: None,
+        })
+        .unwrap();
+        let forbidden = || client::Error::Status {
+            code: 403,
+            body: "Permission denied".into(),
+        };
+        assert_eq!(
+            failure(&anonymous, forbidden()),
+            "Unexpected response code: 403 (Permission denied); the agent requires an ACL token: set CONSUL_HTTP_TOKEN or --token to its --acl-token"
+        );
+        let with_token = client(&HttpArgs {
+            http_addr: "127.0.0.1:8500".into(),
+            token: Some("secret".into()),
+        })
+        .unwrap();
+        assert!(failure(&with_token, forbidden()).ends_with(
+            "; the token in CONSUL_HTTP_TOKEN/--token was refused: use the agent's --acl-token"
+        ));
+        assert_eq!(
+            failure(
+                &anonymous,
+                client::Error::Status {
+                    code: 500,
+                    body: "No cluster leader".into()
+                }
+            ),
+            "Unexpected response code: 500 (No cluster leader)"
+        );
+        assert_eq!(
+            failure(
+                &anonymous,
+                client::Error::Unreachable {
+                    addr: "http://127.0.0.1:8500".into(),
+                    detail: "connection refused".into()
+                }
+            ),
+            "Error connecting to the agent at http://127.0.0.1:8500: connection refused (is `pilotfish agent` running? set --http-addr or CONSUL_HTTP_ADDR)"
+        );
+    }
+
+    #[test]
+    fn values_are_text() {
+        let entry = |value: Option<&str>| KvPair {
+            lock_index: 0,
+            key: "k".into(),
+            flags: 0,
+            value: value.map(String::from),
+            session: None,
+            create_index: 1,
+            modify_index: 1,
+        };
+        assert_eq!(value_text(&entry(Some("aGVsbG8="))), "hello");
+        assert_eq!(value_text(&entry(None)), "");
     }
 
     #[tokio::test]

@@ -431,8 +431,20 @@ impl Client {
 
     /// `GET /v1/agent/members[?wan=1]`.
     pub async fn members(&self, wan: bool) -> Result<Vec<Member>, Error> {
-        let params = flag("wan", "1", wan);
-        self.get("/v1/agent/members", &params).await
+        self.member_list(&flag("wan", "1", wan)).await
+    }
+
+    /// `GET /v1/agent/members?segment=_all`: the LAN members of every
+    /// network segment, as `consul members` asks (only Consul Enterprise has
+    /// more than one segment; elsewhere these are all the LAN members).
+    pub async fn members_all_segments(&self) -> Result<Vec<Member>, Error> {
+        self.member_list(&[("segment", "_all".to_string())]).await
+    }
+
+    async fn member_list(&self, params: &[(&str, String)]) -> Result<Vec<Member>, Error> {
+        // Go writes an empty slice as `null`.
+        let list: Option<Vec<Member>> = self.get("/v1/agent/members", params).await?;
+        Ok(list.unwrap_or_default())
     }
 
     /// `PUT /v1/agent/join/<addr>[?wan=1]`.
@@ -769,6 +781,64 @@ mod tests {
         assert_eq!(segment("web-1"), "web-1");
         assert_eq!(segment("service:web 1"), "service:web%201");
         assert_eq!(segment("a/b?c"), "a/b%3Fc");
+    }
+
+    /// An agent that answers one request with `body` (200, JSON) and
+    /// reports the request line it got.
+    async fn agent_answering(
+        body: &'static str,
+    ) -> (Client, tokio::sync::oneshot::Receiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8(head).unwrap();
+            let line = head.lines().next().unwrap_or_default().to_string();
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).await.unwrap();
+            let _ = tx.send(line);
+        });
+        let client = Client::new(&Options {
+            address: addr.to_string(),
+            ..Options::default()
+        })
+        .unwrap();
+        (client, rx)
+    }
+
+    #[tokio::test]
+    async fn members_of_all_segments_as_consul_members_asks() {
+        let (c, line) = agent_answering(
+            r#"[{"Name":"n1","Addr":"10.0.0.1","Port":8301,"Tags":{"role":"consul"},"Status":1}]"#,
+        )
+        .await;
+        let members = c.members_all_segments().await.unwrap();
+        assert_eq!(
+            line.await.unwrap(),
+            "GET /v1/agent/members?segment=_all HTTP/1.1"
+        );
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].name, "n1");
+        assert_eq!(members[0].tags["role"], "consul");
+        assert_eq!(members[0].status, 1);
+
+        // Go writes an empty member list as null.
+        let (c, _) = agent_answering("null").await;
+        assert_eq!(c.members(false).await.unwrap(), Vec::new());
     }
 
     #[test]

@@ -533,7 +533,7 @@ pub async fn resolve_targets(
             out.push(SocketAddr::new(ip, p));
             continue;
         }
-        match crate::cli::resolve_all(&host, resolver).await {
+        match crate::discovery::resolve::resolve_all(&host, resolver).await {
             Ok(ips) if !ips.is_empty() => {
                 out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, p)))
             }
