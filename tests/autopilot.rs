@@ -519,3 +519,42 @@ fn the_quickstart_runs_the_whole_pattern_with_nothing_installed() {
     let (status, log) = pf.wait(Duration::from_secs(30));
     assert!(status.success(), "{log}");
 }
+
+/// A service job that a reload adds registers like one present at start;
+/// one that a reload removes leaves the catalog.
+#[test]
+fn reload_adds_and_removes_registrations() {
+    let agent = Agent::dev().start();
+    let keeper = r#"
+[[jobs]]
+name = "keeper"
+exec = ["sleep", "1000"]
+"#;
+    let added = r#"
+[[jobs]]
+name = "late"
+exec = ["sleep", "1000"]
+port = 9100
+interfaces = ["static:127.0.0.1"]
+"#;
+    let pf = Pilotfish::start(&config_for(&agent, keeper));
+    pf.wait_ready();
+    common::runner::write_config(pf.dir(), &config_for(&agent, &format!("{keeper}{added}")));
+    let out = pf.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("late passing", || passing(&agent, "late").len() == 1);
+    common::runner::write_config(pf.dir(), &config_for(&agent, keeper));
+    let out = pf.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("late gone from the catalog", || {
+        get_json(&agent, "/v1/catalog/service/late") == serde_json::json!([])
+    });
+}

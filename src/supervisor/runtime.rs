@@ -380,11 +380,14 @@ impl Runtime {
     }
 
     /// `apply`, after deregistering every service when these effects begin
-    /// the shutdown; then registrations follow the jobs (start, reload).
+    /// the shutdown. Registrations follow the jobs: a job a reload added
+    /// gets its registration before its first spawn is carried out (so it
+    /// hears `Started`), and one that went away is deregistered after.
     async fn apply_async(&mut self, effects: Vec<Effect>) -> Option<i32> {
         if effects.contains(&Effect::ShutdownStarted) {
             self.deregister_all().await;
         }
+        self.sync_registrations();
         let code = self.apply(effects);
         self.sync_registrations();
         code
