@@ -387,6 +387,14 @@ fn test_graceful_leave() {
     for &i in &leavers {
         let out = c.cli(i, &["leave"]).expect("pilotfish leave");
         assert!(out.contains("Graceful leave complete"), "{out}");
+        // `leave` answers once the leave is done, as Consul's does: the
+        // members already know (a preStop hook can rely on it).
+        let members = c.member_statuses(stay[0]).expect("members");
+        assert!(
+            members.contains(&(c.nodes[i].name.clone(), 3)),
+            "{} should be left (3) as soon as its leave answered: {members:?}",
+            c.nodes[i].name
+        );
         let status = c.wait_exit(i, Duration::from_secs(30));
         assert!(status.success(), "{} exited with {status}", c.nodes[i].name);
     }

@@ -435,6 +435,7 @@ impl Server {
         }
         while calls.join_next().await.is_some() {}
         tracing::info!("Graceful leave complete");
+        self.mark_left();
     }
 
     /// Ask the leader (or as the leader, raft) to take this server out of

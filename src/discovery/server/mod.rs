@@ -177,6 +177,8 @@ struct Inner {
     proposer: raft::propose::Proposer,
     /// Cancelled when the API asks the agent to leave (`PUT /v1/agent/leave`).
     leave: tokio_util::sync::CancellationToken,
+    /// Cancelled once the graceful leave is done (`leave_cluster`).
+    left: tokio_util::sync::CancellationToken,
     /// When this follower last accepted entries or a heartbeat from a leader.
     last_contact: Mutex<Option<tokio::time::Instant>>,
     /// Who is in the cluster (the serf LAN pool's equivalent).
@@ -311,6 +313,7 @@ impl Server {
                 client,
                 proposer,
                 leave: tokio_util::sync::CancellationToken::new(),
+                left: tokio_util::sync::CancellationToken::new(),
                 last_contact: Mutex::new(None),
                 members,
                 agent_local: Arc::default(),
@@ -546,5 +549,14 @@ impl Server {
     /// Completes once a leave was requested.
     pub async fn leave_requested(&self) {
         self.inner.leave.cancelled().await;
+    }
+
+    /// Completes once the graceful leave is done (or gave up).
+    pub async fn left(&self) {
+        self.inner.left.cancelled().await;
+    }
+
+    fn mark_left(&self) {
+        self.inner.left.cancel();
     }
 }

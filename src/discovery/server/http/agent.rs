@@ -732,9 +732,17 @@ async fn force_leave(State(server): State<Server>, Path(node): Path<String>) -> 
     ok()
 }
 
-/// Answers 200, then the agent leaves the cluster gracefully and shuts
-/// down (as `consul leave`).
+/// The agent leaves the cluster gracefully, answers 200 once that is done
+/// (as Consul does, so `pilotfish leave` in a preStop hook returns only when
+/// the servers have let this one go), then shuts down. The leave itself is
+/// bounded (`cluster::LEAVE_QUORUM_WAIT`, then every member is told); the
+/// wait here is bounded too.
 async fn leave(State(server): State<Server>) -> Response {
     server.request_leave();
+    let _ = tokio::time::timeout(LEAVE_ANSWER_WAIT, server.left()).await;
     ok()
 }
+
+/// Longer than the leave's own bound (a quorum wait, then one probe timeout
+/// to tell the members).
+const LEAVE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
