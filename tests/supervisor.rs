@@ -239,7 +239,7 @@ fn a_stuck_health_check_does_not_delay_other_jobs() {
         [[jobs]]
         name = "stuck"
         exec = "sleep 1000"
-        health = { exec = "sleep 1000", interval = "50ms", timeout = "1h" }
+        health = { exec = ["sh", "-c", "echo $$$$ > {dir}/check.pid; exec sleep 1000"], interval = "50ms", timeout = "1h" }
         [[jobs]]
         name = "ticker"
         exec = "true"
@@ -263,6 +263,19 @@ fn a_stuck_health_check_does_not_delay_other_jobs() {
         stuck.map(|j| j["health"].clone()),
         Some(serde_json::json!("unknown"))
     );
+    // A check still running when pilotfish stops is killed with it, never
+    // left behind.
+    let check: i32 = read(&pf.dir().join("check.pid"))
+        .trim()
+        .parse()
+        .expect("the check's pid");
+    let mut pf = pf;
+    pf.signal("TERM");
+    let (status, log) = pf.wait(Duration::from_secs(20));
+    assert!(status.success(), "{log}");
+    wait_for("the stuck check to be gone", || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(check), None).is_err()
+    });
 }
 
 #[test]

@@ -239,6 +239,19 @@ pub fn signal_group(pid: u32, signal: Signal) {
 
 /// Run a job's health check: true when it exits 0 within `timeout`. On timeout
 /// its whole process group is killed and the check counts as failed.
+/// Kills a process group when dropped while armed: a health check still
+/// running when pilotfish stops (its task is dropped with the runtime) goes
+/// with it instead of outliving the supervisor.
+struct KillGroupOnDrop(Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            signal_group(pid, Signal::SIGKILL);
+        }
+    }
+}
+
 pub async fn run_health_check(
     job: &JobConfig,
     overlay: &EnvOverlay,
@@ -258,7 +271,10 @@ pub async fn run_health_check(
     };
     let pid = child.id().unwrap_or(0);
     relay_output(&mut child, &format!("check.{}", job.name), pid);
-    match tokio::time::timeout(timeout, child.wait()).await {
+    let mut abandoned = KillGroupOnDrop(Some(pid));
+    let result = tokio::time::timeout(timeout, child.wait()).await;
+    abandoned.0 = None;
+    match result {
         Ok(Ok(status)) if status.success() => (true, String::new()),
         Ok(Ok(status)) => (
             false,
