@@ -56,13 +56,7 @@ pub(super) async fn run(args: BackupArgs) -> Result<super::Out, String> {
         )
     })?;
     let file = args.dir.join(file_name(now_ms()));
-    super::write_atomically(&file, &bytes)
-        .and_then(|()| std::fs::read(&file))
-        .map_err(|e| format!("Error writing snapshot file {}: {e}", file.display()))
-        .and_then(|on_disk| {
-            snapshot::decode(&on_disk)
-                .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))
-        })?;
+    super::write_verified(&file, &bytes)?;
     let deleted = rotate(&args.dir, args.keep as usize).map_err(|e| {
         format!(
             "Saved {}, but rotating {}: {e}",

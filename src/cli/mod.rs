@@ -640,17 +640,23 @@ async fn snapshot_save(http: &HttpArgs, stale: bool, file: &Path) -> Result<Out,
         .map_err(|e| format!("Error saving snapshot: {}", failure(&c, e)))?;
     let verified = snapshot::decode(&bytes)
         .map_err(|e| format!("Error verifying snapshot file: the agent sent a file that {e}"))?;
-    write_atomically(file, &bytes)
-        .map_err(|e| format!("Error writing snapshot file {}: {e}", file.display()))?;
-    // Read back what is on disk: "verified" means the file, not the download.
-    let on_disk = std::fs::read(file)
-        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))?;
-    snapshot::decode(&on_disk)
-        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))?;
+    write_verified(file, &bytes)?;
     Ok(Out::ok(format!(
         "Saved and verified snapshot to index {}",
         verified.index
     )))
+}
+
+/// Write a snapshot file atomically, then read back what is on disk and
+/// check it: "verified" means the file, not the download.
+fn write_verified(file: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomically(file, bytes)
+        .map_err(|e| format!("Error writing snapshot file {}: {e}", file.display()))?;
+    let on_disk = std::fs::read(file)
+        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))?;
+    snapshot::decode(&on_disk)
+        .map(|_| ())
+        .map_err(|e| format!("Error verifying snapshot file {}: {e}", file.display()))
 }
 
 fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -972,37 +972,11 @@ impl Validator<'_> {
         })
     }
 
-    /// Consul's service meta limits, so the agent does not refuse the
-    /// registration later: at most 64 pairs, keys of at most 128 characters
-    /// from `[A-Za-z0-9_-]` not starting with `consul-`, values of at most 512.
+    /// Consul's service meta limits (the same check the agent makes), so
+    /// the agent does not refuse the registration later.
     fn meta(&mut self, path: &str, meta: &BTreeMap<String, String>) {
-        if meta.len() > 64 {
-            self.err(
-                path,
-                format!("has {} pairs; Consul allows at most 64", meta.len()),
-            );
-        }
-        for (k, v) in meta {
-            let kp = format!("{path}.{k}");
-            if k.is_empty()
-                || k.chars().count() > 128
-                || !k
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                self.err(
-                    &kp,
-                    "a meta key has 1-128 characters from A-Z, a-z, 0-9, _ and -",
-                );
-            } else if k.starts_with("consul-") {
-                self.err(
-                    &kp,
-                    "the prefix consul- is reserved for Consul's own meta keys",
-                );
-            }
-            if v.chars().count() > 512 {
-                self.err(&kp, "a meta value has at most 512 characters");
-            }
+        if let Err(e) = crate::discovery::api::catalog::check_meta(meta, false) {
+            self.err(path, e);
         }
     }
 

@@ -324,15 +324,7 @@ fn format_status(snapshot: &StatusSnapshot) -> String {
         snapshot.version,
         if snapshot.maintenance { "on" } else { "off" }
     ));
-    let ago = |t: Option<u64>| {
-        t.map(|t| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(t);
-            format!("{}s ago", now.saturating_sub(t))
-        })
-    };
+    let ago = |t: Option<u64>| t.map(|t| format!("{}s ago", super::unix_now().saturating_sub(t)));
     if !snapshot.services.is_empty() {
         lines.push(String::new());
         let mut rows =

@@ -66,6 +66,15 @@ pub struct StatusSnapshot {
     pub watches: Vec<WatchStatus>,
 }
 
+/// Seconds since the Unix epoch: the clock of the `*_since` and
+/// `last_change` fields below.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// One service's registration, as `supervisor::registration` last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {

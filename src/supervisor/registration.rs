@@ -14,7 +14,7 @@
 //! - an unreachable agent is logged once per outage and retried with backoff.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -194,13 +194,6 @@ fn status_text(s: CheckStatus) -> &'static str {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 struct Task {
     spec: Spec,
     /// A health check feeds the TTL; otherwise running is passing.
@@ -312,14 +305,9 @@ impl Task {
                 return;
             }
         }
-        match self
-            .client
-            .update_check(&self.spec.check_id(), status_text(status), &output)
-            .await
-        {
-            Ok(()) => self.succeeded(status),
-            Err(e @ Error::Unreachable { .. }) => self.failed("heartbeat", &e),
-            Err(e) => {
+        let heartbeat = self.heartbeat(status, &output).await;
+        let heartbeat = match heartbeat {
+            Err(e) if !matches!(e, Error::Unreachable { .. }) => {
                 // The agent answered but refused: it no longer knows the
                 // check (it restarted, or the service was deregistered behind
                 // our back). Consul says so with a 404 or, in older versions,
@@ -330,19 +318,24 @@ impl Task {
                     self.spec.id
                 );
                 self.registered = false;
-                if self.register(status).await {
-                    if let Err(e) = self
-                        .client
-                        .update_check(&self.spec.check_id(), status_text(status), &output)
-                        .await
-                    {
-                        self.failed("heartbeat", &e);
-                        return;
-                    }
-                    self.succeeded(status);
+                if !self.register(status).await {
+                    return;
                 }
+                self.heartbeat(status, &output).await
             }
+            other => other,
+        };
+        match heartbeat {
+            Ok(()) => self.succeeded(status),
+            Err(e) => self.failed("heartbeat", &e),
         }
+    }
+
+    /// `PUT /v1/agent/check/update/service:<id>` with this status and output.
+    async fn heartbeat(&self, status: CheckStatus, output: &str) -> Result<(), Error> {
+        self.client
+            .update_check(&self.spec.check_id(), status_text(status), output)
+            .await
     }
 
     /// Register with the address evaluated now; true on success.
@@ -457,7 +450,8 @@ impl Task {
         if let Ok(mut s) = self.status.lock() {
             s.state = status_text(status).into();
             if critical {
-                s.critical_since.get_or_insert_with(unix_now);
+                s.critical_since
+                    .get_or_insert_with(crate::control::unix_now);
             } else {
                 s.critical_since = None;
             }
@@ -488,7 +482,7 @@ impl Task {
         }
         if let Ok(mut s) = self.status.lock() {
             if outage {
-                s.outage_since.get_or_insert_with(unix_now);
+                s.outage_since.get_or_insert_with(crate::control::unix_now);
             }
             s.last_error = Some(text);
         }

@@ -18,7 +18,7 @@
 //!   that a service has no instances.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -95,13 +95,6 @@ fn describe(target: &WatchTarget) -> String {
         WatchTarget::Key(k) => format!("key {k}"),
         WatchTarget::Prefix(p) => format!("prefix {p}"),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The runtime's handle on one watch task; dropping it stops the task.
@@ -229,7 +222,7 @@ async fn run(
                     s.outage_since = None;
                     s.last_error = None;
                     if fired.contains(&EventKind::Changed) {
-                        s.last_change = Some(unix_now());
+                        s.last_change = Some(crate::control::unix_now());
                     }
                 }
                 metrics::gauge!(crate::telemetry::WATCH_INSTANCES, "watch" => cfg.name.clone())
@@ -255,7 +248,7 @@ async fn run(
                 }
                 if let Ok(mut s) = status.lock() {
                     if e.is_outage() {
-                        s.outage_since.get_or_insert_with(unix_now);
+                        s.outage_since.get_or_insert_with(crate::control::unix_now);
                     }
                     s.last_error = Some(e.to_string());
                 }

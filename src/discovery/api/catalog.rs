@@ -240,6 +240,50 @@ pub struct CatalogDeregistration {
     pub check_id: Option<String>,
 }
 
+// ----- Consul's meta limits (the agent, the catalog and pilotfish's own config check them) -----
+
+/// Consul's `metaMaxKeyPairs`.
+pub const META_MAX_PAIRS: usize = 64;
+/// Consul's `metaKeyMaxLength`.
+pub const META_KEY_MAX_LEN: usize = 128;
+/// Consul's `metaValueMaxLength`.
+pub const META_VALUE_MAX_LEN: usize = 512;
+/// Consul's `metaKeyReservedPrefix` (service meta; node meta may carry
+/// it, as Consul's own `consul-version` and `consul-network-segment` do).
+pub const META_RESERVED_PREFIX: &str = "consul-";
+/// Consul's `validateMetadata`, with its texts (the pair count is
+/// "Node metadata" for services too, as in Consul). Pairs are checked in
+/// key order, so the pair named is the same on every try.
+pub fn check_meta(meta: &BTreeMap<String, String>, allow_reserved: bool) -> Result<(), String> {
+    if meta.len() > META_MAX_PAIRS {
+        return Err(format!(
+            "Node metadata cannot contain more than {META_MAX_PAIRS} key/value pairs"
+        ));
+    }
+    for (key, value) in meta {
+        let why = if key.is_empty() {
+            "Key cannot be blank".to_string()
+        } else if !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            "Key contains invalid characters".to_string()
+        } else if key.len() > META_KEY_MAX_LEN {
+            format!("Key is too long (limit: {META_KEY_MAX_LEN} characters)")
+        } else if !allow_reserved && key.starts_with(META_RESERVED_PREFIX) {
+            format!("Key prefix '{META_RESERVED_PREFIX}' is reserved for internal use")
+        } else if value.len() > META_VALUE_MAX_LEN {
+            format!("Value is too long (limit: {META_VALUE_MAX_LEN} characters)")
+        } else {
+            continue;
+        };
+        return Err(format!(
+            "Couldn't load metadata pair ('{key}', '{value}'): {why}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

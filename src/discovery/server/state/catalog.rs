@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::checks::{CheckStatus, HealthCheck, StatusFilter};
 use super::session::SERF_HEALTH;
 use super::StateError;
+use crate::discovery::api::catalog::{check_meta, META_MAX_PAIRS};
 
 /// A catalog node. Indexes are ignored on input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -558,15 +559,6 @@ impl Catalog {
 
 // ----- input limits -----
 
-/// Consul's `metaMaxKeyPairs`.
-pub const META_MAX_PAIRS: usize = 64;
-/// Consul's `metaKeyMaxLength`.
-pub const META_KEY_MAX_LEN: usize = 128;
-/// Consul's `metaValueMaxLength`.
-pub const META_VALUE_MAX_LEN: usize = 512;
-/// Consul's `metaKeyReservedPrefix` (service meta; node meta may carry
-/// it, as Consul's own `consul-version` and `consul-network-segment` do).
-pub const META_RESERVED_PREFIX: &str = "consul-";
 /// Not Consul's (it has no cap): node names, service names and IDs, check
 /// names and IDs, addresses and tagged-address keys. Registrator's IDs
 /// (`host:container:port`) stay far below it.
@@ -608,39 +600,6 @@ pub enum LimitError {
         count: usize,
         max: usize,
     },
-}
-
-/// Consul's `validateMetadata`, with its texts (the pair count is
-/// "Node metadata" for services too, as in Consul). Pairs are checked in
-/// key order, so the pair named is the same on every try.
-fn check_meta(meta: &BTreeMap<String, String>, allow_reserved: bool) -> Result<(), String> {
-    if meta.len() > META_MAX_PAIRS {
-        return Err(format!(
-            "Node metadata cannot contain more than {META_MAX_PAIRS} key/value pairs"
-        ));
-    }
-    for (key, value) in meta {
-        let why = if key.is_empty() {
-            "Key cannot be blank".to_string()
-        } else if !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            "Key contains invalid characters".to_string()
-        } else if key.len() > META_KEY_MAX_LEN {
-            format!("Key is too long (limit: {META_KEY_MAX_LEN} characters)")
-        } else if !allow_reserved && key.starts_with(META_RESERVED_PREFIX) {
-            format!("Key prefix '{META_RESERVED_PREFIX}' is reserved for internal use")
-        } else if value.len() > META_VALUE_MAX_LEN {
-            format!("Value is too long (limit: {META_VALUE_MAX_LEN} characters)")
-        } else {
-            continue;
-        };
-        return Err(format!(
-            "Couldn't load metadata pair ('{key}', '{value}'): {why}"
-        ));
-    }
-    Ok(())
 }
 
 fn check_len(what: &'static str, s: &str, max: usize) -> Result<(), LimitError> {
