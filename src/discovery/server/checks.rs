@@ -259,16 +259,19 @@ pub async fn run(server: Server, shutdown: CancellationToken) {
     let mut critical_since: HashMap<String, Instant> = HashMap::new();
     let mut index = 0;
     let mut reap_at: Option<Instant> = None;
+    // The runner's own query of this node's checks (shared with nobody).
+    let watch: Arc<str> = format!("check runner\n{node}").into();
     loop {
+        let me = node.clone();
         let far = Instant::now() + Duration::from_secs(3600);
         let checks = tokio::select! {
             _ = shutdown.cancelled() => break,
-            (checks, idx) = server.block_on(index, Duration::from_secs(300), |s| s.catalog_index(), |s| s.health_node(&node).0) => {
+            (checks, idx) = server.block_on(watch.clone(), index, Duration::from_secs(300), |s| s.catalog_index(), move |s| s.health_node(&me).0) => {
                 index = idx;
                 checks
             }
             _ = tokio::time::sleep_until(reap_at.unwrap_or(far)) => {
-                server.read(|s| s.health_node(&node).0)
+                Arc::new(server.read(|s| s.health_node(&node).0))
             }
         };
         reconcile(&server, &local, &client, &mut tasks, &checks);

@@ -268,7 +268,7 @@ impl Server {
         let dir = cfg.data_dir.as_deref();
         let node_uuid = node_id(dir).map_err(ServerError::Store)?;
         let id = raft::raft_id(&node_uuid);
-        let shared = Arc::new(Shared::new());
+        let shared = Shared::new();
         let log = raft::log_store::LogStore::open(dir).map_err(ServerError::Store)?;
         let had_state = log.has_state();
         let fault = log.fault();

@@ -2,18 +2,29 @@
 //! it, shared with the raft state machine under one lock, and the waiter
 //! table of blocking queries.
 //!
-//! Blocking queries cost memory, not threads: each parked query is one entry
-//! in a waiter table holding the index it last saw and a *probe* (a function
-//! of the state returning the query's index, e.g. one key's ModifyIndex).
-//! After every apply the state machine runs each probe once under the
-//! replica's read lock and wakes only the waiters whose probe moved. A waiter
-//! registers while it holds the read lock it computed its index under, so an
-//! apply either happened before it looked or runs its probe afterwards: no
-//! lost wakeups.
+//! Blocking queries cost memory, not threads. Parked queries are grouped by
+//! their *key* (endpoint, target and parameters: the same key answers the
+//! same at the same index); a group holds a *probe* (a function of the
+//! state returning the query's index, e.g. one key's ModifyIndex), the
+//! function that renders its answer, and its waiters, each with the index
+//! it last saw. A waiter registers while it holds the read lock it computed
+//! its index under, so an apply either happened before it looked or is
+//! followed by a wake pass that sees it: no lost wakeups.
+//!
+//! Waking is off the write's path: an apply only nudges the waker task and
+//! the write is answered at once. The waker runs each group's probe once
+//! under the replica's read lock; a group whose index moved renders its
+//! answer once, and that one answer goes to every waiter of the group (N
+//! waiters cost one computation and N sends, made after the locks are
+//! released). Applies that land while a pass runs are taken by the next
+//! pass, so a burst of writes costs a few passes, not one each.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
 
 use super::state::State;
 use super::{raft, Server};
@@ -22,6 +33,8 @@ use super::{raft, Server};
 pub(crate) struct Shared {
     replica: RwLock<Replica>,
     waiters: Mutex<Waiters>,
+    /// Nudged after every apply; the waker task wakes the moved queries.
+    wake: Arc<Notify>,
     /// The last applied index, for the node's own tasks (session timers).
     applied: tokio::sync::watch::Sender<u64>,
 }
@@ -34,17 +47,22 @@ pub(crate) struct Replica {
 }
 
 impl Shared {
-    pub(super) fn new() -> Shared {
+    /// The shared replica, with its waker task on the current runtime; the
+    /// task ends with the replica.
+    pub(super) fn new() -> Arc<Shared> {
         let (applied, _) = tokio::sync::watch::channel(0);
-        Shared {
+        let shared = Arc::new(Shared {
             replica: RwLock::new(Replica {
                 state: State::new(),
                 last_log: None,
                 membership: raft::Membership::default(),
             }),
             waiters: Mutex::new(Waiters::default()),
+            wake: Arc::new(Notify::new()),
             applied,
-        }
+        });
+        tokio::spawn(waker(Arc::downgrade(&shared), shared.wake.clone()));
+        shared
     }
 
     pub(crate) fn replica(&self) -> RwLockReadGuard<'_, Replica> {
@@ -55,31 +73,70 @@ impl Shared {
         self.replica.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// After an apply: wake the parked queries whose index moved, publish
-    /// the applied index.
+    /// After an apply: publish the applied index and nudge the waker (the
+    /// wake itself is not on the write's path).
     pub(crate) fn applied(&self) {
-        let r = self.replica();
-        self.wake(&r.state);
-        self.applied.send_replace(r.state.last_applied());
+        let last = self.replica().state.last_applied();
+        self.applied.send_replace(last);
+        self.wake.notify_one();
     }
 
     fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wake the parked queries whose index moved; called after each apply
-    /// under the replica's read lock.
-    fn wake(&self, state: &State) {
-        self.waiters().parked.retain(|_, w| {
-            if (w.probe)(state) == w.seen {
-                return true;
-            }
-            if let Some(tx) = w.wake.take() {
-                // The receiver may be gone already (timed out); nothing to do.
-                let _ = tx.send(());
-            }
-            false
-        });
+    /// One wake pass: every group's probe once, one answer per group whose
+    /// index moved, sent after both locks are released.
+    fn wake_moved(&self) {
+        let mut woken = Vec::new();
+        {
+            let r = self.replica();
+            let mut waiters = self.waiters();
+            let Waiters { groups, parked, .. } = &mut *waiters;
+            let before = *parked;
+            groups.retain(|_, g| {
+                let index = (g.probe)(&r.state);
+                if g.waiters.iter().all(|w| w.seen == index) {
+                    return true;
+                }
+                let answer = (g.render)(&r.state);
+                g.waiters.retain_mut(|w| {
+                    if w.seen == index {
+                        return true;
+                    }
+                    if let Some(tx) = w.wake.take() {
+                        woken.push((tx, answer.clone(), index));
+                    }
+                    *parked -= 1;
+                    false
+                });
+                !g.waiters.is_empty()
+            });
+            debug_assert!(before - *parked >= woken.len());
+        }
+        for (tx, answer, index) in woken {
+            // The receiver may be gone already (timed out); nothing to do.
+            let _ = tx.send((answer, index));
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Let the waker task see that the replica is gone.
+        self.wake.notify_one();
+    }
+}
+
+/// The waker task: a wake pass after every nudge, until the replica is
+/// dropped.
+async fn waker(shared: Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.wake_moved();
     }
 }
 
@@ -94,29 +151,58 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
 
 /// A blocking query's index as a function of the state.
 type Probe = Arc<dyn Fn(&State) -> u64 + Send + Sync>;
+/// A query's answer, rendered once per wake and shared by its waiters.
+type Answer = Arc<dyn Any + Send + Sync>;
+type Render = Box<dyn Fn(&State) -> Answer + Send + Sync>;
+
+/// A group's key: the query's key and the type of its answer, so that two
+/// endpoints can never share an answer of another shape.
+type GroupKey = (TypeId, Arc<str>);
 
 #[derive(Default)]
 struct Waiters {
     next_id: u64,
-    parked: HashMap<u64, Waiter>,
+    groups: HashMap<GroupKey, Group>,
+    /// Waiters over all groups.
+    parked: usize,
+}
+
+/// The parked queries of one key, with the probe and rendering of the
+/// waiter that parked first (every waiter of a key would compute the same).
+struct Group {
+    probe: Probe,
+    render: Render,
+    waiters: Vec<Waiter>,
 }
 
 struct Waiter {
+    id: u64,
     /// The probe's value when the query parked.
     seen: u64,
-    probe: Probe,
-    wake: Option<tokio::sync::oneshot::Sender<()>>,
+    wake: Option<oneshot::Sender<(Answer, u64)>>,
 }
 
 /// Removes a parked query that stopped waiting (timeout, client gone).
 struct Parked<'a> {
     server: &'a Server,
+    key: &'a GroupKey,
     id: u64,
 }
 
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
-        self.server.inner.shared.waiters().parked.remove(&self.id);
+        let mut waiters = self.server.waiters();
+        let Waiters { groups, parked, .. } = &mut *waiters;
+        let Some(g) = groups.get_mut(self.key) else {
+            return;
+        };
+        if let Some(at) = g.waiters.iter().position(|w| w.id == self.id) {
+            g.waiters.swap_remove(at);
+            *parked -= 1;
+        }
+        if g.waiters.is_empty() {
+            groups.remove(self.key);
+        }
     }
 }
 
@@ -139,7 +225,7 @@ impl Server {
 
     /// How many blocking queries are parked (telemetry, tests).
     pub fn parked_queries(&self) -> usize {
-        self.waiters().parked.len()
+        self.waiters().parked
     }
 
     /// A blocking query woken only when `probe`, the query's own index (one
@@ -148,49 +234,80 @@ impl Server {
     /// `min_index`, when `wait` has passed, or at once when `min_index` is 0
     /// or ahead of the whole log (a client that saw an older incarnation of
     /// this server: a lower index makes it reset instead of hanging a wait).
-    pub async fn block_on<R>(
+    ///
+    /// Queries parked under the same `key` share one answer per wake, so
+    /// the key must name everything the answer depends on besides the
+    /// state: endpoint, target, parameters.
+    pub async fn block_on<R: Send + Sync + 'static>(
         &self,
+        key: Arc<str>,
         min_index: u64,
         wait: Duration,
         probe: impl Fn(&State) -> u64 + Send + Sync + 'static,
-        query: impl Fn(&State) -> R,
-    ) -> (R, u64) {
+        query: impl Fn(&State) -> R + Send + Sync + 'static,
+    ) -> (Arc<R>, u64) {
         let deadline = tokio::time::Instant::now() + wait;
+        let key = (TypeId::of::<R>(), key);
         let probe: Probe = Arc::new(probe);
+        let query = Arc::new(query);
         loop {
             let parked = self.read(|state| {
                 let index = probe(state);
                 if min_index == 0 || index > min_index || min_index > state.last_applied() {
-                    return Err((query(state), index));
+                    return Err((Arc::new(query(state)), index));
                 }
-                Ok(self.park(state, probe.clone()))
+                Ok(self.park(&key, index, &probe, &query))
             });
             let (id, woken) = match parked {
                 Err(answer) => return answer,
                 Ok(p) => p,
             };
-            let _parked = Parked { server: self, id };
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
-                return self.read(|state| (query(state), probe(state)));
+            let _parked = Parked {
+                server: self,
+                key: &key,
+                id,
+            };
+            match tokio::time::timeout_at(deadline, woken).await {
+                Ok(Ok((answer, index))) if index > min_index => {
+                    if let Ok(answer) = answer.downcast::<R>() {
+                        return (answer, index);
+                    }
+                }
+                // Moved, but not past the client's index (an index reset is
+                // decided by the next look): park again.
+                Ok(_) => {}
+                Err(_) => return self.read(|state| (Arc::new(query(state)), probe(state))),
             }
         }
     }
 
-    /// Park a query; called under the state read lock (see the module doc).
-    fn park(&self, state: &State, probe: Probe) -> (u64, tokio::sync::oneshot::Receiver<()>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let seen = probe(state);
-        let mut w = self.waiters();
-        let id = w.next_id;
-        w.next_id += 1;
-        w.parked.insert(
+    /// Park a query that saw `seen`; called under the state read lock (see
+    /// the module doc).
+    fn park<R: Send + Sync + 'static>(
+        &self,
+        key: &GroupKey,
+        seen: u64,
+        probe: &Probe,
+        query: &Arc<impl Fn(&State) -> R + Send + Sync + 'static>,
+    ) -> (u64, oneshot::Receiver<(Answer, u64)>) {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.waiters();
+        let id = waiters.next_id;
+        waiters.next_id += 1;
+        waiters.parked += 1;
+        let group = waiters.groups.entry(key.clone()).or_insert_with(|| {
+            let query = query.clone();
+            Group {
+                probe: probe.clone(),
+                render: Box::new(move |state| Arc::new(query(state)) as Answer),
+                waiters: Vec::with_capacity(1),
+            }
+        });
+        group.waiters.push(Waiter {
             id,
-            Waiter {
-                seen,
-                probe,
-                wake: Some(tx),
-            },
-        );
+            seen,
+            wake: Some(tx),
+        });
         (id, rx)
     }
 
@@ -220,7 +337,12 @@ mod tests {
     }
 
     fn parked_ids(server: &Server) -> Vec<u64> {
-        let mut ids: Vec<u64> = server.waiters().parked.keys().copied().collect();
+        let mut ids: Vec<u64> = server
+            .waiters()
+            .groups
+            .values()
+            .flat_map(|g| g.waiters.iter().map(|w| w.id))
+            .collect();
         ids.sort_unstable();
         ids
     }
@@ -230,14 +352,16 @@ mod tests {
         let server = server.clone();
         let index = server.read(|s| s.kv_key_index(key));
         tokio::spawn(async move {
-            server
+            let (found, index) = server
                 .block_on(
+                    key.into(),
                     index,
                     Duration::from_secs(60),
                     move |s| s.kv_key_index(key),
                     move |s| s.kv_get(key).0.is_some(),
                 )
-                .await
+                .await;
+            (*found, index)
         })
     }
 
@@ -264,19 +388,114 @@ mod tests {
         assert_eq!(server.parked_queries(), 0);
     }
 
+    /// Park `n` reads of `key` under one shared key; each counts the
+    /// renders it runs in `renders`.
+    fn watch_shared(
+        server: &Server,
+        key: &'static str,
+        renders: &Arc<std::sync::atomic::AtomicUsize>,
+    ) -> tokio::task::JoinHandle<(Arc<u64>, u64)> {
+        let (server, renders) = (server.clone(), renders.clone());
+        let index = server.read(|s| s.kv_key_index(key));
+        tokio::spawn(async move {
+            server
+                .block_on(
+                    format!("kv {key}").into(),
+                    index,
+                    Duration::from_secs(60),
+                    move |s| s.kv_key_index(key),
+                    move |s| {
+                        renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        s.kv_key_index(key)
+                    },
+                )
+                .await
+        })
+    }
+
+    #[tokio::test]
+    async fn waiters_on_one_key_share_one_answer() {
+        let server = dev().await;
+        server.write(set("a")).await.unwrap();
+        let renders = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waiters: Vec<_> = (0..50)
+            .map(|_| watch_shared(&server, "a", &renders))
+            .collect();
+        while server.parked_queries() < 50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(server.waiters().groups.len(), 1);
+        let w = server.write(set("a")).await.unwrap();
+        let mut answers = Vec::new();
+        for waiter in waiters {
+            let (answer, index) = waiter.await.unwrap();
+            assert_eq!((*answer, index), (w.index, w.index));
+            answers.push(answer);
+        }
+        // One render for all fifty, and the very same answer.
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(answers.iter().all(|a| Arc::ptr_eq(a, &answers[0])));
+        assert_eq!(server.waiters().groups.len(), 0);
+    }
+
+    /// The wake runs on the waker task, not on the write: a write is
+    /// answered while the wake it caused is still rendering.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_is_answered_before_its_wake_is_done() {
+        let server = dev().await;
+        server.write(set("a")).await.unwrap();
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let index = server.read(|s| s.kv_key_index("a"));
+        let waiter = {
+            let (server, gate) = (server.clone(), gate.clone());
+            tokio::spawn(async move {
+                server
+                    .block_on(
+                        "kv a".into(),
+                        index,
+                        Duration::from_secs(60),
+                        |s| s.kv_key_index("a"),
+                        move |s| {
+                            let (open, cv) = &*gate;
+                            let mut open = open.lock().unwrap();
+                            while !*open {
+                                open = cv.wait(open).unwrap();
+                            }
+                            s.kv_key_index("a")
+                        },
+                    )
+                    .await
+            })
+        };
+        while server.parked_queries() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // The waker is stuck rendering behind the closed gate, yet the
+        // write that woke it is answered.
+        let w = tokio::time::timeout(Duration::from_secs(10), server.write(set("a")))
+            .await
+            .expect("the write waited for its wake")
+            .unwrap();
+        assert!(!waiter.is_finished());
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        assert_eq!(waiter.await.unwrap().1, w.index);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn timed_out_queries_leave_the_table() {
         let server = dev().await;
         let index = server.read(|s| s.kv_key_index("k"));
         let (found, at) = server
             .block_on(
+                "k".into(),
                 index,
                 Duration::from_secs(5),
                 |s| s.kv_key_index("k"),
                 |s| s.kv_get("k").0.is_some(),
             )
             .await;
-        assert_eq!((found, at), (false, index));
+        assert_eq!((*found, at), (false, index));
         assert_eq!(server.parked_queries(), 0);
     }
 
@@ -297,6 +516,7 @@ mod tests {
         let server = dev().await;
         let (_, index) = server
             .block_on(
+                "k".into(),
                 1_000,
                 Duration::from_secs(60),
                 |s| s.kv_key_index("k"),

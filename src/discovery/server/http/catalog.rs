@@ -10,7 +10,7 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use super::agent::only;
-use super::query::{check_datacenter, json, json_with_index, ApiError, QueryOptions};
+use super::query::{check_datacenter, json, ApiError, QueryOptions, Rendered};
 use super::wire;
 use crate::discovery::api::agent::decode;
 use crate::discovery::api::catalog::{
@@ -73,15 +73,15 @@ async fn datacenters(State(server): State<Server>, opts: QueryOptions) -> Respon
 
 async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
-    let (map, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/services", ""));
+    drop(opts);
+    Ok(blocking
+        .answer(
+            &server,
             |s| s.catalog_index(),
-            |s| s.catalog_services().0,
+            move |s| Rendered::json(&s.catalog_services().0, pretty),
         )
-        .await;
-    Ok(json_with_index(&map, index, &opts))
+        .await)
 }
 
 async fn missing_service() -> ApiError {
@@ -100,43 +100,42 @@ async fn service(
     opts.check_dc(&server)?;
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
+    let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/service", &name));
+    drop(opts);
     // Woken only by writes that touch this service.
     let probe_name = name.clone();
-    let (rows, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    Ok(blocking
+        .answer(
+            &server,
             move |s| s.service_index(&probe_name),
-            |s| {
+            move |s| {
                 let (instances, _) = s.catalog_service(&name, &tags);
-                instances
+                let rows: Vec<CatalogService> = instances
                     .iter()
                     .map(|i| wire::catalog_service(i, &dc))
-                    .collect::<Vec<CatalogService>>()
+                    .collect();
+                Rendered::json(&rows, pretty)
             },
         )
-        .await;
-    Ok(json_with_index(&rows, index, &opts))
+        .await)
 }
 
 async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     let dc = server.config().datacenter.clone();
-    let (rows, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/nodes", ""));
+    drop(opts);
+    Ok(blocking
+        .answer(
+            &server,
             |s| s.catalog_index(),
-            |s| {
+            move |s| {
                 let (nodes, _) = s.catalog_nodes();
-                nodes
-                    .iter()
-                    .map(|n| wire::node(n, &dc))
-                    .collect::<Vec<Node>>()
+                let rows: Vec<Node> = nodes.iter().map(|n| wire::node(n, &dc)).collect();
+                Rendered::json(&rows, pretty)
             },
         )
-        .await;
-    Ok(json_with_index(&rows, index, &opts))
+        .await)
 }
 
 /// Unknown node ⇒ `null` with 200 (the Go api and consul-template expect it).
@@ -147,16 +146,16 @@ async fn node(
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     let dc = server.config().datacenter.clone();
-    let (answer, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/node", &name));
+    drop(opts);
+    Ok(blocking
+        .answer(
+            &server,
             |s| s.catalog_index(),
-            |s| {
+            move |s| {
                 let (ns, _) = s.catalog_node(&name);
-                ns.map(|ns| wire::node_services(&ns, &dc))
+                Rendered::json(&ns.map(|ns| wire::node_services(&ns, &dc)), pretty)
             },
         )
-        .await;
-    Ok(json_with_index(&answer, index, &opts))
+        .await)
 }

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::agent::only;
-use super::query::{json_with_index, ApiError, QueryOptions};
+use super::query::{ApiError, QueryOptions, Rendered};
 use super::wire;
 use crate::discovery::api::health::{HealthCheck, ServiceEntry};
 use crate::discovery::server::state::checks::StatusFilter;
@@ -51,23 +51,24 @@ async fn service(
         .unwrap_or(false);
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
+    let (pretty, blocking) = (opts.pretty, opts.blocking("health/service", &name));
+    drop(opts);
     // Woken only by writes that touch this service.
     let probe_name = name.clone();
-    let (rows, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    Ok(blocking
+        .answer(
+            &server,
             move |s| s.service_index(&probe_name),
-            |s| {
+            move |s| {
                 let (entries, _) = s.health_service(&name, &tags, passing);
-                entries
+                let rows: Vec<ServiceEntry> = entries
                     .iter()
                     .map(|e| wire::service_entry(e, &dc))
-                    .collect::<Vec<ServiceEntry>>()
+                    .collect();
+                Rendered::json(&rows, pretty)
             },
         )
-        .await;
-    Ok(json_with_index(&rows, index, &opts))
+        .await)
 }
 
 fn wire(checks: Vec<crate::discovery::server::state::checks::HealthCheck>) -> Vec<HealthCheck> {
@@ -80,16 +81,16 @@ async fn service_checks(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let (pretty, blocking) = (opts.pretty, opts.blocking("health/checks", &name));
+    drop(opts);
     let probe_name = name.clone();
-    let (rows, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    Ok(blocking
+        .answer(
+            &server,
             move |s| s.service_index(&probe_name),
-            |s| wire(s.health_service_checks(&name).0),
+            move |s| Rendered::json(&wire(s.health_service_checks(&name).0), pretty),
         )
-        .await;
-    Ok(json_with_index(&rows, index, &opts))
+        .await)
 }
 
 async fn node_checks(
@@ -98,15 +99,15 @@ async fn node_checks(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
-    let (rows, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    let (pretty, blocking) = (opts.pretty, opts.blocking("health/node", &node));
+    drop(opts);
+    Ok(blocking
+        .answer(
+            &server,
             |s| s.catalog_index(),
-            |s| wire(s.health_node(&node).0),
+            move |s| Rendered::json(&wire(s.health_node(&node).0), pretty),
         )
-        .await;
-    Ok(json_with_index(&rows, index, &opts))
+        .await)
 }
 
 async fn state(
@@ -117,13 +118,13 @@ async fn state(
     opts.check_dc(&server)?;
     let filter = StatusFilter::parse(&state)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid state: {state}")))?;
-    let (rows, index) = server
-        .block_on(
-            opts.index,
-            opts.jittered_wait(),
+    let (pretty, blocking) = (opts.pretty, opts.blocking("health/state", &state));
+    drop(opts);
+    Ok(blocking
+        .answer(
+            &server,
             |s| s.catalog_index(),
-            |s| wire(s.health_state(filter).0),
+            move |s| Rendered::json(&wire(s.health_state(filter).0), pretty),
         )
-        .await;
-    Ok(json_with_index(&rows, index, &opts))
+        .await)
 }

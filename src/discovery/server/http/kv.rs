@@ -11,12 +11,12 @@
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 
-use super::query::{self, json, json_with_index, not_found_with_index, ApiError, QueryOptions};
+use super::query::{self, json, ApiError, QueryOptions, Rendered};
 use crate::discovery::api::kv::KvPair;
 use crate::discovery::server::state::{Command, Outcome};
 use crate::discovery::server::Server;
@@ -76,89 +76,68 @@ fn head(
 }
 
 async fn get(server: Server, key: String, opts: QueryOptions) -> Result<Response, ApiError> {
-    let wait = opts.jittered_wait();
+    let pretty = opts.pretty;
     if opts.flag("keys") {
         // Consul reads the historic misspelling too; `separator` wins.
         let sep = opts
             .get("separator")
             .or_else(|| opts.get("seperator"))
             .map(String::from);
+        let blocking = opts.blocking("kv", &key);
+        drop(opts);
         let prefix = key.clone();
-        let (keys, index) = server
-            .block_on(
-                opts.index,
-                wait,
+        return Ok(blocking
+            .answer(
+                &server,
                 move |s| s.kv_prefix_index(&prefix),
-                |s| s.kv_keys(&key, sep.as_deref()).0,
-            )
-            .await;
-        // The root answers `[]`, any other empty prefix 404.
-        if keys.is_empty() && !key.is_empty() {
-            return Ok(not_found_with_index(index));
-        }
-        return Ok(json_with_index(&keys, index, &opts));
-    }
-    if opts.flag("recurse") {
-        let prefix = key.clone();
-        let (pairs, index) = server
-            .block_on(
-                opts.index,
-                wait,
-                move |s| s.kv_prefix_index(&prefix),
-                |s| {
-                    s.kv_list(&key)
-                        .0
-                        .into_iter()
-                        .map(KvPair::from)
-                        .collect::<Vec<_>>()
+                move |s| {
+                    let keys = s.kv_keys(&key, sep.as_deref()).0;
+                    // The root answers `[]`, any other empty prefix 404.
+                    if keys.is_empty() && !key.is_empty() {
+                        return Rendered::not_found();
+                    }
+                    Rendered::json(&keys, pretty)
                 },
             )
-            .await;
-        if pairs.is_empty() {
-            return Ok(not_found_with_index(index));
-        }
-        return Ok(json_with_index(&pairs, index, &opts));
+            .await);
+    }
+    if opts.flag("recurse") {
+        let blocking = opts.blocking("kv", &key);
+        drop(opts);
+        let prefix = key.clone();
+        return Ok(blocking
+            .answer(
+                &server,
+                move |s| s.kv_prefix_index(&prefix),
+                move |s| {
+                    let pairs: Vec<KvPair> =
+                        s.kv_list(&key).0.into_iter().map(KvPair::from).collect();
+                    if pairs.is_empty() {
+                        return Rendered::not_found();
+                    }
+                    Rendered::json(&pairs, pretty)
+                },
+            )
+            .await);
     }
     if key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
     }
     let raw = opts.flag("raw");
+    let blocking = opts.blocking("kv", &key);
+    drop(opts);
     let probe_key = key.clone();
-    let (entry, index) = server
-        .block_on(
-            opts.index,
-            wait,
+    Ok(blocking
+        .answer(
+            &server,
             move |s| s.kv_key_index(&probe_key),
-            |s| {
-                s.kv_get(&key).0.map(|e| {
-                    if raw {
-                        (KvPair::from(e), e.value.clone())
-                    } else {
-                        (KvPair::from(e), Vec::new())
-                    }
-                })
+            move |s| match s.kv_get(&key).0 {
+                None => Rendered::not_found(),
+                Some(e) if raw => Rendered::raw(e.value.clone()),
+                Some(e) => Rendered::json(&[KvPair::from(e)], pretty),
             },
         )
-        .await;
-    let Some((pair, value)) = entry else {
-        return Ok(not_found_with_index(index));
-    };
-    if raw {
-        let mut r = Body::from(value).into_response();
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        h.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
-        h.insert(
-            "content-security-policy",
-            HeaderValue::from_static("sandbox"),
-        );
-        query::query_headers(&mut r, index);
-        return Ok(r);
-    }
-    Ok(json_with_index(&[pair], index, &opts))
+        .await)
 }
 
 async fn put(

@@ -3,8 +3,10 @@
 //! headers that are never 0, plain-text error bodies with Consul's status codes,
 //! and the blocking-query wait rules.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -12,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::discovery::api::gofmt::{go_quote, parse_duration};
+use crate::discovery::server::state::State;
 use crate::discovery::server::Server;
 
 /// Default and maximum blocking wait (Consul's).
@@ -163,6 +166,146 @@ impl QueryOptions {
     /// Reject any datacenter but ours (empty = ours).
     pub fn check_dc(&self, server: &Server) -> Result<(), ApiError> {
         check_datacenter(self.dc.as_deref(), server)
+    }
+
+    /// The blocking read of `endpoint` on `target` (a key, a name, or
+    /// empty). Its key, which decides which parked queries share an answer,
+    /// names the endpoint, the target and every parameter but the client's
+    /// own index, wait and token (the ACL guard already let it in), each
+    /// length-prefixed so no two requests can spell the same key.
+    pub fn blocking(&self, endpoint: &str, target: &str) -> Blocking {
+        let mut key = format!("{endpoint}\n{}:{target}", target.len());
+        for (k, v) in &self.params {
+            if !matches!(k.as_str(), "index" | "wait" | "token") {
+                key.push_str(&format!("\n{}:{k}{}:{v}", k.len(), v.len()));
+            }
+        }
+        Blocking {
+            key: key.into(),
+            index: self.index,
+            wait: self.jittered_wait(),
+        }
+    }
+}
+
+/// A blocking read as a parked query keeps it: its shared key, the
+/// client's index and its wait (the options themselves are dropped).
+pub struct Blocking {
+    key: Arc<str>,
+    index: u64,
+    wait: Duration,
+}
+
+impl Blocking {
+    /// Answer with `render`'s view of the state once `probe`, the query's
+    /// index, is past the client's (see [`Server::block_on`]): every
+    /// waiter of the same key gets the one answer rendered per wake.
+    pub async fn answer(
+        self,
+        server: &Server,
+        probe: impl Fn(&State) -> u64 + Send + Sync + 'static,
+        render: impl Fn(&State) -> Rendered + Send + Sync + 'static,
+    ) -> Response {
+        let (rendered, index) = server
+            .block_on(self.key, self.index, self.wait, probe, render)
+            .await;
+        rendered.response(index)
+    }
+}
+
+/// An answer rendered once and sent by every waiter of its query: status,
+/// kind and body (shared, not copied, per response).
+pub struct Rendered {
+    status: StatusCode,
+    kind: Kind,
+    body: Bytes,
+}
+
+enum Kind {
+    Json,
+    /// A KV value as stored (`?raw`).
+    Raw,
+    Text,
+}
+
+impl Rendered {
+    /// A JSON body (indented when `pretty`).
+    pub fn json<T: Serialize>(value: &T, pretty: bool) -> Rendered {
+        let body = if pretty {
+            serde_json::to_vec_pretty(value)
+        } else {
+            serde_json::to_vec(value)
+        };
+        match body {
+            Ok(b) => Rendered {
+                status: StatusCode::OK,
+                kind: Kind::Json,
+                body: b.into(),
+            },
+            Err(e) => Rendered {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                kind: Kind::Text,
+                body: e.to_string().into(),
+            },
+        }
+    }
+
+    /// A KV value as stored (`?raw`), served so a browser won't run it.
+    pub fn raw(value: Vec<u8>) -> Rendered {
+        Rendered {
+            status: StatusCode::OK,
+            kind: Kind::Raw,
+            body: value.into(),
+        }
+    }
+
+    /// `404` with an empty body.
+    pub fn not_found() -> Rendered {
+        Rendered {
+            status: StatusCode::NOT_FOUND,
+            kind: Kind::Text,
+            body: Bytes::new(),
+        }
+    }
+
+    /// The answer with the query headers of `index`.
+    pub fn response(&self, index: u64) -> Response {
+        let mut r = self.to_response();
+        query_headers(&mut r, index);
+        r
+    }
+
+    fn to_response(&self) -> Response {
+        let mut r = Response::new(Body::from(self.body.clone()));
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        match self.kind {
+            Kind::Json => {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
+            Kind::Raw => {
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                h.insert(
+                    "x-content-type-options",
+                    HeaderValue::from_static("nosniff"),
+                );
+                h.insert(
+                    "content-security-policy",
+                    HeaderValue::from_static("sandbox"),
+                );
+            }
+            Kind::Text if !self.body.is_empty() => {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+            }
+            Kind::Text => {}
+        }
+        r
     }
 }
 
@@ -357,12 +500,6 @@ impl From<crate::discovery::server::WriteError> for ApiError {
 
 /// A 404 with an empty body and the query headers (KV not found: clients
 /// need `X-Consul-Index` to keep blocking).
-pub fn not_found_with_index(index: u64) -> Response {
-    let mut r = StatusCode::NOT_FOUND.into_response();
-    query_headers(&mut r, index);
-    r
-}
-
 /// The headers of a query endpoint: `X-Consul-Index` (never 0),
 /// `X-Consul-KnownLeader`, `X-Consul-LastContact`.
 pub fn query_headers(resp: &mut Response, index: u64) {
@@ -374,15 +511,7 @@ pub fn query_headers(resp: &mut Response, index: u64) {
 
 /// A JSON body (indented with `?pretty`).
 pub fn json<T: Serialize>(value: &T, opts: &QueryOptions) -> Response {
-    let body = if opts.pretty {
-        serde_json::to_vec_pretty(value)
-    } else {
-        serde_json::to_vec(value)
-    };
-    match body {
-        Ok(b) => ([(header::CONTENT_TYPE, "application/json")], b).into_response(),
-        Err(e) => ApiError::internal(e.to_string()).into_response(),
-    }
+    Rendered::json(value, opts.pretty).to_response()
 }
 
 /// A JSON body with the query headers.

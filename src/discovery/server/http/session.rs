@@ -10,7 +10,7 @@ use axum::routing::{get, put};
 use axum::Router;
 use serde::Serialize;
 
-use super::query::{self, json, json_with_index, ApiError, QueryOptions};
+use super::query::{self, json, ApiError, QueryOptions, Rendered};
 use super::wire;
 use crate::discovery::api::session::{CreateError, SessionCreate, SessionEntry};
 use crate::discovery::server::state::{Command, Outcome, State as NodeState, StateError};
@@ -156,30 +156,32 @@ async fn info(
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     let id = session_id(&uri, "/v1/session/info/")?;
-    let (found, index) = server
-        .block_on(opts.index, opts.jittered_wait(), table_index, |s| {
-            s.session_info(&id)
+    let (pretty, blocking) = (opts.pretty, opts.blocking("session/info", &id));
+    drop(opts);
+    Ok(blocking
+        .answer(&server, table_index, move |s| {
+            let found: Vec<SessionEntry> = s
+                .session_info(&id)
                 .0
                 .map(SessionEntry::from)
                 .into_iter()
-                .collect::<Vec<_>>()
+                .collect();
+            Rendered::json(&found, pretty)
         })
-        .await;
-    Ok(json_with_index(&found, index, &opts))
+        .await)
 }
 
 async fn list(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
-    let (all, index) = server
-        .block_on(opts.index, opts.jittered_wait(), table_index, |s| {
-            s.sessions()
-                .0
-                .into_iter()
-                .map(SessionEntry::from)
-                .collect::<Vec<_>>()
+    let (pretty, blocking) = (opts.pretty, opts.blocking("session/list", ""));
+    drop(opts);
+    Ok(blocking
+        .answer(&server, table_index, move |s| {
+            let all: Vec<SessionEntry> =
+                s.sessions().0.into_iter().map(SessionEntry::from).collect();
+            Rendered::json(&all, pretty)
         })
-        .await;
-    Ok(json_with_index(&all, index, &opts))
+        .await)
 }
 
 async fn node(
@@ -191,16 +193,19 @@ async fn node(
     let name = Some(query::path_rest(uri.path(), "/v1/session/node/")?)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing node name"))?;
-    let (found, index) = server
-        .block_on(opts.index, opts.jittered_wait(), table_index, |s| {
-            s.node_sessions(&name)
+    let (pretty, blocking) = (opts.pretty, opts.blocking("session/node", &name));
+    drop(opts);
+    Ok(blocking
+        .answer(&server, table_index, move |s| {
+            let found: Vec<SessionEntry> = s
+                .node_sessions(&name)
                 .0
                 .into_iter()
                 .map(SessionEntry::from)
-                .collect::<Vec<_>>()
+                .collect();
+            Rendered::json(&found, pretty)
         })
-        .await;
-    Ok(json_with_index(&found, index, &opts))
+        .await)
 }
 
 #[cfg(test)]
