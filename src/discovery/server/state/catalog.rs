@@ -8,10 +8,22 @@
 //! sets that service name's index. A service name with no instance left loses
 //! its entry and reads fall back to the table index, which is never lower, so
 //! per-service indexes never go backwards and a write to service A never moves
-//! the index of service B. Service names compare case-insensitively.
+//! the index of service B. Service names compare case-insensitively: indexes
+//! and `catalog/services` group names by their Unicode lower case, reads
+//! match names and tags ASCII-case-insensitively.
 //!
 //! Writes whose content equals what is stored change nothing (no index bump),
 //! so a TTL heartbeat that repeats the same status and output wakes nobody.
+//!
+//! Besides the stored tables the catalog keeps lookups derived from them, as
+//! Consul keeps memdb indexes: the instances of each service name (and of
+//! each of its tags, and the union of their tags), the service names and the
+//! checks of each node by the service they are for, and the checks in each
+//! status. A write updates what it changes, a read walks what it answers,
+//! each at O(log n) a row: nothing scans the catalog but `catalog/nodes` and
+//! `health/state/any`, whose answer is all of it. The lookups are never
+//! serialized: loading a catalog rebuilds them, so the snapshot layout is
+//! the tables' alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -69,6 +81,23 @@ pub struct Service {
 }
 
 impl Service {
+    /// An instance with the given identity and port and empty everything
+    /// else (default weights).
+    pub fn new(id: &str, name: &str, port: u16) -> Service {
+        Service {
+            id: id.to_string(),
+            name: name.to_string(),
+            tags: Vec::new(),
+            address: String::new(),
+            port,
+            meta: BTreeMap::new(),
+            enable_tag_override: false,
+            weights: Weights::default(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
     fn same_as(&self, o: &Service) -> bool {
         self.id == o.id
             && self.name == o.name
@@ -144,11 +173,16 @@ struct NodeRecord {
 }
 
 impl NodeRecord {
-    fn service_names(&self) -> BTreeSet<String> {
-        self.services
-            .values()
-            .map(|s| s.name.to_lowercase())
-            .collect()
+    /// A new node, with a passing `serfHealth` created with it.
+    fn new(node: Node) -> NodeRecord {
+        let mut serf = HealthCheck::serf_health(&node.name);
+        serf.create_index = node.create_index;
+        serf.modify_index = node.create_index;
+        NodeRecord {
+            node,
+            services: BTreeMap::new(),
+            checks: BTreeMap::from([(SERF_HEALTH.to_string(), serf)]),
+        }
     }
 
     /// The check with its service name and tags filled in.
@@ -177,43 +211,239 @@ pub struct CatalogEffects {
     pub dead_nodes: Vec<String>,
 }
 
-/// The catalog tables.
+/// The catalog tables as stored: the snapshot layout.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Catalog {
+struct Tables {
     nodes: BTreeMap<String, NodeRecord>,
     table_index: u64,
     /// lower-cased service name → last index touching it.
     service_indexes: BTreeMap<String, u64>,
 }
 
+/// (node, service ID) of one instance, or (node, check ID) of one check:
+/// ordered as answers list them.
+type RowKey = (String, String);
+
+/// The instances of one (lower-cased) service name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ServiceGroup {
+    instances: BTreeSet<RowKey>,
+    /// Tag as written → how many times the instances carry it (the
+    /// `catalog/services` union).
+    tags: BTreeMap<String, usize>,
+    /// ASCII-lower-cased tag → the instances carrying it (`?tag=`).
+    by_tag: BTreeMap<String, BTreeSet<RowKey>>,
+}
+
+/// What one node holds, by service name and by check owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NodeLookups {
+    /// Lower-cased service name → how many of the node's instances have it.
+    names: BTreeMap<String, usize>,
+    /// Service ID (`""` for node checks) → IDs of the checks naming it.
+    checks: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Lookups derived from `Tables`, kept up to date by every write and
+/// rebuilt when a catalog is loaded (see the module doc). Empty entries are
+/// removed, so an updated catalog's lookups equal a rebuilt one's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Lookups {
+    /// Lower-cased service name → its instances.
+    services: BTreeMap<String, ServiceGroup>,
+    nodes: BTreeMap<String, NodeLookups>,
+    /// Status → (node, check ID) of the checks in it.
+    by_status: BTreeMap<CheckStatus, BTreeSet<RowKey>>,
+}
+
+/// Count one more `key`.
+fn count_up(counts: &mut BTreeMap<String, usize>, key: &str) {
+    *counts.entry(key.to_string()).or_default() += 1;
+}
+
+/// Count one `key` less, forgetting it at zero.
+fn count_down(counts: &mut BTreeMap<String, usize>, key: &str) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+/// Remove `item` from the set at `key`, forgetting the set once empty.
+fn unlink<K: Ord, T: Ord>(map: &mut BTreeMap<K, BTreeSet<T>>, key: &K, item: &T) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(item);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Lookups {
+    fn build(nodes: &BTreeMap<String, NodeRecord>) -> Lookups {
+        let mut lookups = Lookups::default();
+        for (node, record) in nodes {
+            for s in record.services.values() {
+                lookups.add_service(node, s);
+            }
+            for c in record.checks.values() {
+                lookups.add_check(node, c);
+            }
+        }
+        lookups
+    }
+
+    fn add_service(&mut self, node: &str, s: &Service) {
+        let name = s.name.to_lowercase();
+        let key = (node.to_string(), s.id.clone());
+        let group = self.services.entry(name.clone()).or_default();
+        for tag in &s.tags {
+            count_up(&mut group.tags, tag);
+            group
+                .by_tag
+                .entry(tag.to_ascii_lowercase())
+                .or_default()
+                .insert(key.clone());
+        }
+        group.instances.insert(key);
+        count_up(
+            &mut self.nodes.entry(node.to_string()).or_default().names,
+            &name,
+        );
+    }
+
+    fn remove_service(&mut self, node: &str, s: &Service) {
+        let name = s.name.to_lowercase();
+        let key = (node.to_string(), s.id.clone());
+        if let Some(group) = self.services.get_mut(&name) {
+            for tag in &s.tags {
+                count_down(&mut group.tags, tag);
+                unlink(&mut group.by_tag, &tag.to_ascii_lowercase(), &key);
+            }
+            group.instances.remove(&key);
+            if group.instances.is_empty() {
+                self.services.remove(&name);
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(node) {
+            count_down(&mut n.names, &name);
+        }
+        self.forget_if_empty(node);
+    }
+
+    fn add_check(&mut self, node: &str, c: &HealthCheck) {
+        self.nodes
+            .entry(node.to_string())
+            .or_default()
+            .checks
+            .entry(c.service_id.clone())
+            .or_default()
+            .insert(c.check_id.clone());
+        self.by_status
+            .entry(c.status)
+            .or_default()
+            .insert((node.to_string(), c.check_id.clone()));
+    }
+
+    fn remove_check(&mut self, node: &str, c: &HealthCheck) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            unlink(&mut n.checks, &c.service_id, &c.check_id);
+        }
+        self.forget_if_empty(node);
+        unlink(
+            &mut self.by_status,
+            &c.status,
+            &(node.to_string(), c.check_id.clone()),
+        );
+    }
+
+    fn forget_if_empty(&mut self, node: &str) {
+        if self
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.names.is_empty() && n.checks.is_empty())
+        {
+            self.nodes.remove(node);
+        }
+    }
+
+    /// The lower-cased names of a node's services.
+    fn names_on(&self, node: &str) -> BTreeSet<String> {
+        self.nodes
+            .get(node)
+            .map(|n| n.names.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// IDs of a node's checks owned by `service_id` (`""`: node checks).
+    fn checks_of<'a>(&'a self, node: &str, service_id: &str) -> impl Iterator<Item = &'a String> {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.checks.get(service_id))
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// The catalog: the stored tables plus the lookups derived from them.
+/// Serialized, compared and loaded as its tables alone (the lookups are
+/// rebuilt on load), so snapshots keep their layout.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "Tables")]
+pub struct Catalog {
+    tables: Tables,
+    lookups: Lookups,
+}
+
+impl From<Tables> for Catalog {
+    fn from(tables: Tables) -> Catalog {
+        let lookups = Lookups::build(&tables.nodes);
+        Catalog { tables, lookups }
+    }
+}
+
+impl Serialize for Catalog {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.tables.serialize(serializer)
+    }
+}
+
+impl PartialEq for Catalog {
+    fn eq(&self, other: &Catalog) -> bool {
+        self.tables == other.tables
+    }
+}
+
+impl Eq for Catalog {}
+
 impl Catalog {
     // ----- indexes -----
 
     /// Catalog-wide index (never 0): `catalog/services`, `catalog/nodes`, `health/state`.
     pub fn table_index(&self) -> u64 {
-        self.table_index.max(1)
+        self.tables.table_index.max(1)
     }
 
     /// Index of one service name (never 0); unknown names answer the table index.
     pub fn service_index(&self, name: &str) -> u64 {
-        self.service_indexes
+        self.tables
+            .service_indexes
             .get(&name.to_lowercase())
             .copied()
-            .unwrap_or(self.table_index)
+            .unwrap_or(self.tables.table_index)
             .max(1)
     }
 
     fn touch(&mut self, idx: u64, names: BTreeSet<String>) {
-        self.table_index = self.table_index.max(idx);
+        let tables = &mut self.tables;
+        tables.table_index = tables.table_index.max(idx);
         for name in names {
-            let alive = self
-                .nodes
-                .values()
-                .any(|r| r.services.values().any(|s| s.name.to_lowercase() == name));
-            if alive {
-                self.service_indexes.insert(name, idx);
+            if self.lookups.services.contains_key(&name) {
+                tables.service_indexes.insert(name, idx);
             } else {
-                self.service_indexes.remove(&name);
+                tables.service_indexes.remove(&name);
             }
         }
     }
@@ -226,7 +456,7 @@ impl Catalog {
         if reg.node.is_empty() {
             return Err(StateError::MissingNodeName);
         }
-        let exists = self.nodes.contains_key(&reg.node);
+        let exists = self.tables.nodes.contains_key(&reg.node);
         if reg.address.is_empty() && !(reg.skip_node_update && exists) {
             return Err(StateError::MissingAddress);
         }
@@ -243,6 +473,7 @@ impl Catalog {
             let known = c.service_id.is_empty()
                 || service.as_ref().is_some_and(|s| s.id == c.service_id)
                 || self
+                    .tables
                     .nodes
                     .get(&reg.node)
                     .is_some_and(|r| r.services.contains_key(&c.service_id));
@@ -251,15 +482,15 @@ impl Catalog {
             }
         }
 
+        let lookups = &mut self.lookups;
         let mut touched = BTreeSet::new();
-        let mut node_level = false;
-        let record = self.nodes.entry(reg.node.clone()).or_insert_with(|| {
-            node_level = true;
-            let mut serf = HealthCheck::serf_health(&reg.node);
-            serf.create_index = idx;
-            serf.modify_index = idx;
-            NodeRecord {
-                node: Node {
+        let mut node_level = !exists;
+        let record = self
+            .tables
+            .nodes
+            .entry(reg.node.clone())
+            .or_insert_with(|| {
+                let record = NodeRecord::new(Node {
                     name: reg.node.clone(),
                     id: reg.node_id.clone(),
                     address: reg.address.clone(),
@@ -267,11 +498,12 @@ impl Catalog {
                     meta: reg.node_meta.clone(),
                     create_index: idx,
                     modify_index: idx,
-                },
-                services: BTreeMap::new(),
-                checks: BTreeMap::from([(SERF_HEALTH.to_string(), serf)]),
-            }
-        });
+                });
+                for c in record.checks.values() {
+                    lookups.add_check(&reg.node, c);
+                }
+                record
+            });
         if exists && !reg.skip_node_update {
             let n = &mut record.node;
             if n.id != reg.node_id
@@ -294,10 +526,12 @@ impl Catalog {
                 old => {
                     if let Some(old) = old {
                         touched.insert(old.name.to_lowercase());
+                        lookups.remove_service(&reg.node, old);
                     }
                     s.create_index = old.map_or(idx, |o| o.create_index);
                     s.modify_index = idx;
                     touched.insert(s.name.to_lowercase());
+                    lookups.add_service(&reg.node, &s);
                     record.services.insert(s.id.clone(), s);
                 }
             }
@@ -311,6 +545,9 @@ impl Catalog {
             match record.checks.get(&c.check_id) {
                 Some(old) if old.same_as(&c) => continue,
                 old => {
+                    if let Some(old) = old {
+                        lookups.remove_check(&reg.node, old);
+                    }
                     c.create_index = old.map_or(idx, |o| o.create_index);
                     c.modify_index = idx;
                 }
@@ -325,11 +562,12 @@ impl Catalog {
             } else if let Some(s) = record.services.get(&c.service_id) {
                 touched.insert(s.name.to_lowercase());
             }
+            lookups.add_check(&reg.node, &c);
             record.checks.insert(c.check_id.clone(), c);
         }
         if node_level {
-            touched.extend(record.service_names());
-            self.table_index = self.table_index.max(idx);
+            touched.extend(lookups.names_on(&reg.node));
+            self.tables.table_index = self.tables.table_index.max(idx);
         }
         if !touched.is_empty() || !effects.dead_checks.is_empty() {
             self.touch(idx, touched);
@@ -340,14 +578,22 @@ impl Catalog {
     /// Catalog deregister. Unknown node, service or check: nothing happens.
     pub fn deregister(&mut self, idx: u64, dereg: &Deregistration) -> CatalogEffects {
         let mut effects = CatalogEffects::default();
-        let Some(record) = self.nodes.get_mut(&dereg.node) else {
+        let node = dereg.node.as_str();
+        let lookups = &mut self.lookups;
+        let Some(record) = self.tables.nodes.get_mut(node) else {
             return effects;
         };
         let mut touched = BTreeSet::new();
         if dereg.service_id.is_none() && dereg.check_id.is_none() {
-            touched = record.service_names();
-            effects.dead_nodes.push(dereg.node.clone());
-            self.nodes.remove(&dereg.node);
+            touched = lookups.names_on(node);
+            for s in record.services.values() {
+                lookups.remove_service(node, s);
+            }
+            for c in record.checks.values() {
+                lookups.remove_check(node, c);
+            }
+            effects.dead_nodes.push(node.to_string());
+            self.tables.nodes.remove(node);
             self.touch(idx, touched);
             return effects;
         }
@@ -355,30 +601,29 @@ impl Catalog {
         if let Some(sid) = &dereg.service_id {
             if let Some(s) = record.services.remove(sid) {
                 touched.insert(s.name.to_lowercase());
+                lookups.remove_service(node, &s);
                 changed = true;
-                let gone: Vec<String> = record
-                    .checks
-                    .values()
-                    .filter(|c| &c.service_id == sid)
-                    .map(|c| c.check_id.clone())
-                    .collect();
+                let gone: Vec<String> = lookups.checks_of(node, sid).cloned().collect();
                 for id in gone {
-                    record.checks.remove(&id);
-                    effects.dead_checks.push((dereg.node.clone(), id));
+                    if let Some(c) = record.checks.remove(&id) {
+                        lookups.remove_check(node, &c);
+                    }
+                    effects.dead_checks.push((node.to_string(), id));
                 }
             }
         }
         if let Some(cid) = &dereg.check_id {
             if let Some(c) = record.checks.remove(cid) {
                 changed = true;
+                lookups.remove_check(node, &c);
                 effects
                     .dead_checks
-                    .push((dereg.node.clone(), c.check_id.clone()));
+                    .push((node.to_string(), c.check_id.clone()));
                 match record.services.get(&c.service_id) {
                     Some(s) if !c.service_id.is_empty() => {
                         touched.insert(s.name.to_lowercase());
                     }
-                    _ => touched.extend(record.service_names()),
+                    _ => touched.extend(lookups.names_on(node)),
                 }
             }
         }
@@ -398,6 +643,7 @@ impl Catalog {
         output: String,
     ) -> Result<CatalogEffects, StateError> {
         let record = self
+            .tables
             .nodes
             .get_mut(node)
             .ok_or_else(|| StateError::UnknownCheck(check_id.to_string()))?;
@@ -409,7 +655,11 @@ impl Catalog {
         if check.status == status && check.output == output {
             return Ok(effects);
         }
-        check.status = status;
+        if check.status != status {
+            self.lookups.remove_check(node, check);
+            check.status = status;
+            self.lookups.add_check(node, check);
+        }
         check.output = output;
         check.modify_index = idx;
         if status == CheckStatus::Critical {
@@ -419,7 +669,7 @@ impl Catalog {
         }
         let touched = match record.services.get(&check.service_id) {
             Some(s) if !check.service_id.is_empty() => BTreeSet::from([s.name.to_lowercase()]),
-            _ => record.service_names(),
+            _ => self.lookups.names_on(node),
         };
         self.touch(idx, touched);
         Ok(effects)
@@ -429,66 +679,95 @@ impl Catalog {
 
     /// The node, if registered.
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.get(name).map(|r| &r.node)
+        self.tables.nodes.get(name).map(|r| &r.node)
     }
 
     /// One service instance of a node.
     pub fn service(&self, node: &str, id: &str) -> Option<&Service> {
-        self.nodes.get(node)?.services.get(id)
+        self.tables.nodes.get(node)?.services.get(id)
     }
 
     /// One check, decorated with its service name and tags.
     pub fn check(&self, node: &str, check_id: &str) -> Option<HealthCheck> {
-        let r = self.nodes.get(node)?;
+        let r = self.tables.nodes.get(node)?;
         r.checks.get(check_id).map(|c| r.decorate(c))
     }
 
     /// All nodes, by name.
     pub fn nodes(&self) -> Vec<&Node> {
-        self.nodes.values().map(|r| &r.node).collect()
+        self.tables.nodes.values().map(|r| &r.node).collect()
     }
 
     /// A node and its services (`catalog/node/<n>`, `None` ⇒ JSON `null`).
     pub fn node_services(&self, name: &str) -> Option<NodeServices> {
-        self.nodes.get(name).map(|r| NodeServices {
+        self.tables.nodes.get(name).map(|r| NodeServices {
             node: r.node.clone(),
             services: r.services.values().cloned().collect(),
         })
     }
 
     /// Service name → union of its instances' tags (sorted, deduplicated).
+    /// Names that differ only in case are one service, spelled as its
+    /// first instance (by node, then service ID) spells it.
     pub fn services(&self) -> BTreeMap<String, Vec<String>> {
-        let mut by_lower: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
-        for s in self.nodes.values().flat_map(|r| r.services.values()) {
-            let slot = by_lower
-                .entry(s.name.to_lowercase())
-                .or_insert_with(|| (s.name.clone(), BTreeSet::new()));
-            slot.1.extend(s.tags.iter().cloned());
-        }
-        by_lower
-            .into_values()
-            .map(|(name, tags)| (name, tags.into_iter().collect()))
+        self.lookups
+            .services
+            .values()
+            .filter_map(|group| {
+                let (node, id) = group.instances.first()?;
+                let first = self.tables.nodes.get(node)?.services.get(id)?;
+                Some((first.name.clone(), group.tags.keys().cloned().collect()))
+            })
             .collect()
     }
 
+    /// The instances of a service carrying every tag in `tags`, by node
+    /// then service ID, each with its node's key and record. Walks the
+    /// instances of the rarest wanted tag, or all of the name's.
     fn instances<'a>(
         &'a self,
         name: &'a str,
         tags: &'a [String],
-    ) -> impl Iterator<Item = (&'a NodeRecord, &'a Service)> {
-        self.nodes.values().flat_map(move |r| {
-            r.services
-                .values()
-                .filter(move |s| s.name.eq_ignore_ascii_case(name) && s.has_tags(tags))
-                .map(move |s| (r, s))
-        })
+    ) -> impl Iterator<Item = (&'a str, &'a NodeRecord, &'a Service)> {
+        let rows = self
+            .lookups
+            .services
+            .get(&name.to_lowercase())
+            .and_then(|g| {
+                if tags.is_empty() {
+                    return Some(&g.instances);
+                }
+                let by_tag = tags.iter().map(|t| g.by_tag.get(&t.to_ascii_lowercase()));
+                // A tag no instance carries (None) answers nothing.
+                by_tag.min_by_key(|rows| rows.map_or(0, BTreeSet::len))?
+            });
+        rows.into_iter()
+            .flatten()
+            .filter_map(move |(node, id)| {
+                let r = self.tables.nodes.get(node)?;
+                Some((node.as_str(), r, r.services.get(id)?))
+            })
+            // The name lookup folds Unicode case; answers match ASCII case only.
+            .filter(move |(_, _, s)| s.name.eq_ignore_ascii_case(name) && s.has_tags(tags))
+    }
+
+    /// The checks of `node` owned by `service_id` (`""`: node checks), by ID.
+    fn owned_checks<'a>(
+        &'a self,
+        node: &str,
+        r: &'a NodeRecord,
+        service_id: &str,
+    ) -> impl Iterator<Item = &'a HealthCheck> {
+        self.lookups
+            .checks_of(node, service_id)
+            .filter_map(|id| r.checks.get(id))
     }
 
     /// `catalog/service/<name>?tag=..`: every instance, no health filter,
     /// ordered by node then service ID.
     pub fn service_instances(&self, name: &str, tags: &[String]) -> Vec<ServiceInstance> {
         self.instances(name, tags)
-            .map(|(r, s)| ServiceInstance {
+            .map(|(_, r, s)| ServiceInstance {
                 node: r.node.clone(),
                 service: s.clone(),
             })
@@ -505,14 +784,14 @@ impl Catalog {
         passing_only: bool,
     ) -> Vec<ServiceEntry> {
         self.instances(name, tags)
-            .map(|(r, s)| {
-                let node_checks = r.checks.values().filter(|c| c.service_id.is_empty());
-                let own = r.checks.values().filter(|c| c.service_id == s.id);
-                ServiceEntry {
-                    node: r.node.clone(),
-                    service: s.clone(),
-                    checks: node_checks.chain(own).map(|c| r.decorate(c)).collect(),
-                }
+            .map(|(node, r, s)| ServiceEntry {
+                node: r.node.clone(),
+                service: s.clone(),
+                checks: self
+                    .owned_checks(node, r, "")
+                    .chain(self.owned_checks(node, r, &s.id))
+                    .map(|c| r.decorate(c))
+                    .collect(),
             })
             .filter(|e| !passing_only || e.checks.iter().all(|c| c.status == CheckStatus::Passing))
             .collect()
@@ -520,38 +799,43 @@ impl Catalog {
 
     /// `health/node/<node>`: the node's checks.
     pub fn node_checks(&self, node: &str) -> Vec<HealthCheck> {
-        self.nodes
+        self.tables
+            .nodes
             .get(node)
             .map(|r| r.checks.values().map(|c| r.decorate(c)).collect())
             .unwrap_or_default()
     }
 
-    /// `health/checks/<service>`: the checks of all its instances.
+    /// `health/checks/<service>`: the checks of all its instances, by node
+    /// then check ID.
     pub fn service_checks(&self, name: &str) -> Vec<HealthCheck> {
-        self.nodes
-            .values()
-            .flat_map(|r| {
-                r.checks
-                    .values()
-                    .filter(|c| {
-                        r.services.get(&c.service_id).is_some_and(|s| {
-                            !c.service_id.is_empty() && s.name.eq_ignore_ascii_case(name)
-                        })
-                    })
-                    .map(|c| r.decorate(c))
-            })
-            .collect()
+        let mut rows: Vec<(&str, &NodeRecord, &HealthCheck)> = self
+            .instances(name, &[])
+            .flat_map(|(node, r, s)| self.owned_checks(node, r, &s.id).map(move |c| (node, r, c)))
+            .collect();
+        rows.sort_by(|a, b| (a.0, &a.2.check_id).cmp(&(b.0, &b.2.check_id)));
+        rows.into_iter().map(|(_, r, c)| r.decorate(c)).collect()
     }
 
-    /// `health/state/<state>`: every check in that state.
+    /// `health/state/<state>`: every check in that state, by node then
+    /// check ID.
     pub fn checks_in_state(&self, filter: StatusFilter) -> Vec<HealthCheck> {
-        self.nodes
-            .values()
-            .flat_map(|r| {
-                r.checks
-                    .values()
-                    .filter(|c| filter.matches(c.status))
-                    .map(|c| r.decorate(c))
+        let StatusFilter::Only(status) = filter else {
+            return self
+                .tables
+                .nodes
+                .values()
+                .flat_map(|r| r.checks.values().map(|c| r.decorate(c)))
+                .collect();
+        };
+        self.lookups
+            .by_status
+            .get(&status)
+            .into_iter()
+            .flatten()
+            .filter_map(|(node, id)| {
+                let r = self.tables.nodes.get(node)?;
+                Some(r.decorate(r.checks.get(id)?))
             })
             .collect()
     }
@@ -699,16 +983,8 @@ mod tests {
 
     pub(crate) fn svc(id: &str, name: &str, tags: &[&str], port: u16) -> Service {
         Service {
-            id: id.to_string(),
-            name: name.to_string(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
-            address: String::new(),
-            port,
-            meta: BTreeMap::new(),
-            enable_tag_override: false,
-            weights: Weights::default(),
-            create_index: 0,
-            modify_index: 0,
+            ..Service::new(id, name, port)
         }
     }
 
@@ -910,5 +1186,74 @@ mod tests {
         assert!(c.nodes().is_empty());
         assert!(c.node_services("n1").is_none());
         assert!(c.service_index("web") >= 3);
+    }
+
+    /// The lookups an updated catalog holds are the ones a load rebuilds.
+    fn assert_lookups_rebuilt(c: &Catalog) {
+        assert_eq!(c.lookups, Lookups::build(&c.tables.nodes));
+    }
+
+    #[test]
+    fn lookups_follow_every_write() {
+        let mut c = Catalog::default();
+        let tags = &["Primary", "primary", "v1"];
+        c.register(2, reg("n2", Some(svc("w2", "web", tags, 80)), vec![]))
+            .unwrap();
+        let check = svc_check("n1", "w1", CheckStatus::Passing);
+        let web = Some(svc("w1", "Web", &["v1"], 80));
+        c.register(3, reg("n1", web, vec![check])).unwrap();
+        assert_lookups_rebuilt(&c);
+        // Spelled as the first instance by node: n1's.
+        let services = c.services();
+        assert_eq!(services.get("Web").unwrap(), &["Primary", "primary", "v1"]);
+        assert_eq!(c.service_instances("WEB", &["PRIMARY".into()]).len(), 1);
+        // The check moves to the node, then changes status.
+        let moved = HealthCheck::new("n1", "service:w1", "c", CheckStatus::Warning);
+        c.register(4, reg("n1", None, vec![moved])).unwrap();
+        assert_lookups_rebuilt(&c);
+        assert_eq!(
+            c.health_service("web", &[], false)[0].checks.len(),
+            2,
+            "n1: serfHealth and the moved check"
+        );
+        c.update_check(5, "n1", "service:w1", CheckStatus::Critical, "x".into())
+            .unwrap();
+        assert_lookups_rebuilt(&c);
+        let critical = c.checks_in_state(StatusFilter::Only(CheckStatus::Critical));
+        assert_eq!(critical.len(), 1);
+        // Renamed and retagged under the same ID.
+        c.register(6, reg("n2", Some(svc("w2", "db", &["x"], 80)), vec![]))
+            .unwrap();
+        assert_lookups_rebuilt(&c);
+        assert_eq!(c.services().get("Web").unwrap(), &["v1"]);
+        assert_eq!((c.service_index("web"), c.service_index("db")), (6, 6));
+        let d = |node: &str, service_id: Option<&str>, check_id: Option<&str>| Deregistration {
+            node: node.into(),
+            service_id: service_id.map(String::from),
+            check_id: check_id.map(String::from),
+        };
+        c.deregister(7, &d("n1", None, Some("service:w1")));
+        assert_lookups_rebuilt(&c);
+        c.deregister(8, &d("n1", Some("w1"), None));
+        assert_lookups_rebuilt(&c);
+        assert!(!c.services().contains_key("Web"));
+        assert_eq!(c.service_index("web"), 8, "gone: the table index");
+        c.deregister(9, &d("n1", None, None));
+        c.deregister(10, &d("n2", None, None));
+        assert_eq!(c.lookups, Lookups::default(), "nothing left behind");
+    }
+
+    /// A catalog saved before the lookups existed loads, answers from
+    /// rebuilt lookups, and saves byte for byte as it was.
+    #[test]
+    fn snapshot_layout_is_unchanged() {
+        let saved = r#"{"nodes":{"n1":{"node":{"name":"n1","id":"","address":"10.0.0.1","tagged_addresses":{},"meta":{},"create_index":2,"modify_index":2},"services":{"w1":{"id":"w1","name":"Web","tags":["primary"],"address":"","port":80,"meta":{},"enable_tag_override":false,"weights":{"passing":1,"warning":1},"create_index":2,"modify_index":2}},"checks":{"c1":{"node":"n1","check_id":"c1","name":"c","status":"Passing","notes":"","output":"","service_id":"w1","service_name":"","service_tags":[],"check_type":"ttl","definition":"","create_index":2,"modify_index":2},"serfHealth":{"node":"n1","check_id":"serfHealth","name":"Serf Health Status","status":"Passing","notes":"","output":"Agent alive and reachable","service_id":"","service_name":"","service_tags":[],"check_type":"","definition":"","create_index":2,"modify_index":2}}},"n2":{"node":{"name":"n2","id":"","address":"10.0.0.1","tagged_addresses":{},"meta":{},"create_index":3,"modify_index":3},"services":{"d1":{"id":"d1","name":"db","tags":[],"address":"","port":80,"meta":{},"enable_tag_override":false,"weights":{"passing":1,"warning":1},"create_index":4,"modify_index":4},"w2":{"id":"w2","name":"web","tags":["replica","v1"],"address":"","port":80,"meta":{},"enable_tag_override":false,"weights":{"passing":1,"warning":1},"create_index":3,"modify_index":3}},"checks":{"c2":{"node":"n2","check_id":"c2","name":"c","status":"Critical","notes":"","output":"","service_id":"w2","service_name":"","service_tags":[],"check_type":"ttl","definition":"","create_index":3,"modify_index":3},"serfHealth":{"node":"n2","check_id":"serfHealth","name":"Serf Health Status","status":"Passing","notes":"","output":"Agent alive and reachable","service_id":"","service_name":"","service_tags":[],"check_type":"","definition":"","create_index":3,"modify_index":3}}}},"table_index":4,"service_indexes":{"db":4,"web":3}}"#;
+        let c: Catalog = serde_json::from_str(saved).unwrap();
+        assert_lookups_rebuilt(&c);
+        assert_eq!(c.lookups.services.len(), 2);
+        assert_eq!(c.health_service("WEB", &[], false).len(), 2);
+        assert_eq!(c.service_checks("web").len(), 2);
+        assert_eq!(c.service_index("Web"), 3);
+        assert_eq!(serde_json::to_string(&c).unwrap(), saved);
     }
 }
