@@ -128,16 +128,9 @@ async fn bind_pair() -> (UdpSocket, TcpListener) {
 
 fn service(id: &str, name: &str, tags: &[&str], address: &str, port: u16) -> Service {
     Service {
-        id: id.into(),
-        name: name.into(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         address: address.into(),
-        port,
-        meta: BTreeMap::new(),
-        enable_tag_override: false,
-        weights: Weights::default(),
-        create_index: 0,
-        modify_index: 0,
+        ..Service::new(id, name, port)
     }
 }
 
