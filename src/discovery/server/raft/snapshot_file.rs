@@ -232,21 +232,23 @@ impl AsyncSeek for SnapshotBody {
     }
 }
 
-/// A snapshot file being written: room for the header, the metadata, then
-/// the state's JSON, written through this (`Write`).
+/// A snapshot file being written: room for the header, the metadata
+/// ([`Draft::meta`]), then the state's JSON ([`Draft::state`] or
+/// [`Draft::copy`]).
 pub struct Draft {
     out: BufWriter<File>,
     /// The temp file (`None`: an anonymous one, `--dev`).
     tmp: Option<PathBuf>,
     crc: crc32fast::Hasher,
+    meta: Option<Meta>,
     meta_len: u64,
     state_len: u64,
 }
 
 impl Draft {
-    /// Start the file for a snapshot with `meta`: `raft-snapshot.tmp` in
-    /// the data dir, or an anonymous file with `--dev`.
-    pub fn create(dir: Option<&Path>, meta: &Meta) -> Result<Draft, String> {
+    /// Start a snapshot file: `raft-snapshot.tmp` in the data dir, or an
+    /// anonymous file with `--dev`. Opened before the state is locked.
+    pub fn create(dir: Option<&Path>) -> Result<Draft, String> {
         let (file, tmp) = match dir {
             Some(dir) => {
                 let tmp = dir.join(SNAPSHOT_TMP);
@@ -265,30 +267,48 @@ impl Draft {
                 (file, None)
             }
         };
-        let meta = serde_json::to_vec(meta).map_err(|e| format!("encoding the snapshot: {e}"))?;
         let mut draft = Draft {
             out: BufWriter::with_capacity(BUFFER, file),
             tmp,
             crc: crc32fast::Hasher::new(),
-            meta_len: meta.len() as u64,
+            meta: None,
+            meta_len: 0,
             state_len: 0,
         };
-        draft.crc.update(&meta);
-        let result = draft
-            .out
-            .write_all(&[b' '; HEADER_ROOM])
-            .and_then(|()| draft.out.write_all(&meta));
-        result.map_err(|e| draft.failed(&e))?;
+        let room = draft.out.write_all(&[b' '; HEADER_ROOM]);
+        room.map_err(|e| draft.failed(&e))?;
         Ok(draft)
+    }
+
+    /// Write the snapshot's metadata, once, before its state.
+    pub fn meta(&mut self, meta: Meta) -> Result<(), String> {
+        if self.meta.is_some() {
+            return Err("a snapshot's metadata is written once".into());
+        }
+        let json = serde_json::to_vec(&meta).map_err(|e| format!("encoding the snapshot: {e}"))?;
+        self.out.write_all(&json).map_err(|e| self.failed(&e))?;
+        self.crc.update(&json);
+        self.meta_len = json.len() as u64;
+        self.meta = Some(meta);
+        Ok(())
+    }
+
+    fn check_meta(&self) -> Result<(), String> {
+        match self.meta {
+            Some(_) => Ok(()),
+            None => Err("a snapshot's metadata goes before its state".into()),
+        }
     }
 
     /// Serialise the state (as a [`state::SnapshotView`]) into the file.
     pub fn state(&mut self, state: &impl Serialize) -> Result<(), String> {
+        self.check_meta()?;
         serde_json::to_writer(&mut *self, state).map_err(|e| self.failed(&e.into()))
     }
 
     /// Copy a received state's JSON into the file.
     pub fn copy(&mut self, body: &SnapshotBody) -> Result<(), String> {
+        self.check_meta()?;
         let copied = body
             .reader()
             .and_then(|mut r| std::io::copy(&mut r, &mut *self));
@@ -314,7 +334,10 @@ impl Draft {
     /// Complete the file (flush, header, fsync) and, in a data dir, put it
     /// in place (rename over the old one, drop an earlier build's file,
     /// fsync the directory). Errors name the file.
-    pub fn finish(self, meta: Meta) -> Result<SnapshotFile, String> {
+    pub fn finish(mut self) -> Result<SnapshotFile, String> {
+        let Some(meta) = self.meta.take() else {
+            return Err("a snapshot needs its metadata".into());
+        };
         let header = format!(
             "{MAGIC} format={FILE_FORMAT} meta={} state={} crc32={:08x}",
             self.meta_len,
@@ -543,9 +566,10 @@ pub(super) mod tests {
     }
 
     fn write(dir: Option<&Path>, meta: &Meta, s: &State) -> SnapshotFile {
-        let mut draft = Draft::create(dir, meta).unwrap();
+        let mut draft = Draft::create(dir).unwrap();
+        draft.meta(meta.clone()).unwrap();
         draft.state(&s.snapshot_view()).unwrap();
-        draft.finish(meta.clone()).unwrap()
+        draft.finish().unwrap()
     }
 
     fn loaded(dir: &Path) -> SnapshotFile {
@@ -675,9 +699,14 @@ pub(super) mod tests {
             json.len() as u64
         );
         assert_eq!(body.read_state().unwrap(), s.snapshot());
-        let mut draft = Draft::create(Some(dir.path()), &meta).unwrap();
+        let mut draft = Draft::create(Some(dir.path())).unwrap();
+        assert!(
+            draft.copy(&body).is_err(),
+            "the state went before the metadata"
+        );
+        draft.meta(meta.clone()).unwrap();
         draft.copy(&body).unwrap();
-        draft.finish(meta.clone()).unwrap();
+        draft.finish().unwrap();
         let back = loaded(dir.path());
         assert_eq!(body_bytes(&back).await, json);
         // No file but the snapshot is left in the data dir.

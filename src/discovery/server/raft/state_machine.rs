@@ -161,25 +161,26 @@ fn snapshot_id(last_log: Option<LogId>) -> String {
 fn build(shared: &Shared, snapshots: &Snapshots) -> Result<Snapshot<TypeConfig>, String> {
     let _writing = lock(&snapshots.writing);
     let started = Instant::now();
-    let (draft, meta, held) = {
+    let mut draft = Draft::create(snapshots.dir.as_deref())?;
+    let held = {
         let r = shared.replica();
+        let locked = Instant::now();
         if let Some(current) = lock(&snapshots.current)
             .as_ref()
             .filter(|c| c.meta.last_log_id == r.last_log)
         {
             return Ok(current.to_snapshot());
         }
-        let meta = Meta {
+        draft.meta(Meta {
             last_log_id: r.last_log,
             last_membership: r.membership.clone(),
             snapshot_id: snapshot_id(r.last_log),
-        };
-        let mut draft = Draft::create(snapshots.dir.as_deref(), &meta)?;
+        })?;
         draft.state(&r.state.snapshot_view())?;
-        (draft, meta, started.elapsed())
+        locked.elapsed()
     };
     let bytes = draft.bytes();
-    let file = draft.finish(meta)?;
+    let file = draft.finish()?;
     tracing::info!(
         "raft snapshot at index {} built: {bytes} bytes in {} ms, writes held back {} ms",
         file.index(),
@@ -267,11 +268,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let _writing = lock(&snapshots.writing);
             let file = match &snapshots.dir {
                 Some(dir) => {
-                    let mut draft =
-                        Draft::create(Some(dir), meta).map_err(|e| snapshots.failed(e))?;
-                    draft.copy(&snapshot).map_err(|e| snapshots.failed(e))?;
+                    let mut draft = Draft::create(Some(dir)).map_err(|e| snapshots.failed(e))?;
                     draft
-                        .finish(meta.clone())
+                        .meta(meta.clone())
+                        .and_then(|()| draft.copy(&snapshot))
+                        .and_then(|()| draft.finish())
                         .map_err(|e| snapshots.failed(e))?
                 }
                 None => SnapshotFile::received(meta.clone(), *snapshot),
