@@ -256,6 +256,71 @@ fn a_server_restarted_on_a_new_address_is_reached_there() {
     });
 }
 
+// ---------------------------------------------------------------- 3b. snapshots by log size
+
+/// The index up to which server `i`'s log is purged (0: none), from its
+/// `raft-log/meta.json`.
+fn purged_index(c: &Cluster, i: usize) -> u64 {
+    let path = c.nodes[i].data_dir.join("raft-log/meta.json");
+    std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|m| m["purged"]["index"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Every server, followers too, takes a snapshot once its log holds
+/// `--raft-snapshot-threshold-bytes` and purges the log it covers (past
+/// the 1024 entries kept); a server that joins afterwards can only be
+/// caught up with the leader's snapshot, and is.
+#[test]
+fn servers_snapshot_by_log_size_and_a_late_server_is_sent_a_snapshot() {
+    let mut c = Cluster::new(25, 4, 3);
+    c.args = vec!["--raft-snapshot-threshold-bytes".into(), "16384".into()];
+    for i in 0..3 {
+        c.start(i);
+    }
+    let first = [0, 1, 2];
+    let leader = c.agreed_leader(&first, CONVERGE);
+    // One entry each: more than a snapshot keeps of the log.
+    for i in 0..1500 {
+        c.put(leader, &format!("snap/{i}"), &format!("value-{i}"))
+            .expect("a write");
+    }
+    eventually(
+        "every server took a snapshot and purged its log",
+        CONVERGE,
+        || {
+            for i in first {
+                let stats = c.raft_stats(i)?;
+                let snapshot: u64 = stats["last_snapshot_index"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let purged = purged_index(&c, i);
+                if snapshot < 1200 || purged == 0 {
+                    return Err(format!(
+                        "{}: snapshot at {snapshot}, log purged up to {purged}",
+                        c.nodes[i].name
+                    ));
+                }
+                if !c.nodes[i].data_dir.join("raft-snapshot").is_file() {
+                    return Err(format!("{} has no raft-snapshot file", c.nodes[i].name));
+                }
+            }
+            Ok(())
+        },
+    );
+    c.start(3);
+    wait_value(&c, 3, "snap/0", "stale", "value-0");
+    wait_value(&c, 3, "snap/1499", "stale", "value-1499");
+    assert!(
+        c.nodes[3].data_dir.join("raft-snapshot").is_file(),
+        "the late server keeps the snapshot it was sent\n{}",
+        c.log_tail(3, 40)
+    );
+}
+
 // ---------------------------------------------------------------- 4. quorum loss
 
 #[test]

@@ -54,6 +54,7 @@ impl Dns {
             data_dir: None,
             enable_script_checks: false,
             recursors,
+            snapshot_threshold: pilotfish::discovery::server::raft::compaction::SNAPSHOT_THRESHOLD,
         })
         .await
         .unwrap();

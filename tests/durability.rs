@@ -1,5 +1,5 @@
 //! Crash tests for the data dir (the raft log in `raft-log/`, the state
-//! snapshot in `raft-snapshot.json`).
+//! snapshot in `raft-snapshot`).
 //!
 //! Library level: a lone server on a data dir, written to through
 //! `Server::write`, stopped without a leave and reopened: the same state,
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::agent::{free_port, Agent};
 use common::Response;
-use pilotfish::discovery::server::raft::state_machine::SNAPSHOT_FILE;
+use pilotfish::discovery::server::raft::snapshot_file::SNAPSHOT_FILE;
 use pilotfish::discovery::server::state::session::{SessionBehavior, SessionRequest};
 use pilotfish::discovery::server::state::{catalog::Registration, Command, State};
 use pilotfish::discovery::server::{Server, ServerConfig};
@@ -212,6 +212,58 @@ async fn a_snapshot_then_more_writes_recover_and_the_log_is_purged() {
     }
     let server = restart_and_compare(server, tmp.path()).await;
     assert_eq!(server.read(|s| s.kv_list("after/").0.len()), 20);
+}
+
+/// Snapshots are taken by the log's size in bytes, not its entry count:
+/// with a data dir and in memory (`--dev`), none below the threshold, and
+/// past it snapshots follow and the log they cover is purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_past_the_threshold_in_bytes_is_snapshotted_and_purged() {
+    for dev in [false, true] {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let cfg = ServerConfig {
+            snapshot_threshold: 16 * 1024,
+            data_dir: (!dev).then(|| tmp.path().to_path_buf()),
+            ..config(tmp.path())
+        };
+        let server = Server::open(cfg).await.expect("open");
+        // About 1.5 KiB an entry: 12 KiB of log, under the threshold.
+        let value = "v".repeat(1024);
+        for i in 0..8 {
+            write(&server, set(&format!("big/{i}"), &value)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            server.raft().metrics().borrow().snapshot,
+            None,
+            "dev: {dev}"
+        );
+        // Small entries, more than a snapshot keeps of the log (1024).
+        for i in 0..1500 {
+            write(&server, set(&format!("small/{i}"), "x")).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (snapshot, purged) = {
+                let m = server.raft().metrics();
+                let m = m.borrow();
+                (m.snapshot, m.purged)
+            };
+            if snapshot.is_some_and(|s| s.index > 1024) && purged.is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dev: {dev}: snapshot {snapshot:?}, purged {purged:?} after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !dev {
+            assert!(tmp.path().join(SNAPSHOT_FILE).is_file());
+            let server = restart_and_compare(server, tmp.path()).await;
+            assert_eq!(server.read(|s| s.kv_list("small/").0.len()), 1500);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

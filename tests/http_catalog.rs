@@ -47,6 +47,7 @@ async fn start(enable_script_checks: bool) -> Agent {
         data_dir: None,
         enable_script_checks,
         recursors: vec![],
+        snapshot_threshold: pilotfish::discovery::server::raft::compaction::SNAPSHOT_THRESHOLD,
     })
     .await
     .unwrap();

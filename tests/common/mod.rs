@@ -223,6 +223,8 @@ pub struct Cluster {
     /// connections apart: on loopback every connection's source address is
     /// 127.0.0.1, whatever the server binds.
     pub gid_base: Option<u32>,
+    /// More `pilotfish agent` flags for every server.
+    pub args: Vec<String>,
     /// Holds the data dirs and logs; removed on drop.
     _tmp: tempfile::TempDir,
 }
@@ -255,6 +257,7 @@ impl Cluster {
             ports: Ports { http, dns, server },
             nodes,
             gid_base: None,
+            args: Vec::new(),
             _tmp: dir,
         }
     }
@@ -319,7 +322,8 @@ impl Cluster {
             .args(["--http-port", &self.ports.http.to_string()])
             .args(["--dns-port", &self.ports.dns.to_string()])
             .args(["--server-port", &self.ports.server.to_string()])
-            .args(["--encrypt", CLUSTER_KEY]);
+            .args(["--encrypt", CLUSTER_KEY])
+            .args(&self.args);
         for j in 0..self.len().min(3) {
             cmd.args(["--retry-join", &self.nodes[j].ip.to_string()]);
         }

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     pub enable_script_checks: bool,
     pub recursors: Vec<SocketAddr>,
+    /// `--raft-snapshot-threshold-bytes`: a snapshot once the log since
+    /// the last one holds this many bytes (see `raft::compaction`).
+    pub snapshot_threshold: u64,
 }
 
 /// How this node takes part in the cluster and which ports it announces
@@ -117,6 +120,7 @@ impl Default for ServerConfig {
             data_dir: None,
             enable_script_checks: false,
             recursors: Vec::new(),
+            snapshot_threshold: raft::compaction::SNAPSHOT_THRESHOLD,
         }
     }
 }
@@ -274,6 +278,7 @@ impl Server {
         let fault = log.fault();
         let sm = raft::state_machine::StateMachine::open(shared.clone(), dir, fault.clone())
             .map_err(ServerError::Store)?;
+        let growth = log.growth(sm.snapshot_index());
         let tls = match &cluster.tls {
             None => None,
             Some(files) => Some(tls::client_config(files).map_err(ServerError::Raft)?),
@@ -302,6 +307,7 @@ impl Server {
         let members = cluster::Members::new(&cfg, &cluster, &me);
         let alone = cluster.bootstraps_alone();
         let proposer = raft::propose::Proposer::start(raft.clone(), fault.clone());
+        let threshold = cfg.snapshot_threshold;
         let server = Server {
             inner: Arc::new(Inner {
                 cfg,
@@ -320,6 +326,10 @@ impl Server {
                 fault,
             }),
         };
+        let node = Arc::downgrade(&server.inner);
+        tokio::spawn(raft::compaction::run(growth, threshold, move || {
+            node.upgrade().map(|n| n.raft.clone())
+        }));
         if alone {
             if !had_state {
                 server

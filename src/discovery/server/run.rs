@@ -35,6 +35,15 @@ pub struct AgentArgs {
     /// Where the server keeps its state (required unless --dev).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Take a raft snapshot (and drop the log it covers) once the log
+    /// since the last one holds this many bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = super::raft::compaction::SNAPSHOT_THRESHOLD,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub raft_snapshot_threshold_bytes: u64,
     /// This node's name (default: the hostname).
     #[arg(long, value_name = "NAME", env = "PILOTFISH_NODE")]
     pub node: Option<String>,
@@ -268,6 +277,7 @@ pub fn server_config(args: &AgentArgs) -> Result<ServerConfig, String> {
         },
         enable_script_checks: args.enable_script_checks,
         recursors,
+        snapshot_threshold: args.raft_snapshot_threshold_bytes,
     })
 }
 

@@ -21,11 +21,17 @@
 //!
 //! A save reads the local replica after the read mode's check (default:
 //! a leader is known; `?stale`: whatever this server has; `?consistent`:
-//! confirmed with a quorum). A restore is one raft entry,
+//! confirmed with a quorum). The state's JSON is written straight from the
+//! replica (no copy of the state, under its read lock, which holds back
+//! applying writes meanwhile) into an anonymous file in the data dir (or
+//! `$TMPDIR`), hashed as it goes, and the answer is streamed from that
+//! file: a save never holds the state twice nor its JSON in memory. A restore is one raft entry,
 //! [`Command::Restore`], so every server applies it at the same index; the
 //! indexes clients see afterwards are described in `state`'s module doc.
 
-use axum::body::Bytes;
+use std::io::Write;
+
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +40,7 @@ use axum::Router;
 
 use super::query::{self, ApiError, QueryOptions};
 use crate::discovery::server::state::{self, Command};
-use crate::discovery::server::{Consistency, Server};
+use crate::discovery::server::{blocking, Consistency, Server};
 
 /// The header line's first word.
 pub const MAGIC: &str = "pilotfish-snapshot";
@@ -102,37 +108,88 @@ pub struct SnapshotFile {
     pub snapshot: state::Snapshot,
 }
 
-/// SHA-256 of `data` in lower-case hex, from the ring provider rustls
-/// already carries (no hashing crate of our own).
+/// SHA-256 of `data` in lower-case hex (ring, which rustls uses too).
 pub fn sha256_hex(data: &[u8]) -> String {
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    // Infallible: a TLS 1.3 suite always carries its TLS 1.3 parameters,
-    // and this suite's hash is SHA-256 (the unit test pins a known digest).
-    #[allow(clippy::expect_used)]
-    let hash = suite
-        .tls13()
-        .expect("TLS13_AES_128_GCM_SHA256 is a TLS 1.3 suite")
-        .common
-        .hash_provider;
-    hash.hash(data)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(ring::digest::digest(&ring::digest::SHA256, data))
+}
+
+fn hex(digest: ring::digest::Digest) -> String {
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A file's body as it is written: its length and SHA-256.
+struct Hashing<W> {
+    out: W,
+    sha: ring::digest::Context,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Serialise a snapshot (a [`state::Snapshot`] or a borrowed
+/// [`state::SnapshotView`]) into `out` as a file's body, and the header
+/// line that goes before it, for raft index `index`.
+fn write_body<W: Write>(
+    snapshot: &impl serde::Serialize,
+    index: u64,
+    out: W,
+) -> Result<(String, W), serde_json::Error> {
+    let mut body = Hashing {
+        out,
+        sha: ring::digest::Context::new(&ring::digest::SHA256),
+        len: 0,
+    };
+    serde_json::to_writer(&mut body, snapshot)?;
+    let header = format!(
+        "{MAGIC} format={FILE_FORMAT} index={index} length={} sha256={}\n",
+        body.len,
+        hex(body.sha.finish())
+    );
+    Ok((header, body.out))
 }
 
 /// The file for `snapshot`, read at raft index `index`.
 pub fn encode(snapshot: &state::Snapshot, index: u64) -> Result<Vec<u8>, serde_json::Error> {
-    let body = serde_json::to_vec(snapshot)?;
-    let header = format!(
-        "{MAGIC} format={FILE_FORMAT} index={index} length={} sha256={}\n",
-        body.len(),
-        sha256_hex(&body)
-    );
-    let mut out = Vec::with_capacity(header.len() + body.len());
-    out.extend_from_slice(header.as_bytes());
+    let (header, body) = write_body(snapshot, index, Vec::new())?;
+    let mut out = header.into_bytes();
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// The file of the replica as it is: its body written to an anonymous file
+/// in `dir` (or `$TMPDIR`) under the replica's read lock, the header line,
+/// the body's length and the index it was taken at.
+fn save_to_file(
+    server: &Server,
+    dir: Option<&std::path::Path>,
+) -> std::io::Result<(std::fs::File, String, u64, u64)> {
+    use std::io::Seek;
+    let file = match dir {
+        Some(dir) => tempfile::tempfile_in(dir)?,
+        None => tempfile::tempfile()?,
+    };
+    let out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let (index, written) = server.read(|s| {
+        let index = s.last_applied();
+        (index, write_body(&s.snapshot_view(), index, out))
+    });
+    let (header, out) = written?;
+    // Flushed without the lock: the rest of the body is in the buffer.
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    let len = file.stream_position()?;
+    file.rewind()?;
+    Ok((file, header, len, index))
 }
 
 /// Check a file completely (header, length, checksum, JSON, state format)
@@ -233,14 +290,25 @@ async fn save(State(server): State<Server>, opts: QueryOptions) -> Result<Respon
         .read_barrier(mode)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (snapshot, index) = server.read(|s| (s.snapshot(), s.last_applied()));
-    let file = encode(&snapshot, index)
-        .map_err(|e| ApiError::internal(format!("encoding the snapshot: {e}")))?;
-    let mut resp = file.into_response();
+    let dir = server.config().data_dir.clone();
+    let (file, head, len, index) = blocking(|| save_to_file(&server, dir.as_deref()))
+        .map_err(|e| ApiError::internal(format!("writing the snapshot: {e}")))?;
+    let total = head.len() as u64 + len;
+    let reader = tokio::io::AsyncReadExt::chain(
+        std::io::Cursor::new(head.into_bytes()),
+        tokio::fs::File::from_std(file),
+    );
+    let mut resp = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 * 1024,
+    ))
+    .into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
     query::query_headers(&mut resp, index);
     Ok(resp)
 }

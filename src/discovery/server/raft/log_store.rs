@@ -43,6 +43,10 @@
 //! apply after every append before them. Reads of entries from the files
 //! hold a shared lock that truncation takes exclusively, so a reader never
 //! reads a place that was cut and then refilled.
+//!
+//! The store counts the bytes of the entries it takes in (their JSON, as
+//! written to the segments, also for `--dev`), and a [`Growth`] wakes the
+//! snapshot trigger (`compaction`) once a given total is reached.
 
 // openraft's storage and RPC traits dictate their (large) error types.
 #![allow(clippy::result_large_err)]
@@ -54,6 +58,7 @@ use std::io::ErrorKind;
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -94,6 +99,18 @@ pub struct LogStore {
     /// while the log is cut: a reader (a replication task) must never read
     /// a place that a truncation freed and a new entry then filled.
     cut: Arc<RwLock<()>>,
+    appended: Arc<Appended>,
+    /// Tells the [`Growth`] watcher that `appended.wake_at` was reached;
+    /// dropped with the last clone of the store, which ends the watch.
+    grown: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// The bytes of entries the store took in, for the snapshot trigger.
+struct Appended {
+    /// The entries recovered at open and every entry appended since.
+    total: AtomicU64,
+    /// Notify the watcher once `total` reaches this.
+    wake_at: AtomicU64,
 }
 
 /// What the log holds, as every reader sees it.
@@ -656,12 +673,7 @@ impl LogStore {
     /// `dir` is `None`.
     pub fn open(dir: Option<&Path>) -> Result<LogStore, String> {
         let Some(dir) = dir else {
-            return Ok(LogStore {
-                mem: Arc::default(),
-                fault: Fault::default(),
-                disk: None,
-                cut: Arc::default(),
-            });
+            return Ok(LogStore::new(Arc::default(), Fault::default(), None, 0));
         };
         let log_dir = dir.join(LOG_DIR);
         std::fs::create_dir_all(&log_dir)
@@ -724,6 +736,7 @@ impl LogStore {
                 dir.display()
             ));
         }
+        let recovered: u64 = found.written.values().map(|l| u64::from(l.len)).sum();
         let mem = Arc::new(Mutex::new(Mem {
             pending: BTreeMap::new(),
             written: found.written,
@@ -753,17 +766,66 @@ impl LogStore {
                 })
                 .map_err(|e| format!("starting the raft log writer: {e}"))?
         };
-        Ok(LogStore {
+        let disk = Arc::new(Disk {
+            files,
+            tx: Some(tx),
+            thread: Some(thread),
+            _lock: lock_file,
+        });
+        Ok(LogStore::new(mem, fault, Some(disk), recovered))
+    }
+
+    fn new(mem: Arc<Mutex<Mem>>, fault: Fault, disk: Option<Arc<Disk>>, bytes: u64) -> LogStore {
+        let appended = Appended {
+            total: AtomicU64::new(bytes),
+            wake_at: AtomicU64::new(u64::MAX),
+        };
+        LogStore {
             mem,
             fault,
+            disk,
             cut: Arc::default(),
-            disk: Some(Arc::new(Disk {
-                files,
-                tx: Some(tx),
-                thread: Some(thread),
-                _lock: lock_file,
-            })),
-        })
+            appended: Arc::new(appended),
+            grown: Arc::new(tokio::sync::watch::channel(bytes).0),
+        }
+    }
+
+    /// A watch on the bytes appended to this log, for the snapshot
+    /// trigger; `snapshot` is the last index the current snapshot covers
+    /// (0: none), so that the entries after it count towards the next one.
+    pub fn growth(&self, snapshot: u64) -> Growth {
+        let total = self.appended.total.load(Ordering::SeqCst);
+        Growth {
+            appended: self.appended.clone(),
+            grown: self.grown.subscribe(),
+            at_snapshot: total.saturating_sub(self.bytes_after(snapshot)),
+        }
+    }
+
+    /// The bytes of the entries after `index` that the log holds.
+    fn bytes_after(&self, index: u64) -> u64 {
+        let m = lock(&self.mem);
+        let after = index.saturating_add(1);
+        let written: u64 = m
+            .written
+            .range(after..)
+            .map(|(_, l)| u64::from(l.len))
+            .sum();
+        let pending: u64 = m
+            .pending
+            .range(after..)
+            .filter(|(i, _)| !m.written.contains_key(i))
+            .map(|(_, e)| encoded_len(e))
+            .sum();
+        written + pending
+    }
+
+    /// Count `bytes` more appended, waking the watcher when it asked to be.
+    fn count(&self, bytes: u64) {
+        let total = self.appended.total.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        if total >= self.appended.wake_at.load(Ordering::SeqCst) {
+            self.grown.send_replace(total);
+        }
     }
 
     /// Wait until every append handed to the writer is written; every
@@ -818,6 +880,7 @@ impl LogStore {
         // Room for the batch record, which only the writer can number.
         let mut records = vec![0; BATCH_RECORD];
         let mut placed = Vec::new();
+        let mut bytes = 0;
         {
             let mut m = lock(&self.mem);
             for e in entries {
@@ -825,10 +888,14 @@ impl LogStore {
                     let json = serde_json::to_vec(&e).map_err(io)?;
                     let at = frame(&mut records, KIND_ENTRY, &json);
                     placed.push((e.log_id, at, u32::try_from(json.len()).unwrap_or(u32::MAX)));
+                    bytes += json.len() as u64;
+                } else {
+                    bytes += encoded_len(&e);
                 }
                 m.pending.insert(e.log_id.index, e);
             }
         }
+        self.count(bytes);
         let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
             done(Ok(())); // in memory: held in `pending` for good
             return Ok(());
@@ -871,6 +938,55 @@ impl LogStore {
         };
         self.last_index() > 0 || vote || purged
     }
+}
+
+/// What the log takes in: bytes appended, and a wake-up once a total is
+/// reached. Holds no store: it ends when the store is gone.
+pub struct Growth {
+    appended: Arc<Appended>,
+    grown: tokio::sync::watch::Receiver<u64>,
+    at_snapshot: u64,
+}
+
+impl Growth {
+    /// The byte total at the current snapshot (when the watch started).
+    pub fn at_snapshot(&self) -> u64 {
+        self.at_snapshot
+    }
+
+    /// Wait until the bytes appended reach `total`; the total then, or
+    /// `None` once the log is closed.
+    pub async fn reached(&mut self, total: u64) -> Option<u64> {
+        // Set before reading the total, as `count` adds before reading
+        // this: one of the two sees the other's write.
+        self.appended.wake_at.store(total, Ordering::SeqCst);
+        loop {
+            let now = self.appended.total.load(Ordering::SeqCst);
+            if now >= total {
+                return Some(now);
+            }
+            self.grown.changed().await.ok()?;
+        }
+    }
+}
+
+/// The bytes of an entry's JSON, as a segment record holds it, without
+/// keeping them (`--dev` never encodes its entries).
+fn encoded_len(e: &Entry) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing to a counter cannot fail, nor can an entry's serialisation.
+    let _ = serde_json::to_writer(&mut n, e);
+    n.0
 }
 
 fn read_loc(loc: &Loc) -> Result<Entry, StorageError> {
@@ -1453,6 +1569,35 @@ mod tests {
         std::fs::write(dir.path().join(OLD_LOG_FILE), b"redb").unwrap();
         let e = LogStore::open(Some(dir.path())).err().unwrap();
         assert!(e.contains("earlier pilotfish build"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn growth_counts_the_bytes_after_the_snapshot_and_wakes_at_a_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = encoded_len(&entry(1, 1));
+        let s = LogStore::open(Some(dir.path())).unwrap();
+        put(&s, vec![entry(1, 0), entry(1, 1), entry(1, 2)]).await;
+        drop(s);
+        // Reopened with a snapshot at 1: the entry after it counts.
+        let s = LogStore::open(Some(dir.path())).unwrap();
+        let mut g = s.growth(1);
+        assert_eq!(g.at_snapshot(), 2 * one);
+        let target = g.at_snapshot() + 3 * one;
+        let wait = tokio::spawn(async move { (g.reached(target).await, g) });
+        put(&s, vec![entry(1, 3)]).await;
+        tokio::task::yield_now().await;
+        assert!(!wait.is_finished(), "woken before the total was reached");
+        put(&s, vec![entry(1, 4)]).await;
+        let (total, mut g) = wait.await.unwrap();
+        assert_eq!(total, Some(5 * one));
+        // The watch ends with the store.
+        drop(s);
+        assert_eq!(g.reached(u64::MAX).await, None);
+        // In memory (`--dev`), entries count as they would in a file.
+        let s = LogStore::open(None).unwrap();
+        let mut g = s.growth(0);
+        put(&s, vec![entry(1, 1), entry(1, 2)]).await;
+        assert_eq!(g.reached(2 * one).await, Some(2 * one));
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Replication of the server's command log with openraft: the type
 //! configuration, the durable log (`log_store`), the state machine adapter
-//! over the shared [`State`](super::state::State) (`state_machine`) and the
-//! server-to-server transport (`network`).
+//! over the shared [`State`](super::state::State) (`state_machine`), its
+//! snapshot file (`snapshot_file`), when to take a snapshot
+//! (`compaction`) and the server-to-server transport (`network`).
 //!
 //! Every write is a [`Proposal`]: commands plus the leader's clock, so
 //! that applying them is deterministic on every replica. Concurrent writes
@@ -10,12 +11,13 @@
 //! is why Consul-visible indexes can have gaps (clients never rely on them
 //! being dense).
 
+pub mod compaction;
 pub mod log_store;
 pub mod network;
 pub mod propose;
+pub mod snapshot_file;
 pub mod state_machine;
 
-use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -61,7 +63,7 @@ openraft::declare_raft_types!(
         R = Vec<CommandResult>,
         NodeId = NodeId,
         Node = Peer,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_file::SnapshotBody,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -95,7 +97,10 @@ pub fn config() -> openraft::Config {
         election_timeout_max: millis_u64(ELECTION_MIN) * 2,
         install_snapshot_timeout: 5_000,
         max_payload_entries: 512,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(8192),
+        // Snapshots are taken by log size, not entry count (`compaction`).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        // Kept after a snapshot so that a follower a little behind catches
+        // up from the log rather than with a whole snapshot.
         max_in_snapshot_log_to_keep: 1024,
         purge_batch_size: 256,
         ..openraft::Config::default()
