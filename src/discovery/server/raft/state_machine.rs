@@ -297,12 +297,12 @@ mod tests {
     use super::snapshot_file::tests::{sample, write_old_file};
     use super::*;
 
-    #[test]
-    fn an_earlier_builds_snapshot_is_loaded_and_rewritten_at_open() {
+    #[tokio::test]
+    async fn an_earlier_builds_snapshot_is_loaded_and_rewritten_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let (meta, s) = sample();
         write_old_file(dir.path(), &meta, &s);
-        let shared = Arc::new(Shared::new());
+        let shared = Shared::new();
         let sm = StateMachine::open(shared.clone(), Some(dir.path()), Fault::default()).unwrap();
         assert_eq!(shared.replica().state, s);
         assert_eq!(shared.replica().last_log, meta.last_log_id);
@@ -310,7 +310,7 @@ mod tests {
         assert!(!dir.path().join(snapshot_file::OLD_SNAPSHOT_FILE).exists());
         drop(sm);
         // And the rewritten file loads.
-        let shared = Arc::new(Shared::new());
+        let shared = Shared::new();
         let sm = StateMachine::open(shared.clone(), Some(dir.path()), Fault::default()).unwrap();
         assert_eq!(shared.replica().state, s);
         assert_eq!(sm.snapshot_index(), 3);
@@ -319,7 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_build_with_nothing_applied_since_keeps_the_current_snapshot() {
         let (meta, s) = sample();
-        let shared = Arc::new(Shared::new());
+        let shared = Shared::new();
         *shared.replica_mut() = restore(&meta, s.snapshot()).unwrap();
         let mut sm = StateMachine::open(shared.clone(), None, Fault::default()).unwrap();
         assert!(sm.get_current_snapshot().await.unwrap().is_none());
