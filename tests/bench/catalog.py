@@ -22,17 +22,22 @@ At each size the script measures, in this order:
   health p50/p99   GET /v1/health/service/svc-0000 (10 instances),
                    HEALTH_REQS (2,000) sequential requests, one connection.
   services p50/p99 GET /v1/catalog/services, SERVICES_REQS (200) likewise.
-  wake-up          WAITERS (1,000) connections, PER_SOURCE (100) per source
-                   address 127.N.0.x (the agent's default limit is 200 per
-                   address), each blocked on
-                   GET /v1/health/service/svc-0000?index=N&wait=5m; after
-                   PARK_WAIT (2 s) one separate process registers an 11th
-                   instance. Reported: p50/p99/max from sending that
-                   registration to each waiter having read its whole
-                   answer, the registration's own latency, and the agent's
-                   CPU (all threads, /proc/<pid>/task/*/schedstat) from
-                   just before the registration to the last answer read.
-                   Every answer must hold the new instance. The instance is
+  wake-up          WAITERS (1,000) connections, each blocked on
+                   GET /v1/health/service/svc-0000?index=N&wait=5m, held by
+                   tests/bench/waiters.rs (native, a thread a connection,
+                   built here with `rustc -O`: Python's asyncio spent about
+                   120 us of CPU reading each 13 KB answer, so on two cores
+                   the load generator, not the server, set the figure; the
+                   agent runs with --http-max-conns-per-client 0, as all
+                   waiters come from 127.0.0.1); after PARK_WAIT (2 s) one
+                   separate process registers an 11th instance. Reported:
+                   p50/p99/max from the waiters' go (just before that
+                   registration is sent, so a little early) to each waiter
+                   having read its whole answer, the registration's own
+                   latency, the agent's CPU (all threads,
+                   /proc/<pid>/task/*/schedstat) from just before the
+                   registration to the last answer read, and the waiters'
+                   own CPU. Every answer must hold the new instance. The instance is
                    then deregistered. Before the first size, one such
                    wake-up goes untimed (WARMUP=1; WARMUP=0 times the very
                    first), for each system: the first wake-up of a fresh
@@ -56,7 +61,7 @@ instance or answered early, or a server died.
 
 Usage: tests/bench/catalog.py path/to/pilotfish
 Env:   SIZES=1000,10000,30000  BATCH=2000  CONNS=64  HEALTH_REQS=2000
-       SERVICES_REQS=200  WAITERS=1000  PER_SOURCE=100  PARK_WAIT=2  WARMUP=1
+       SERVICES_REQS=200  WAITERS=1000  PARK_WAIT=2  WARMUP=1
        STORAGE=data-dir|dev  BENCH_DIR=/var/tmp  ETCD=/usr/bin/etcd (ETCD=
        skips etcd)
 Raises its soft `ulimit -n` to the hard one, which must exceed WAITERS + CONNS
@@ -65,7 +70,6 @@ Raises its soft `ulimit -n` to the hard one, which must exceed WAITERS + CONNS
 
 import asyncio
 import base64
-import itertools
 import json
 import os
 import resource
@@ -82,7 +86,6 @@ CONNS = int(os.environ.get("CONNS", "64"))
 HEALTH_REQS = int(os.environ.get("HEALTH_REQS", "2000"))
 SERVICES_REQS = int(os.environ.get("SERVICES_REQS", "200"))
 WAITERS = int(os.environ.get("WAITERS", "1000"))
-PER_SOURCE = int(os.environ.get("PER_SOURCE", "100"))
 PARK_WAIT = float(os.environ.get("PARK_WAIT", "2"))
 WARMUP = os.environ.get("WARMUP", "1") == "1"
 STORAGE = os.environ.get("STORAGE", "data-dir")
@@ -94,7 +97,7 @@ NODES = 100
 WATCHED = "svc-0000"
 WATCHED_INSTANCES = 10
 ETCD_TXN_OPS = 128  # etcd's default --max-txn-ops
-WAKE_ROUNDS = itertools.count()
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def now():
@@ -363,139 +366,75 @@ async def triggered(port, method, path, body, before_go):
 # ---------------------------------------------------------------- wake-ups
 
 
-class Waiter(asyncio.Protocol):
-    """One connection with one request whose answer is awaited after a trigger."""
-
-    def __init__(self, wake, request):
-        self.wake = wake
-        self.request = request
-        self.stream = bytearray()
-        self.answer = None  # (time, status, body)
-
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.write(self.request)
-
-    def data_received(self, data):
-        if self.answer is None:
-            self.wake.received(self, data)
-
-    def connection_lost(self, exc):
-        if self.answer is None:
-            self.wake.answered(self, (now(), 0, f"connection lost: {exc}".encode()))
+def build_waiters(tmp):
+    """tests/bench/waiters.rs, built with the toolchain's rustc."""
+    out = os.path.join(tmp, "waiters")
+    subprocess.run(["rustc", "-O", "--edition", "2021", os.path.join(HERE, "waiters.rs"),
+                    "-o", out], check=True)
+    return out
 
 
-class Wake:
-    """WAITERS parked requests, one write, and when each waiter has its answer."""
+async def wake_up(waiters_bin, port, pid, request, ready, done, expect, write):
+    """WAITERS parked by the waiters tool, then write(before_go); the figures.
 
-    def __init__(self, pid, complete):
-        self.pid = pid
-        self.complete = complete  # bytes received so far -> (status, body), or None
-        self.waiters = []
-        self.armed = False
-        self.pending = WAITERS
-        self.done = asyncio.get_running_loop().create_future()
-        self.before = self.after = None  # (agent CPU mark, own CPU seconds)
-        self.early = []
+    ready: what marks a waiter parked ("" = its request sent); done: "http"
+    (a whole response) or the text that marks its event; expect: what every
+    answer must hold. Returns (figures, problems).
+    """
+    with tempfile.NamedTemporaryFile(prefix="wake-", delete=False) as f:
+        f.write(request)
+    proc = await asyncio.create_subprocess_exec(
+        waiters_bin, f"127.0.0.1:{port}", str(WAITERS), f.name, ready, done, expect,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 90)
+        if line.strip() != b"parked":
+            raise RuntimeError(f"waiters: {line!r}")
+        await asyncio.sleep(PARK_WAIT)
+        marks = {}
 
-    def received(self, waiter, data):
-        waiter.stream += data
-        answer = self.complete(waiter.stream)
-        if answer is not None:
-            self.answered(waiter, (now(),) + answer)
+        def go():
+            marks["cpu"] = cpu_mark(pid)
+            proc.stdin.write(b"go\n")
 
-    def answered(self, waiter, answer):
-        waiter.answer = answer
-        if not self.armed:
-            self.early.append(waiter)
-            return
-        self.pending -= 1
-        if self.pending == 0:
-            self.after = (cpu_mark(self.pid), time.process_time())
-            self.done.set_result(None)
-
-    async def park(self, port, request, ready):
-        """Connect every waiter; wait until ready(waiter) holds for each."""
-        loop = asyncio.get_running_loop()
-        # Fresh source addresses each time: the last wake-up's connections
-        # may not all be closed on the agent's side yet.
-        octet = 12 + next(WAKE_ROUNDS) % 200
-        for i in range(0, WAITERS, 250):
-            batch = []
-            for j in range(i, min(i + 250, WAITERS)):
-                n = j // PER_SOURCE
-                source = (f"127.{octet}.{n // 250}.{n % 250 + 1}", 0)
-                batch.append(loop.create_connection(
-                    lambda: Waiter(self, request), "127.0.0.1", port, local_addr=source))
-            self.waiters += [p for _, p in await asyncio.gather(*batch)]
-        deadline = now() + 30
-        while not all(ready(w) for w in self.waiters):
-            if now() > deadline:
-                raise RuntimeError("waiters not parked within 30 s")
-            await asyncio.sleep(0.01)
-
-    def arm(self):
-        """Just before the write is sent: from here on an answer is a wake-up."""
-        self.pending -= len(self.early)
-        self.before = (cpu_mark(self.pid), time.process_time())
-        self.armed = True
-
-    async def finish(self, write):
-        """Figures of the wake-up after write (the trigger's result)."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self.done), 60)
-        except asyncio.TimeoutError:
-            pass
-        for w in self.waiters:
-            w.transport.close()
-        times = [(w.answer[0] - write["t0"]) * 1000 for w in self.waiters
-                 if w.answer and w not in self.early]
-        figures = {"p50": None, "p99": None, "max": None, "cpu": None, "client_cpu": None,
-                   "write": (write["t1"] - write["t0"]) * 1000}
-        if times:
-            figures.update(p50=pct(times, 50), p99=pct(times, 99), max=max(times))
-        if self.after:
-            figures["cpu"] = cpu_ms(self.before[0], self.after[0])
-            figures["client_cpu"] = (self.after[1] - self.before[1]) * 1000
-        return figures
+        result = await write(go)
+        got = json.loads(await asyncio.wait_for(proc.stdout.readline(), 120))
+        after = cpu_mark(pid)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        os.unlink(f.name)
+    times = got["ms"]
+    figures = {"p50": None, "p99": None, "max": None, "cpu": cpu_ms(marks["cpu"], after),
+               "client_cpu": got["cpu_ms"], "write": (result["t1"] - result["t0"]) * 1000}
+    if times:
+        figures.update(p50=pct(times, 50), p99=pct(times, 99), max=max(times))
+    problems = []
+    if got["early"]:
+        problems.append(f"{got['early']} answered before the write")
+    if got["unanswered"] or got["failures"]:
+        problems.append(f"{got['unanswered']} unanswered, failures: {got['failures']}")
+    if got["lacking"]:
+        problems.append(f"{got['lacking']} of {WAITERS} answers lack the write")
+    return result, figures, problems
 
 
-def http_complete(stream):
-    got = Responses().feed(bytes(stream))
-    if not got:
-        return None
-    status, _, body = got[0]
-    return status, body
-
-
-async def pilotfish_wake(port, pid, tag, failures):
+async def pilotfish_wake(waiters_bin, port, pid, tag, failures):
     conn = Conn(port)
     headers, _ = conn.json("GET", f"/v1/health/service/{WATCHED}")
     conn.close()
     index = int(headers["x-consul-index"])
     path = f"/v1/health/service/{WATCHED}?index={index}&wait=5m"
-    wake = Wake(pid, http_complete)
-    await wake.park(port, request_bytes("GET", path), lambda w: True)
-    await asyncio.sleep(PARK_WAIT)
     sid, node = f"{WATCHED}-wake-{tag}", "node-50"
-    write = await triggered(port, "PUT", "/v1/catalog/register",
-                            registration(WATCHED, sid, node), wake.arm)
-    figures = await wake.finish(write)
+    write, figures, problems = await wake_up(
+        waiters_bin, port, pid, request_bytes("GET", path), "", "http", f'"ID":"{sid}"',
+        lambda go: triggered(port, "PUT", "/v1/catalog/register",
+                             registration(WATCHED, sid, node), go))
     if write["status"] != 200 or write["body"] != "true":
         failures.append(f"pilotfish {tag}: the wake-up registration answered "
                         f"{write['status']} {write['body']}")
-    if wake.early:
-        failures.append(f"pilotfish {tag}: {len(wake.early)} waiters answered before the write")
-    bad = 0
-    for w in wake.waiters:
-        if w.answer is None or w.answer[1] != 200:
-            bad += 1
-            continue
-        ids = {e["Service"]["ID"] for e in json.loads(w.answer[2])}
-        if sid not in ids or len(ids) != WATCHED_INSTANCES + 1:
-            bad += 1
-    if bad:
-        failures.append(f"pilotfish {tag}: {bad} of {WAITERS} waiters lack the new instance")
+    failures.extend(f"pilotfish {tag}: {p}" for p in problems)
     conn = Conn(port)
     conn.json("PUT", "/v1/catalog/deregister",
               json.dumps({"Node": node, "ServiceID": sid}).encode())
@@ -503,29 +442,21 @@ async def pilotfish_wake(port, pid, tag, failures):
     return figures
 
 
-def etcd_created(w):
-    return b'"created":true' in w.stream
-
-
-async def etcd_wake(port, pid, tag, failures):
+async def etcd_wake(waiters_bin, port, pid, tag, failures):
     prefix = f"catalog/{WATCHED}/"
     range_end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     body = json.dumps({"create_request": {"key": b64(prefix), "range_end": b64(range_end)}})
     key = f"{prefix}wake-{tag}"
-    needle = b64(key).encode()
-    wake = Wake(pid, lambda s: (200, bytes(s)) if needle in s else None)
-    await wake.park(port, request_bytes("POST", "/v3/watch", body.encode()), etcd_created)
+    needle = b64(key)
     put = json.dumps({"key": b64(key), "value": b64(
         registration(WATCHED, f"{WATCHED}-wake-{tag}", "node-50").decode())}).encode()
-    write = await triggered(port, "POST", "/v3/kv/put", put, wake.arm)
-    figures = await wake.finish(write)
+    write, figures, problems = await wake_up(
+        waiters_bin, port, pid, request_bytes("POST", "/v3/watch", body.encode()),
+        '"created":true', needle, needle,
+        lambda go: triggered(port, "POST", "/v3/kv/put", put, go))
     if write["status"] != 200:
         failures.append(f"etcd {tag}: the put answered {write['status']} {write['body']}")
-    if wake.early:
-        failures.append(f"etcd {tag}: {len(wake.early)} watchers answered before the put")
-    missed = sum(1 for w in wake.waiters if w.answer is None or needle not in w.answer[2])
-    if missed:
-        failures.append(f"etcd {tag}: {missed} of {WAITERS} watchers did not see the put")
+    failures.extend(f"etcd {tag}: {p}" for p in problems)
     conn = Conn(port)
     conn.json("POST", "/v3/kv/deleterange", json.dumps({"key": b64(key)}).encode())
     conn.close()
@@ -559,7 +490,7 @@ def start_pilotfish(binary, tmp):
     proc = subprocess.Popen(
         [binary, "agent", *storage, "--node", "bench", "--http-port", str(port),
          "--dns-port", str(free_port()), "--server-port", str(free_port()),
-         "--log-level", "warn"])
+         "--http-max-conns-per-client", "0", "--log-level", "warn"])
     wait_http(port, "/v1/status/leader", proc, "pilotfish", lambda b: b.strip() != b'""')
     return proc, port
 
@@ -606,7 +537,7 @@ def fmt_k(n):
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-async def measure_size(size, loaded, pf_port, pf_pid, etcd, failures, log):
+async def measure_size(size, loaded, pf_port, pf_pid, etcd, waiters, failures, log):
     """One column of the table; the catalog holds `loaded` instances on entry."""
     row = {}
     # Fill to size (informational rate: the catalog grows during it).
@@ -655,8 +586,8 @@ async def measure_size(size, loaded, pf_port, pf_pid, etcd, failures, log):
         f"health p50 {row['health'][0]:.2f} ms, services p50 {row['services'][0]:.2f} ms")
 
     if WARMUP and not loaded:
-        await pilotfish_wake(pf_port, pf_pid, "warm-up", failures)
-    row["wake"] = await pilotfish_wake(pf_port, pf_pid, size, failures)
+        await pilotfish_wake(waiters, pf_port, pf_pid, "warm-up", failures)
+    row["wake"] = await pilotfish_wake(waiters, pf_port, pf_pid, size, failures)
     log(f"{fmt_k(size)}: pilotfish wake {row['wake']}")
 
     if etcd:
@@ -669,8 +600,8 @@ async def measure_size(size, loaded, pf_port, pf_pid, etcd, failures, log):
         _, _, errs = await drive(etcd_port, txns, etcd_txn_ok)
         failed(failures, f"etcd load to {size}", errs)
         if WARMUP and not loaded:
-            await etcd_wake(etcd_port, etcd_pid, "warm-up", failures)
-        row["etcd"] = await etcd_wake(etcd_port, etcd_pid, size, failures)
+            await etcd_wake(waiters, etcd_port, etcd_pid, "warm-up", failures)
+        row["etcd"] = await etcd_wake(waiters, etcd_port, etcd_pid, size, failures)
         log(f"{fmt_k(size)}: etcd wake {row['etcd']}")
     return row
 
@@ -721,6 +652,7 @@ def print_table(rows, title, etcd_version, storage):
 async def main(binary):
     os.makedirs(BENCH_DIR, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=BENCH_DIR, prefix="pf-catalog-bench.")
+    waiters = build_waiters(tmp)
     procs = []
     failures = []
 
@@ -743,7 +675,8 @@ async def main(binary):
         rows = {}
         loaded = 0
         for size in SIZES:
-            rows[size] = await measure_size(size, loaded, pf_port, pf.pid, etcd, failures, log)
+            rows[size] = await measure_size(size, loaded, pf_port, pf.pid, etcd, waiters,
+                                            failures, log)
             loaded = size
             for p in procs:
                 if p.poll() is not None:

@@ -86,8 +86,9 @@ impl Shared {
     }
 
     /// One wake pass: every group's probe once, one answer per group whose
-    /// index moved, sent after both locks are released.
-    fn wake_moved(&self) {
+    /// index moved; returns the waiters to send it to (after both locks are
+    /// released).
+    fn wake_moved(&self) -> Vec<Woken> {
         let mut woken = Vec::new();
         {
             let r = self.replica();
@@ -114,10 +115,7 @@ impl Shared {
             });
             debug_assert!(before - *parked >= woken.len());
         }
-        for (tx, answer, index) in woken {
-            // The receiver may be gone already (timed out); nothing to do.
-            let _ = tx.send((answer, index));
-        }
+        woken
     }
 }
 
@@ -128,15 +126,27 @@ impl Drop for Shared {
     }
 }
 
+/// How many woken queries the waker hands their answer before it lets
+/// other tasks run: each woken query is a connection task that writes its
+/// answer, and the write that caused the wake must not queue behind a
+/// thousand of them.
+const WAKE_SLICE: usize = 32;
+
 /// The waker task: a wake pass after every nudge, until the replica is
 /// dropped.
 async fn waker(shared: Weak<Shared>, wake: Arc<Notify>) {
     loop {
         wake.notified().await;
-        let Some(shared) = shared.upgrade() else {
+        let Some(woken) = shared.upgrade().map(|s| s.wake_moved()) else {
             return;
         };
-        shared.wake_moved();
+        for (i, (tx, answer, index)) in woken.into_iter().enumerate() {
+            if i > 0 && i % WAKE_SLICE == 0 {
+                tokio::task::yield_now().await;
+            }
+            // The receiver may be gone already (timed out); nothing to do.
+            let _ = tx.send((answer, index));
+        }
     }
 }
 
@@ -154,6 +164,8 @@ type Probe = Arc<dyn Fn(&State) -> u64 + Send + Sync>;
 /// A query's answer, rendered once per wake and shared by its waiters.
 type Answer = Arc<dyn Any + Send + Sync>;
 type Render = Box<dyn Fn(&State) -> Answer + Send + Sync>;
+/// A woken query: where its answer goes, the answer, and its index.
+type Woken = (oneshot::Sender<(Answer, u64)>, Answer, u64);
 
 /// A group's key: the query's key and the type of its answer, so that two
 /// endpoints can never share an answer of another shape.

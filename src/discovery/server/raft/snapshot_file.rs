@@ -406,8 +406,9 @@ fn put_in_place(dir: &Path, tmp: &Path) -> Result<(), String> {
 pub enum Loaded {
     /// This build's format, checked, its state still in the file.
     File(SnapshotFile),
-    /// An earlier build's `raft-snapshot.json`, parsed.
-    Old(Meta, state::Snapshot),
+    /// An earlier build's `raft-snapshot.json`, parsed (boxed: a state is
+    /// large, and this variant is rare).
+    Old(Meta, Box<state::Snapshot>),
 }
 
 /// The snapshot saved in `dir`, if any, with the file it came from. A
@@ -433,9 +434,9 @@ pub fn load(dir: &Path) -> Result<Option<(PathBuf, Loaded)>, String> {
         Ok(bytes) => {
             let old: OldFile =
                 serde_json::from_slice(&bytes).map_err(|e| format!("it does not parse: {e}"))?;
-            let state = serde_json::from_slice(&old.data)
+            let state = serde_json::from_slice::<state::Snapshot>(&old.data)
                 .map_err(|e| format!("the snapshot's state is damaged: {e}"))?;
-            Ok(Some((path, Loaded::Old(old.meta, state))))
+            Ok(Some((path, Loaded::Old(old.meta, Box::new(state)))))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("reading {}: {e}", path.display())),
@@ -674,7 +675,7 @@ pub(super) mod tests {
             panic!("not read as an earlier build's file");
         };
         assert_eq!(path, dir.path().join(OLD_SNAPSHOT_FILE));
-        assert_eq!((back_meta, back), (meta.clone(), s.snapshot()));
+        assert_eq!((back_meta, *back), (meta.clone(), s.snapshot()));
         write(Some(dir.path()), &meta, &s);
         assert!(!dir.path().join(OLD_SNAPSHOT_FILE).exists());
         assert_eq!(loaded(dir.path()).meta, meta);

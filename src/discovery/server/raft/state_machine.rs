@@ -107,7 +107,7 @@ impl StateMachine {
                 *lock(&snapshots.current) = Some(file);
             }
             Some((path, Loaded::Old(meta, snap))) => {
-                *shared.replica_mut() = restore(&meta, snap).map_err(|e| damaged(&path, e))?;
+                *shared.replica_mut() = restore(&meta, *snap).map_err(|e| damaged(&path, e))?;
                 build(&shared, &snapshots).map_err(|e| {
                     format!(
                         "rewriting the snapshot {} in this build's format: {e}",
