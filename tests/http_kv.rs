@@ -435,6 +435,41 @@ async fn txn_commits_atomically_or_rolls_back_with_409() {
     );
 }
 
+/// The bytes HashiCorp's Go client (`api.Txn`, as Terraform's consul
+/// backend uses it) sends: every op kind present, the unused ones `null`,
+/// and `Value` `null` on reads.
+#[tokio::test]
+async fn txn_takes_the_go_clients_null_ops() {
+    let a = Api::start();
+    let body = concat!(
+        r#"[{"KV":{"Verb":"set","Key":"tf/state","Value":"c3RhdGU=","Flags":0,"Index":0,"Session":""},"#,
+        r#""Node":null,"Service":null,"Check":null,"Session":null},"#,
+        r#"{"KV":{"Verb":"get","Key":"tf/state","Value":null,"Flags":0,"Index":0,"Session":""},"#,
+        r#""Node":null,"Service":null,"Check":null,"Session":null},"#,
+        r#"{"KV":null,"Node":{"Verb":"set","Node":{"ID":"","Node":"tf-node","Address":"10.1.2.3","#,
+        r#""Datacenter":"","TaggedAddresses":null,"Meta":null,"CreateIndex":0,"ModifyIndex":0}},"#,
+        r#""Service":null,"Check":null,"Session":null}]"#
+    );
+    let r = a.put("/v1/txn", body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["Errors"], Value::Null);
+    assert_eq!(answer["Results"][1]["KV"]["Value"], "c3RhdGU=");
+    assert_eq!(a.get("/v1/kv/tf/state?raw").await.text(), "state");
+    let node = a.get("/v1/catalog/node/tf-node").await.json();
+    assert_eq!(node["Node"]["Address"], "10.1.2.3");
+
+    // All kinds null is still no operation at all.
+    let r = a
+        .put(
+            "/v1/txn",
+            r#"[{"KV":null,"Node":null,"Service":null,"Check":null,"Session":null}]"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("exactly one of"), "{}", r.text());
+}
+
 #[tokio::test]
 async fn txn_node_service_and_check_ops_apply_together_or_not_at_all() {
     let a = Api::start();

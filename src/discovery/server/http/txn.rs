@@ -246,7 +246,9 @@ fn parse_op(item: Value) -> Result<Result<TxnOp, String>, String> {
     let Value::Object(op) = item else {
         return Err("each operation must be an object".to_string());
     };
-    let mut ops = op.into_iter();
+    // HashiCorp's Go client sends every kind, the unused ones `null`:
+    // `{"KV":{...},"Node":null,"Service":null,"Check":null,"Session":null}`.
+    let mut ops = op.into_iter().filter(|(_, v)| !v.is_null());
     let (Some((kind, fields)), None) = (ops.next(), ops.next()) else {
         return Err(
             "each operation must have exactly one of KV, Node, Service, Check or Session"
