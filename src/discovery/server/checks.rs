@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::state::catalog::{Deregistration, Registration};
 use super::state::checks::{CheckStatus, HealthCheck};
 use super::state::Command;
-use super::Server;
+use super::{Server, Topic};
 use crate::discovery::api::gofmt::{format_duration, parse_duration};
 use crate::discovery::api::health::HealthCheckDefinition;
 
@@ -266,7 +266,7 @@ pub async fn run(server: Server, shutdown: CancellationToken) {
         let far = Instant::now() + Duration::from_secs(3600);
         let checks = tokio::select! {
             _ = shutdown.cancelled() => break,
-            (checks, idx) = server.block_on(watch.clone(), index, Duration::from_secs(300), |s| s.catalog_index(), move |s| s.health_node(&me).0) => {
+            (checks, idx) = server.block_on(watch.clone(), Topic::Other, index, Duration::from_secs(300), |s| s.catalog_index(), move |s| s.health_node(&me).0) => {
                 index = idx;
                 checks
             }

@@ -26,6 +26,7 @@ pub mod state;
 pub mod tls;
 
 pub use consistency::{Consistency, NoLeader};
+pub use replica::Topic;
 pub(crate) use replica::{blocking, Replica, Shared};
 
 use std::collections::BTreeMap;

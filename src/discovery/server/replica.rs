@@ -11,21 +11,25 @@
 //! its index under, so an apply either happened before it looked or is
 //! followed by a wake pass that sees it: no lost wakeups.
 //!
-//! Waking is off the write's path: an apply only nudges the waker task and
-//! the write is answered at once. The waker runs each group's probe once
-//! under the replica's read lock; a group whose index moved renders its
-//! answer once, and that one answer goes to every waiter of the group (N
-//! waiters cost one computation and N sends, made after the locks are
-//! released). Applies that land while a pass runs are taken by the next
-//! pass, so a burst of writes costs a few passes, not one each.
+//! Waking is off the write's path: an apply only records the KV keys it
+//! wrote and nudges the waker task, and the write is answered at once. A
+//! wake pass probes only the groups a write can have moved: those watching
+//! a written key or a prefix above one, and those watching anything else
+//! (the catalog, sessions); every group after a reap or a restore. Probes
+//! run once per group under the replica's read lock; a group whose index
+//! moved renders its answer once, and that one answer goes to every waiter
+//! of the group (N waiters cost one computation and N sends, made after the
+//! locks are released). Applies that land while a pass runs are taken by
+//! the next pass, so a burst of writes costs a few passes, not one each.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
+use super::state::kv::KvChanges;
 use super::state::State;
 use super::{raft, Server};
 
@@ -33,6 +37,8 @@ use super::{raft, Server};
 pub(crate) struct Shared {
     replica: RwLock<Replica>,
     waiters: Mutex<Waiters>,
+    /// What the applies since the last wake pass wrote.
+    pending: Mutex<Pending>,
     /// Nudged after every apply; the waker task wakes the moved queries.
     wake: Arc<Notify>,
     /// The last applied index, for the node's own tasks (session timers).
@@ -58,6 +64,7 @@ impl Shared {
                 membership: raft::Membership::default(),
             }),
             waiters: Mutex::new(Waiters::default()),
+            pending: Mutex::new(Pending::default()),
             wake: Arc::new(Notify::new()),
             applied,
         });
@@ -73,9 +80,20 @@ impl Shared {
         self.replica.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// After an apply: publish the applied index and nudge the waker (the
-    /// wake itself is not on the write's path).
-    pub(crate) fn applied(&self) {
+    /// After an apply that made `changes` (taken from the state under the
+    /// write lock, see [`State::take_kv_changes`]): publish the applied
+    /// index and nudge the waker (the wake itself is not on the write's
+    /// path). The changes are recorded before the nudge, so the pass it
+    /// causes sees them.
+    pub(crate) fn applied(&self, changes: KvChanges) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match changes {
+                KvChanges::All => pending.all = true,
+                KvChanges::Keys(keys) if !pending.all => pending.keys.extend(keys),
+                KvChanges::Keys(_) => {}
+            }
+        }
         let last = self.replica().state.last_applied();
         self.applied.send_replace(last);
         self.wake.notify_one();
@@ -85,35 +103,39 @@ impl Shared {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One wake pass: every group's probe once, one answer per group whose
+    /// One wake pass over the groups the pending changes can have moved
+    /// (module doc): each one's probe once, one answer per group whose
     /// index moved; returns the waiters to send it to (after both locks are
     /// released).
     fn wake_moved(&self) -> Vec<Woken> {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let mut woken = Vec::new();
-        {
-            let r = self.replica();
-            let mut waiters = self.waiters();
-            let Waiters { groups, parked, .. } = &mut *waiters;
-            let before = *parked;
-            groups.retain(|_, g| {
-                let index = (g.probe)(&r.state);
-                if g.waiters.iter().all(|w| w.seen == index) {
+        let r = self.replica();
+        let mut waiters = self.waiters();
+        for key in waiters.candidates(&pending) {
+            let Some(g) = waiters.groups.get_mut(&key) else {
+                continue;
+            };
+            let index = (g.probe)(&r.state);
+            if g.waiters.iter().all(|w| w.seen == index) {
+                continue;
+            }
+            let answer = (g.render)(&r.state);
+            let before = g.waiters.len();
+            g.waiters.retain_mut(|w| {
+                if w.seen == index {
                     return true;
                 }
-                let answer = (g.render)(&r.state);
-                g.waiters.retain_mut(|w| {
-                    if w.seen == index {
-                        return true;
-                    }
-                    if let Some(tx) = w.wake.take() {
-                        woken.push((tx, answer.clone(), index));
-                    }
-                    *parked -= 1;
-                    false
-                });
-                !g.waiters.is_empty()
+                if let Some(tx) = w.wake.take() {
+                    woken.push((tx, answer.clone(), index));
+                }
+                false
             });
-            debug_assert!(before - *parked >= woken.len());
+            let (left, empty) = (before - g.waiters.len(), g.waiters.is_empty());
+            waiters.parked -= left;
+            if empty {
+                waiters.remove_group(&key);
+            }
         }
         woken
     }
@@ -171,17 +193,109 @@ type Woken = (oneshot::Sender<(Answer, u64)>, Answer, u64);
 /// endpoints can never share an answer of another shape.
 type GroupKey = (TypeId, Arc<str>);
 
+/// What a blocking query's index depends on, so that a wake pass probes
+/// only the queries a write can have moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topic {
+    /// One KV key's index (`kv_key_index`).
+    KvKey(String),
+    /// A KV prefix's index (`kv_prefix_index`).
+    KvPrefix(String),
+    /// Anything else (catalog, health, sessions): probed on every pass.
+    Other,
+}
+
+/// The KV keys written since the last wake pass.
+#[derive(Default)]
+struct Pending {
+    keys: BTreeSet<String>,
+    /// Any key may have moved (a reap, a restore, a snapshot installed).
+    all: bool,
+}
+
 #[derive(Default)]
 struct Waiters {
     next_id: u64,
     groups: HashMap<GroupKey, Group>,
+    /// The groups of `Topic::KvKey`, by key.
+    by_kv_key: HashMap<String, Vec<GroupKey>>,
+    /// The other groups (prefixes and everything else).
+    broad: HashSet<GroupKey>,
     /// Waiters over all groups.
     parked: usize,
 }
 
-/// The parked queries of one key, with the probe and rendering of the
-/// waiter that parked first (every waiter of a key would compute the same).
+impl Waiters {
+    /// The groups `pending` can have moved.
+    fn candidates(&self, pending: &Pending) -> Vec<GroupKey> {
+        if pending.all {
+            return self.groups.keys().cloned().collect();
+        }
+        let mut out: Vec<GroupKey> = pending
+            .keys
+            .iter()
+            .filter_map(|k| self.by_kv_key.get(k))
+            .flatten()
+            .cloned()
+            .collect();
+        for key in &self.broad {
+            let moved = match self.groups.get(key).map(|g| &g.topic) {
+                Some(Topic::KvPrefix(p)) => pending
+                    .keys
+                    .range::<str, _>((
+                        std::ops::Bound::Included(p.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .next()
+                    .is_some_and(|k| k.starts_with(p.as_str())),
+                _ => true,
+            };
+            if moved {
+                out.push(key.clone());
+            }
+        }
+        out
+    }
+
+    fn add_group(&mut self, key: GroupKey, group: Group) {
+        match &group.topic {
+            Topic::KvKey(k) => self
+                .by_kv_key
+                .entry(k.clone())
+                .or_default()
+                .push(key.clone()),
+            _ => {
+                self.broad.insert(key.clone());
+            }
+        }
+        self.groups.insert(key, group);
+    }
+
+    fn remove_group(&mut self, key: &GroupKey) {
+        let Some(group) = self.groups.remove(key) else {
+            return;
+        };
+        match group.topic {
+            Topic::KvKey(k) => {
+                if let Some(keys) = self.by_kv_key.get_mut(&k) {
+                    keys.retain(|g| g != key);
+                    if keys.is_empty() {
+                        self.by_kv_key.remove(&k);
+                    }
+                }
+            }
+            _ => {
+                self.broad.remove(key);
+            }
+        }
+    }
+}
+
+/// The parked queries of one key, with the topic, probe and rendering of
+/// the waiter that parked first (every waiter of a key would compute the
+/// same).
 struct Group {
+    topic: Topic,
     probe: Probe,
     render: Render,
     waiters: Vec<Waiter>,
@@ -204,16 +318,19 @@ struct Parked<'a> {
 impl Drop for Parked<'_> {
     fn drop(&mut self) {
         let mut waiters = self.server.waiters();
-        let Waiters { groups, parked, .. } = &mut *waiters;
-        let Some(g) = groups.get_mut(self.key) else {
+        let Some(g) = waiters.groups.get_mut(self.key) else {
             return;
         };
-        if let Some(at) = g.waiters.iter().position(|w| w.id == self.id) {
+        let at = g.waiters.iter().position(|w| w.id == self.id);
+        if let Some(at) = at {
             g.waiters.swap_remove(at);
-            *parked -= 1;
         }
-        if g.waiters.is_empty() {
-            groups.remove(self.key);
+        let empty = g.waiters.is_empty();
+        if at.is_some() {
+            waiters.parked -= 1;
+        }
+        if empty {
+            waiters.remove_group(self.key);
         }
     }
 }
@@ -249,10 +366,12 @@ impl Server {
     ///
     /// Queries parked under the same `key` share one answer per wake, so
     /// the key must name everything the answer depends on besides the
-    /// state: endpoint, target, parameters.
+    /// state: endpoint, target, parameters. `topic` says what `probe`
+    /// reads, so that writes elsewhere don't run it.
     pub async fn block_on<R: Send + Sync + 'static>(
         &self,
         key: Arc<str>,
+        topic: Topic,
         min_index: u64,
         wait: Duration,
         probe: impl Fn(&State) -> u64 + Send + Sync + 'static,
@@ -268,7 +387,7 @@ impl Server {
                 if min_index == 0 || index > min_index || min_index > state.last_applied() {
                     return Err((Arc::new(query(state)), index));
                 }
-                Ok(self.park(&key, index, &probe, &query))
+                Ok(self.park(&key, &topic, index, &probe, &query))
             });
             let (id, woken) = match parked {
                 Err(answer) => return answer,
@@ -298,6 +417,7 @@ impl Server {
     fn park<R: Send + Sync + 'static>(
         &self,
         key: &GroupKey,
+        topic: &Topic,
         seen: u64,
         probe: &Probe,
         query: &Arc<impl Fn(&State) -> R + Send + Sync + 'static>,
@@ -307,19 +427,23 @@ impl Server {
         let id = waiters.next_id;
         waiters.next_id += 1;
         waiters.parked += 1;
-        let group = waiters.groups.entry(key.clone()).or_insert_with(|| {
+        if !waiters.groups.contains_key(key) {
             let query = query.clone();
-            Group {
+            let group = Group {
+                topic: topic.clone(),
                 probe: probe.clone(),
                 render: Box::new(move |state| Arc::new(query(state)) as Answer),
                 waiters: Vec::with_capacity(1),
-            }
-        });
-        group.waiters.push(Waiter {
-            id,
-            seen,
-            wake: Some(tx),
-        });
+            };
+            waiters.add_group(key.clone(), group);
+        }
+        if let Some(group) = waiters.groups.get_mut(key) {
+            group.waiters.push(Waiter {
+                id,
+                seen,
+                wake: Some(tx),
+            });
+        }
         (id, rx)
     }
 
@@ -367,6 +491,7 @@ mod tests {
             let (found, index) = server
                 .block_on(
                     key.into(),
+                    Topic::KvKey(key.to_string()),
                     index,
                     Duration::from_secs(60),
                     move |s| s.kv_key_index(key),
@@ -413,6 +538,7 @@ mod tests {
             server
                 .block_on(
                     format!("kv {key}").into(),
+                    Topic::KvKey(key.to_string()),
                     index,
                     Duration::from_secs(60),
                     move |s| s.kv_key_index(key),
@@ -464,6 +590,7 @@ mod tests {
                 server
                     .block_on(
                         "kv a".into(),
+                        Topic::KvKey("a".to_string()),
                         index,
                         Duration::from_secs(60),
                         |s| s.kv_key_index("a"),
@@ -494,6 +621,73 @@ mod tests {
         assert_eq!(waiter.await.unwrap().1, w.index);
     }
 
+    /// A write to one key runs the probes of the queries on that key and
+    /// on the prefixes above it, not those of other keys.
+    #[tokio::test]
+    async fn a_wake_pass_probes_only_the_queries_a_write_can_have_moved() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let server = dev().await;
+        for key in ["a", "b", "p/x"] {
+            server.write(set(key)).await.unwrap();
+        }
+        let probed_b = Arc::new(AtomicUsize::new(0));
+        let b = {
+            let (server, probed) = (server.clone(), probed_b.clone());
+            let index = server.read(|s| s.kv_key_index("b"));
+            tokio::spawn(async move {
+                let probe = move |s: &State| {
+                    probed.fetch_add(1, Ordering::SeqCst);
+                    s.kv_key_index("b")
+                };
+                let topic = Topic::KvKey("b".to_string());
+                server
+                    .block_on(
+                        "kv b".into(),
+                        topic,
+                        index,
+                        Duration::from_secs(60),
+                        probe,
+                        |_| (),
+                    )
+                    .await
+                    .1
+            })
+        };
+        let p = {
+            let server = server.clone();
+            let index = server.read(|s| s.kv_prefix_index("p/"));
+            tokio::spawn(async move {
+                let topic = Topic::KvPrefix("p/".to_string());
+                let probe = |s: &State| s.kv_prefix_index("p/");
+                server
+                    .block_on(
+                        "kv p/".into(),
+                        topic,
+                        index,
+                        Duration::from_secs(60),
+                        probe,
+                        |_| (),
+                    )
+                    .await
+                    .1
+            })
+        };
+        while server.parked_queries() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let before = probed_b.load(Ordering::SeqCst);
+        server.write(set("a")).await.unwrap();
+        // Let the pass that write caused run (it has nothing to wake).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(probed_b.load(Ordering::SeqCst), before);
+        assert!(!b.is_finished() && !p.is_finished());
+        let w = server.write(set("p/y")).await.unwrap();
+        assert_eq!(p.await.unwrap(), w.index);
+        assert_eq!(probed_b.load(Ordering::SeqCst), before);
+        let w = server.write(set("b")).await.unwrap();
+        assert_eq!(b.await.unwrap(), w.index);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn timed_out_queries_leave_the_table() {
         let server = dev().await;
@@ -501,6 +695,7 @@ mod tests {
         let (found, at) = server
             .block_on(
                 "k".into(),
+                Topic::KvKey("k".to_string()),
                 index,
                 Duration::from_secs(5),
                 |s| s.kv_key_index("k"),
@@ -529,6 +724,7 @@ mod tests {
         let (_, index) = server
             .block_on(
                 "k".into(),
+                Topic::KvKey("k".to_string()),
                 1_000,
                 Duration::from_secs(60),
                 |s| s.kv_key_index("k"),

@@ -19,7 +19,7 @@ use axum::Router;
 use super::query::{self, json, ApiError, QueryOptions, Rendered};
 use crate::discovery::api::kv::KvPair;
 use crate::discovery::server::state::{Command, Outcome};
-use crate::discovery::server::Server;
+use crate::discovery::server::{Server, Topic};
 
 /// Consul's default `kv_max_value_size`.
 pub const MAX_VALUE_SIZE: usize = 512 * 1024;
@@ -83,7 +83,9 @@ async fn get(server: Server, key: String, opts: QueryOptions) -> Result<Response
             .get("separator")
             .or_else(|| opts.get("seperator"))
             .map(String::from);
-        let blocking = opts.blocking("kv", &key);
+        let blocking = opts
+            .blocking("kv", &key)
+            .watching(Topic::KvPrefix(key.clone()));
         drop(opts);
         let prefix = key.clone();
         return Ok(blocking
@@ -102,7 +104,9 @@ async fn get(server: Server, key: String, opts: QueryOptions) -> Result<Response
             .await);
     }
     if opts.flag("recurse") {
-        let blocking = opts.blocking("kv", &key);
+        let blocking = opts
+            .blocking("kv", &key)
+            .watching(Topic::KvPrefix(key.clone()));
         drop(opts);
         let prefix = key.clone();
         return Ok(blocking
@@ -124,7 +128,9 @@ async fn get(server: Server, key: String, opts: QueryOptions) -> Result<Response
         return Err(ApiError::bad_request("Missing key name"));
     }
     let raw = opts.flag("raw");
-    let blocking = opts.blocking("kv", &key);
+    let blocking = opts
+        .blocking("kv", &key)
+        .watching(Topic::KvKey(key.clone()));
     drop(opts);
     let probe_key = key.clone();
     Ok(blocking

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::discovery::api::gofmt::{go_quote, parse_duration};
 use crate::discovery::server::state::State;
-use crate::discovery::server::Server;
+use crate::discovery::server::{Server, Topic};
 
 /// Default and maximum blocking wait (Consul's).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -182,6 +182,7 @@ impl QueryOptions {
         }
         Blocking {
             key: key.into(),
+            topic: Topic::Other,
             index: self.index,
             wait: self.jittered_wait(),
         }
@@ -192,11 +193,18 @@ impl QueryOptions {
 /// client's index and its wait (the options themselves are dropped).
 pub struct Blocking {
     key: Arc<str>,
+    topic: Topic,
     index: u64,
     wait: Duration,
 }
 
 impl Blocking {
+    /// What the probe reads, when it is one KV key or prefix: a wake pass
+    /// then runs it only after writes under it (default: every pass).
+    pub fn watching(self, topic: Topic) -> Blocking {
+        Blocking { topic, ..self }
+    }
+
     /// Answer with `render`'s view of the state once `probe`, the query's
     /// index, is past the client's (see [`Server::block_on`]): every
     /// waiter of the same key gets the one answer rendered per wake.
@@ -207,7 +215,7 @@ impl Blocking {
         render: impl Fn(&State) -> Rendered + Send + Sync + 'static,
     ) -> Response {
         let (rendered, index) = server
-            .block_on(self.key, self.index, self.wait, probe, render)
+            .block_on(self.key, self.topic, self.index, self.wait, probe, render)
             .await;
         rendered.response(index)
     }

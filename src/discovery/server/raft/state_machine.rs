@@ -29,6 +29,7 @@ use openraft::{
 
 use super::snapshot_file::{self, Draft, Loaded, Meta, SnapshotBody, SnapshotFile};
 use super::{Entry, Fault, LogId, Membership, StorageError, TypeConfig};
+use crate::discovery::server::state::kv::KvChanges;
 use crate::discovery::server::state::{self, CommandResult, State};
 use crate::discovery::server::{blocking, Replica, Shared};
 
@@ -221,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut results = Vec::new();
-        {
+        let changes = {
             let mut r = self.shared.replica_mut();
             for e in entries {
                 r.last_log = Some(e.log_id);
@@ -236,8 +237,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             }
-        }
-        self.shared.applied();
+            r.state.take_kv_changes()
+        };
+        self.shared.applied(changes);
         Ok(results)
     }
 
@@ -278,7 +280,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 None => SnapshotFile::received(meta.clone(), *snapshot),
             };
             *self.shared.replica_mut() = replica;
-            self.shared.applied();
+            self.shared.applied(KvChanges::All);
             *lock(&snapshots.current) = Some(file);
             Ok(())
         })

@@ -160,6 +160,57 @@ pub struct KvStore {
     table_index: u64,
     /// key → time (ms) until which `acquire` is refused.
     lock_delays: BTreeMap<String, u64>,
+    /// The keys written since the replica last took them.
+    #[serde(skip)]
+    touched: Touched,
+}
+
+/// The keys a run of writes touched, for waking only the blocking queries
+/// that watch them ([`KvStore::take_changes`]). Bookkeeping beside the
+/// state, not state: never serialized, and equal to any other.
+#[derive(Debug, Clone, Default)]
+struct Touched {
+    keys: Vec<String>,
+    /// Anything may have moved: a reap, a restore, or too many keys.
+    all: bool,
+}
+
+/// More keys than this between two looks are kept as "any".
+const TOUCHED_MAX: usize = 4096;
+
+impl PartialEq for Touched {
+    fn eq(&self, _: &Touched) -> bool {
+        true
+    }
+}
+
+impl Eq for Touched {}
+
+impl Touched {
+    fn key(&mut self, key: &str) {
+        if self.all {
+            return;
+        }
+        if self.keys.len() >= TOUCHED_MAX {
+            self.any();
+            return;
+        }
+        self.keys.push(key.to_string());
+    }
+
+    fn any(&mut self) {
+        self.all = true;
+        self.keys = Vec::new();
+    }
+}
+
+/// What the KV writes since the last look may have moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvChanges {
+    /// The index of these keys, and of the prefixes above them.
+    Keys(Vec<String>),
+    /// Any key's or prefix's index (tombstones reaped, a restore).
+    All,
 }
 
 /// Maximum lock-delay Consul applies (`structs.MaxLockDelay`).
@@ -295,6 +346,7 @@ impl KvStore {
         // tombstone can go without lowering any index.
         self.tombstones.remove(key);
         self.entries.insert(key.to_string(), entry.clone());
+        self.touched.key(key);
         self.table_index = self.table_index.max(idx);
         entry
     }
@@ -398,10 +450,27 @@ impl KvStore {
         Ok(Some(self.put(idx, key, value, flags, None, lock_index)))
     }
 
+    /// What the writes since the last call may have moved (see
+    /// [`KvChanges`]).
+    pub fn take_changes(&mut self) -> KvChanges {
+        let t = std::mem::take(&mut self.touched);
+        if t.all {
+            KvChanges::All
+        } else {
+            KvChanges::Keys(t.keys)
+        }
+    }
+
+    /// Mark every key's index as possibly moved (a restore).
+    pub fn touch_all(&mut self) {
+        self.touched.any();
+    }
+
     /// Plain DELETE: tombstone and remove; deleting an absent key changes nothing.
     pub fn delete(&mut self, idx: u64, key: &str) {
         if self.entries.remove(key).is_some() {
             self.tombstones.insert(key.to_string(), idx);
+            self.touched.key(key);
             self.table_index = self.table_index.max(idx);
         }
     }
@@ -432,6 +501,7 @@ impl KvStore {
         let up_to = up_to.min(self.table_index);
         self.tombstones.retain(|_, i| *i > up_to);
         self.reap_floor = self.reap_floor.max(up_to);
+        self.touched.any();
     }
 
     /// Session invalidation for one held key: delete it (`delete` behaviour)
@@ -1048,6 +1118,34 @@ mod tests {
             ])
         );
         assert!(kv.get("ok").is_none());
+    }
+
+    #[test]
+    fn writes_record_their_keys_and_reaps_record_everything() {
+        let mut kv = KvStore::default();
+        kv.set(1, "a", b"1".to_vec(), 0);
+        kv.set(2, "b/c", b"2".to_vec(), 0);
+        kv.delete(3, "a");
+        kv.delete(4, "absent");
+        assert_eq!(
+            kv.take_changes(),
+            KvChanges::Keys(vec!["a".into(), "b/c".into(), "a".into()])
+        );
+        assert_eq!(kv.take_changes(), KvChanges::Keys(Vec::new()));
+        kv.reap(3);
+        assert_eq!(kv.take_changes(), KvChanges::All);
+        for i in 0..=TOUCHED_MAX as u64 {
+            kv.set(10 + i, &format!("k{i}"), b"v".to_vec(), 0);
+        }
+        assert_eq!(kv.take_changes(), KvChanges::All);
+        // Bookkeeping, not state: two stores differing only in it are equal.
+        let mut other = kv.clone();
+        other.set(1_000_000, "z", b"v".to_vec(), 0);
+        other.delete(1_000_001, "z");
+        kv.set(1_000_000, "z", b"v".to_vec(), 0);
+        kv.delete(1_000_001, "z");
+        let _ = kv.take_changes();
+        assert_eq!(kv, other);
     }
 
     #[test]

@@ -434,6 +434,7 @@ impl State {
         } = snapshot.state;
         self.restored_at = self.last_applied;
         self.kv = kv;
+        self.kv.touch_all();
         self.sessions = sessions;
         self.catalog = catalog;
         self.sessions.reset_timers(now);
@@ -561,6 +562,12 @@ impl State {
         } else {
             self.floor(index)
         }
+    }
+
+    /// What KV writes since the last call may have moved: the replica's
+    /// wake pass probes only the queries watching those keys.
+    pub fn take_kv_changes(&mut self) -> kv::KvChanges {
+        self.kv.take_changes()
     }
 
     /// Blocking index of a prefix (max over entries and tombstones under it).
