@@ -621,6 +621,25 @@ mod tests {
         assert_eq!(waiter.await.unwrap().1, w.index);
     }
 
+    /// Park a query under `key` and `topic` at what `probe` reads now;
+    /// answers the index it was woken at.
+    fn park(
+        server: &Server,
+        key: &'static str,
+        topic: Topic,
+        probe: impl Fn(&State) -> u64 + Send + Sync + 'static,
+    ) -> tokio::task::JoinHandle<u64> {
+        let server = server.clone();
+        let index = server.read(&probe);
+        tokio::spawn(async move {
+            let wait = Duration::from_secs(60);
+            let (_, at) = server
+                .block_on(key.into(), topic, index, wait, probe, |_| ())
+                .await;
+            at
+        })
+    }
+
     /// A write to one key runs the probes of the queries on that key and
     /// on the prefixes above it, not those of other keys.
     #[tokio::test]
@@ -631,47 +650,14 @@ mod tests {
             server.write(set(key)).await.unwrap();
         }
         let probed_b = Arc::new(AtomicUsize::new(0));
-        let b = {
-            let (server, probed) = (server.clone(), probed_b.clone());
-            let index = server.read(|s| s.kv_key_index("b"));
-            tokio::spawn(async move {
-                let probe = move |s: &State| {
-                    probed.fetch_add(1, Ordering::SeqCst);
-                    s.kv_key_index("b")
-                };
-                let topic = Topic::KvKey("b".to_string());
-                server
-                    .block_on(
-                        "kv b".into(),
-                        topic,
-                        index,
-                        Duration::from_secs(60),
-                        probe,
-                        |_| (),
-                    )
-                    .await
-                    .1
-            })
-        };
-        let p = {
-            let server = server.clone();
-            let index = server.read(|s| s.kv_prefix_index("p/"));
-            tokio::spawn(async move {
-                let topic = Topic::KvPrefix("p/".to_string());
-                let probe = |s: &State| s.kv_prefix_index("p/");
-                server
-                    .block_on(
-                        "kv p/".into(),
-                        topic,
-                        index,
-                        Duration::from_secs(60),
-                        probe,
-                        |_| (),
-                    )
-                    .await
-                    .1
-            })
-        };
+        let probed = probed_b.clone();
+        let b = park(&server, "kv b", Topic::KvKey("b".into()), move |s| {
+            probed.fetch_add(1, Ordering::SeqCst);
+            s.kv_key_index("b")
+        });
+        let p = park(&server, "kv p/", Topic::KvPrefix("p/".into()), |s| {
+            s.kv_prefix_index("p/")
+        });
         while server.parked_queries() < 2 {
             tokio::task::yield_now().await;
         }

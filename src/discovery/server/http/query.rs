@@ -174,10 +174,15 @@ impl QueryOptions {
     /// own index, wait and token (the ACL guard already let it in), each
     /// length-prefixed so no two requests can spell the same key.
     pub fn blocking(&self, endpoint: &str, target: &str) -> Blocking {
-        let mut key = format!("{endpoint}\n{}:{target}", target.len());
-        for (k, v) in &self.params {
-            if !matches!(k.as_str(), "index" | "wait" | "token") {
-                key.push_str(&format!("\n{}:{k}{}:{v}", k.len(), v.len()));
+        use std::fmt::Write as _;
+        // Without an index the read never parks, so it needs no key.
+        let mut key = String::new();
+        if self.index != 0 {
+            let _ = write!(key, "{endpoint}\n{}:{target}", target.len());
+            for (k, v) in &self.params {
+                if !matches!(k.as_str(), "index" | "wait" | "token") {
+                    let _ = write!(key, "\n{}:{k}{}:{v}", k.len(), v.len());
+                }
             }
         }
         Blocking {
