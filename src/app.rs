@@ -132,3 +132,54 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_millis(500), tasks.wait()).await;
     code
 }
+
+/// `pilotfish template`: the `[[templates]]` of a config without the
+/// supervisor. `once` returns when every template went in (0) or one failed
+/// (1); otherwise it runs until SIGINT or SIGTERM. A `reload.job` has no
+/// job to signal here and is skipped with a warning.
+pub async fn run_templates(config: Config, mode: crate::template::Mode) -> i32 {
+    use crate::template::{Notice, TemplateSet};
+    if config.templates.is_empty() {
+        tracing::error!("the config has no [[templates]]");
+        return i32::from(crate::config::EXIT_CONFIG);
+    }
+    let client = match crate::supervisor::runtime::discovery_client(&config) {
+        Ok(Some(c)) => c,
+        // discovery_client always makes one when there are templates.
+        Ok(None) => return i32::from(crate::config::EXIT_CONFIG),
+        Err(e) => {
+            tracing::error!("{e}");
+            return i32::from(crate::config::EXIT_CONFIG);
+        }
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let set = TemplateSet::spawn(config.templates, client, mode, tx);
+    tokio::spawn(async move {
+        while let Some(n) = rx.recv().await {
+            if let Notice::Signal { job, signal, .. } = n {
+                tracing::warn!(
+                    "reload = {{ job = \"{job}\" }} needs the supervisor (pilotfish run); {signal} not sent"
+                );
+            }
+        }
+    });
+    if mode.once {
+        return if set.finished().await { 0 } else { 1 };
+    }
+    let stop = async {
+        let (Ok(mut term), Ok(mut int)) = (
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    tokio::select! {
+        ok = set.finished() => i32::from(!ok),
+        () = stop => 0,
+    }
+}

@@ -27,6 +27,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Render the config's [[templates]] from Consul without the supervisor.
+    Template {
+        #[arg(long, short, env = "PILOTFISH_CONFIG")]
+        config: PathBuf,
+        /// Render once every query has answered, install, run reload commands, exit.
+        #[arg(long)]
+        once: bool,
+        /// Print what would be written ("> path" and the contents); write nothing, run nothing.
+        #[arg(long)]
+        dry: bool,
+    },
     /// Print the version.
     Version,
     /// Ask a running pilotfish to reload its config (an invalid config changes nothing).
@@ -101,6 +112,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
+        Command::Template { config, once, dry } => template(config, once, dry),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match config::load(&file) {
@@ -202,6 +214,24 @@ fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
+    }
+}
+
+fn template(path: PathBuf, once: bool, dry: bool) -> ExitCode {
+    let cfg = match config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&path, &e),
+    };
+    let (_level, _flush) = pilotfish::logging::init(&cfg.logging);
+    match runtime(false) {
+        Ok(rt) => exit(rt.block_on(pilotfish::app::run_templates(
+            cfg,
+            pilotfish::template::Mode { once, dry },
+        ))),
+        Err(e) => {
+            eprintln!("pilotfish: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

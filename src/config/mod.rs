@@ -176,6 +176,7 @@ pub enum Source {
     Global,
     Job(String),
     Watch(String),
+    Template(String),
     Signal(Signal),
 }
 
@@ -185,6 +186,7 @@ impl std::fmt::Display for Source {
             Source::Global => f.write_str("global"),
             Source::Job(n) => f.write_str(n),
             Source::Watch(n) => write!(f, "watch.{n}"),
+            Source::Template(n) => write!(f, "template.{n}"),
             Source::Signal(s) => f.write_str(s.as_str()),
         }
     }
@@ -259,15 +261,43 @@ pub struct WatchConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemplateConfig {
-    pub source: PathBuf,
+    /// Event source `template.<name>`.
+    pub name: String,
+    /// The file the text came from (None for `contents`).
+    pub source: Option<PathBuf>,
+    /// The handlebars text, read and parsed when the config loads.
+    pub text: String,
     pub destination: PathBuf,
-    pub perms: u32,
-    pub check: Option<Exec>,
-    pub reload_job: Option<String>,
-    pub reload_signal: Signal,
-    pub wait_min: Duration,
-    pub wait_max: Duration,
+    /// None: keep the existing file's mode, else 0644.
+    pub perms: Option<u32>,
+    pub backup: bool,
+    pub create_dest_dirs: bool,
+    /// argv run on the candidate; `{candidate}` replaced by its path.
+    pub check: Option<Vec<String>>,
+    pub check_timeout: Duration,
+    pub reload: Option<Reload>,
+    /// Quiescence (min, max); None renders every change at once.
+    pub wait: Option<(Duration, Duration)>,
+    pub min_instances: BTreeMap<String, usize>,
+    /// Reload-free mode: HAProxy's admin socket.
+    pub haproxy_socket: Option<PathBuf>,
 }
+
+/// What a template does once per change batch after its file is installed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reload {
+    /// Signal a supervised job's main process (e.g. SIGUSR2 to HAProxy's master).
+    Job { job: String, signal: Signal },
+    /// Run a command under a timeout.
+    Exec {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+/// Default quiescence of a template that reloads something: a burst of
+/// catalog changes becomes one reload.
+pub const TEMPLATE_WAIT: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(10));
 
 /// The largest config file pilotfish reads. Real ones are a few KiB; the cap
 /// keeps a wrong path (a device, a log file, `/dev/zero`) from exhausting memory
@@ -306,7 +336,8 @@ impl LoadError {
 /// Read, expand, parse and validate a config file.
 pub fn load(path: &Path) -> Result<Config, LoadError> {
     let text = read_file(path)?;
-    load_str(&text).map_err(LoadError::Invalid)
+    validate::parse_and_validate_in(&text, &env::process_env(), path.parent())
+        .map_err(LoadError::Invalid)
 }
 
 /// Read a config file as text: a regular file (or a link to one) of at most

@@ -151,6 +151,9 @@ pub struct RawJob {
     pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<RawWhen>,
+    /// Start only after every `[[templates]]` entry has been installed once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_templates: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarts: Option<RawRestarts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,27 +282,80 @@ pub struct RawWatch {
     pub interval: Option<String>,
 }
 
-/// A template rendered from the catalog and KV (implemented in part 5/6).
+/// A template rendered from the catalog and KV (`[[templates]]`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawTemplate {
-    #[serde(default)]
-    pub source: String,
+    /// Event source `template.<name>`; default: the destination's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The handlebars template file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The template text itself, instead of `source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contents: Option<String>,
     #[serde(default)]
     pub destination: String,
     /// Octal file mode of the installed file, e.g. "0644".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub perms: Option<String>,
-    /// Command that validates the candidate file; `{{path}}` is replaced by its path.
+    /// Keep the previous file as `<destination>.bak`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<bool>,
+    /// Create missing parent directories (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_dest_dirs: Option<bool>,
+    /// Command run on the candidate file; `{candidate}` is replaced by its path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<StringOrList>,
-    /// Job to signal once per change batch after the file is installed.
+    /// How long `check` may run (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reload_job: Option<String>,
-    /// Signal sent to `reload_job` (default SIGHUP).
+    pub check_timeout: Option<String>,
+    /// What to do once per change batch after the file is installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reload_signal: Option<String>,
-    /// Quiescence window: min and max wait before rendering a change batch.
+    pub reload: Option<RawReload>,
+    /// Quiescence: render a change batch after `min` without changes, at most `max`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait: Option<RawBackoff>,
+    pub wait: Option<RawWait>,
+    /// Refuse to install a render with fewer instances of these services.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_instances: BTreeMap<String, i64>,
+    /// Reload-free mode: apply instance changes through HAProxy's Runtime API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy: Option<RawHaproxy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// A supervised job to signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The signal for `job` (default SIGHUP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// A command to run instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<StringOrList>,
+    /// How long `exec` may run (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawWait {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawHaproxy {
+    /// HAProxy's admin stats socket (`stats socket ... level admin`).
+    #[serde(default)]
+    pub socket: String,
 }

@@ -13,14 +13,14 @@ use nix::sys::signal::Signal;
 use super::duration::{format_duration, parse_duration};
 use super::env::{expand, Env};
 use super::raw::{
-    RawCondition, RawConfig, RawHealth, RawJob, RawRestarts, RawTelemetry, RawTemplate, RawWatch,
-    RawWhen, StringOrList,
+    RawCondition, RawConfig, RawHealth, RawJob, RawReload, RawRestarts, RawTelemetry, RawTemplate,
+    RawWatch, RawWhen, StringOrList,
 };
 use super::{
     Backoff, CheckStatus, Condition, Config, ConsulConfig, ControlConfig, Exec, HealthConfig,
-    JobConfig, LogFormat, LoggingConfig, MetricDef, MetricKind, Restarts, ServiceConfig, Source,
-    TelemetryConfig, TemplateConfig, TlsConfig, Trigger, WatchConfig, WatchTarget, When,
-    DEFAULT_SOCKET,
+    JobConfig, LogFormat, LoggingConfig, MetricDef, MetricKind, Reload, Restarts, ServiceConfig,
+    Source, TelemetryConfig, TemplateConfig, TlsConfig, Trigger, WatchConfig, WatchTarget, When,
+    DEFAULT_SOCKET, TEMPLATE_WAIT,
 };
 use crate::events::EventKind;
 use crate::interfaces::InterfaceSpec;
@@ -85,6 +85,16 @@ impl std::error::Error for ConfigErrors {}
 /// Parse config text section by section (so unknown keys in several places are
 /// all reported), then validate. Used by `config::load_str`.
 pub fn parse_and_validate(text: &str, env: &Env) -> Result<Config, ConfigErrors> {
+    parse_and_validate_in(text, env, None)
+}
+
+/// As `parse_and_validate`, reading relative template `source`s from `base`
+/// (the config file's directory) instead of the working directory.
+pub fn parse_and_validate_in(
+    text: &str,
+    env: &Env,
+    base: Option<&std::path::Path>,
+) -> Result<Config, ConfigErrors> {
     let table: toml::Table = toml::from_str(text).map_err(ConfigErrors::from_toml)?;
     let mut errs = ConfigErrors::default();
     let mut raw = RawConfig::default();
@@ -143,6 +153,7 @@ pub fn parse_and_validate(text: &str, env: &Env) -> Result<Config, ConfigErrors>
         env,
         errs,
         broken_jobs,
+        base: base.map(std::path::Path::to_path_buf),
     }
     .run(raw)
 }
@@ -173,6 +184,7 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors> {
         env,
         errs: ConfigErrors::default(),
         broken_jobs: BTreeSet::new(),
+        base: None,
     }
     .run(raw)
 }
@@ -182,6 +194,8 @@ struct Validator<'a> {
     errs: ConfigErrors,
     /// Names of jobs that failed to parse: references to them are not errors.
     broken_jobs: BTreeSet<String>,
+    /// The config file's directory: relative template sources are read from it.
+    base: Option<PathBuf>,
 }
 
 impl Validator<'_> {
@@ -442,9 +456,12 @@ impl Validator<'_> {
             .filter(|j| j.exec.is_some())
             .map(|j| j.name.clone())
             .collect();
+        let templates = self.templates(raw.templates, &names);
+        let template_names: BTreeSet<String> = templates.iter().map(|t| t.name.clone()).collect();
         let known = KnownNames {
             jobs: &names,
             watches: &watch_names,
+            templates: &template_names,
             healthy: &healthy_jobs,
             with_exec: &exec_jobs,
         };
@@ -474,8 +491,6 @@ impl Validator<'_> {
             );
         }
         self.check_reachable(&jobs, &names);
-
-        let templates = self.templates(raw.templates, &names);
 
         if !self.errs.is_empty() {
             // Report in file order: jobs[2] before jobs[10].
@@ -634,82 +649,270 @@ impl Validator<'_> {
         jobs: &BTreeMap<String, usize>,
     ) -> Vec<TemplateConfig> {
         let mut out = Vec::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        let mut destinations: BTreeMap<PathBuf, usize> = BTreeMap::new();
         for (i, t) in raw.into_iter().enumerate() {
             let path = format!("templates[{i}]");
-            if t.source.is_empty() {
-                self.err(format!("{path}.source"), "is required (the template file)");
-            }
-            if t.destination.is_empty() {
+            let destination = if t.destination.is_empty() {
                 self.err(
                     format!("{path}.destination"),
                     "is required (the file to write)",
                 );
+                None
+            } else {
+                self.string(&format!("{path}.destination"), &t.destination)
+                    .map(PathBuf::from)
+            };
+            if let Some(d) = &destination {
+                if d.file_name().is_none() {
+                    self.err(
+                        format!("{path}.destination"),
+                        format!("'{}' names no file", d.display()),
+                    );
+                } else if let Some(prev) = destinations.insert(d.clone(), i) {
+                    self.err(
+                        format!("{path}.destination"),
+                        format!(
+                            "'{}' is already written by templates[{prev}]; two templates cannot share a file",
+                            d.display()
+                        ),
+                    );
+                }
             }
-            let perms = match t.perms.as_deref() {
-                None => 0o644,
-                Some(p) => match u32::from_str_radix(p.trim_start_matches("0o"), 8) {
-                    Ok(m) if m <= 0o7777 => m,
+            let name = match &t.name {
+                Some(n) => self.string(&format!("{path}.name"), n),
+                None => destination
+                    .as_ref()
+                    .and_then(|d| d.file_name())
+                    .map(|f| f.to_string_lossy().into_owned()),
+            };
+            if let Some(n) = &name {
+                if let Err(e) = check_name(n) {
+                    self.err(
+                        format!("{path}.name"),
+                        if t.name.is_none() {
+                            format!("{e}; the name comes from the destination's file name, so set name = \"...\"")
+                        } else {
+                            e
+                        },
+                    );
+                } else if let Some(prev) = names.insert(n.clone(), i) {
+                    self.err(
+                        format!("{path}.name"),
+                        format!(
+                            "\"{n}\" is already the name of templates[{prev}]; set a unique name"
+                        ),
+                    );
+                }
+            }
+            let (source, text) = match (&t.source, &t.contents) {
+                (Some(_), Some(_)) => {
+                    self.err(&path, "set source or contents, not both");
+                    (None, None)
+                }
+                (None, None) => {
+                    self.err(
+                        format!("{path}.source"),
+                        "is required (the template file), or write the template in contents",
+                    );
+                    (None, None)
+                }
+                (None, Some(c)) => (None, Some(c.clone())),
+                (Some(s), None) => match self.string(&format!("{path}.source"), s) {
+                    None => (None, None),
+                    Some(s) => {
+                        let p = match &self.base {
+                            Some(b) if PathBuf::from(&s).is_relative() => b.join(&s),
+                            _ => PathBuf::from(&s),
+                        };
+                        match read_template(&p) {
+                            Ok(text) => (Some(p), Some(text)),
+                            Err(e) => {
+                                self.err(format!("{path}.source"), e);
+                                (None, None)
+                            }
+                        }
+                    }
+                },
+            };
+            if let Some(text) = &text {
+                let key = if source.is_some() {
+                    "source"
+                } else {
+                    "contents"
+                };
+                if let Err(e) = crate::template::check_syntax(text) {
+                    self.err(format!("{path}.{key}"), e);
+                }
+            }
+            let perms = t.perms.as_deref().and_then(|p| {
+                match u32::from_str_radix(p.trim_start_matches("0o"), 8) {
+                    Ok(m) if m <= 0o7777 => Some(m),
                     _ => {
                         self.err(
                             format!("{path}.perms"),
                             format!("'{p}' is not an octal file mode (e.g. \"0644\")"),
                         );
-                        0o644
+                        None
                     }
-                },
-            };
+                }
+            });
             let check = t
                 .check
-                .and_then(|c| self.exec(&format!("{path}.check"), c, false));
-            if let Some(j) = &t.reload_job {
-                if !jobs.contains_key(j) && !self.broken_jobs.contains(j) {
+                .and_then(|c| self.exec(&format!("{path}.check"), c, false))
+                .map(|e| e.argv);
+            if let Some(argv) = &check {
+                if !argv.iter().any(|a| a.contains("{candidate}")) {
                     self.err(
-                        format!("{path}.reload_job"),
-                        format!("no job is named \"{j}\""),
+                        format!("{path}.check"),
+                        "never names the file to check; put \"{candidate}\" where its path goes (e.g. [\"haproxy\", \"-c\", \"-q\", \"-f\", \"{candidate}\"])",
                     );
                 }
             }
-            let reload_signal = match &t.reload_signal {
-                Some(s) => self
-                    .signal(&format!("{path}.reload_signal"), s)
-                    .unwrap_or(Signal::SIGHUP),
-                None => Signal::SIGHUP,
+            let check_timeout = t
+                .check_timeout
+                .as_deref()
+                .and_then(|s| self.positive_duration(&format!("{path}.check_timeout"), s))
+                .unwrap_or(Duration::from_secs(30));
+            let reload = t.reload.and_then(|r| self.reload(&path, r, jobs));
+            let wait = match t.wait {
+                None if reload.is_some() => Some(TEMPLATE_WAIT),
+                None => None,
+                Some(w) => {
+                    let min = w
+                        .min
+                        .as_deref()
+                        .and_then(|s| self.duration(&format!("{path}.wait.min"), s));
+                    let max = w
+                        .max
+                        .as_deref()
+                        .and_then(|s| self.duration(&format!("{path}.wait.max"), s));
+                    match (min, max) {
+                        (None, None) if w.min.is_none() && w.max.is_none() => {
+                            self.err(
+                                format!("{path}.wait"),
+                                "set min (and max), e.g. wait = { min = \"2s\", max = \"10s\" }; min = \"0s\" turns quiescence off",
+                            );
+                            None
+                        }
+                        (Some(min), _) if min.is_zero() => None,
+                        (Some(min), None) if w.max.is_none() => Some((min, min * 4)),
+                        (Some(min), Some(max)) if max < min => {
+                            self.err(
+                                format!("{path}.wait.max"),
+                                format!(
+                                    "{} must not be shorter than min ({})",
+                                    format_duration(max),
+                                    format_duration(min)
+                                ),
+                            );
+                            None
+                        }
+                        (Some(min), Some(max)) => Some((min, max)),
+                        (None, Some(_)) if w.min.is_none() => {
+                            self.err(format!("{path}.wait.min"), "is required when max is set");
+                            None
+                        }
+                        _ => None,
+                    }
+                }
             };
-            let wait = t.wait.unwrap_or_default();
-            let wait_min = wait
-                .initial
-                .as_deref()
-                .and_then(|s| self.duration(&format!("{path}.wait.initial"), s))
-                .unwrap_or_default();
-            let wait_max = wait
-                .max
-                .as_deref()
-                .and_then(|s| self.duration(&format!("{path}.wait.max"), s))
-                .unwrap_or(wait_min * 4);
-            if wait_max < wait_min {
+            let mut min_instances = BTreeMap::new();
+            for (svc, n) in t.min_instances {
+                match usize::try_from(n) {
+                    Ok(n) => {
+                        min_instances.insert(svc, n);
+                    }
+                    Err(_) => self.err(
+                        format!("{path}.min_instances.{svc}"),
+                        format!("{n} is not a count (use 0 or more)"),
+                    ),
+                }
+            }
+            let haproxy_socket = t.haproxy.and_then(|h| {
+                if h.socket.is_empty() {
+                    self.err(
+                        format!("{path}.haproxy.socket"),
+                        "is required (HAProxy's admin socket: stats socket <path> level admin)",
+                    );
+                    return None;
+                }
+                self.string(&format!("{path}.haproxy.socket"), &h.socket)
+                    .map(PathBuf::from)
+            });
+            if haproxy_socket.is_some() && !matches!(reload, Some(Reload::Job { .. })) {
                 self.err(
-                    format!("{path}.wait"),
-                    "max must not be shorter than initial",
+                    format!("{path}.haproxy"),
+                    "reload-free mode still reloads when the set of backends changes; set reload = { job = \"haproxy\", signal = \"SIGUSR2\" }",
                 );
             }
-            let source = self
-                .string(&format!("{path}.source"), &t.source)
-                .unwrap_or_default();
-            let destination = self
-                .string(&format!("{path}.destination"), &t.destination)
-                .unwrap_or_default();
+            let (Some(name), Some(text), Some(destination)) = (name, text, destination) else {
+                continue;
+            };
             out.push(TemplateConfig {
-                source: source.into(),
-                destination: destination.into(),
+                name,
+                source,
+                text,
+                destination,
                 perms,
+                backup: t.backup.unwrap_or(false),
+                create_dest_dirs: t.create_dest_dirs.unwrap_or(true),
                 check,
-                reload_job: t.reload_job,
-                reload_signal,
-                wait_min,
-                wait_max,
+                check_timeout,
+                reload,
+                wait,
+                min_instances,
+                haproxy_socket,
             });
         }
         out
+    }
+
+    fn reload(
+        &mut self,
+        path: &str,
+        r: RawReload,
+        jobs: &BTreeMap<String, usize>,
+    ) -> Option<Reload> {
+        let p = format!("{path}.reload");
+        match (r.job, r.exec) {
+            (Some(_), Some(_)) => {
+                self.err(&p, "set job (and signal) or exec, not both");
+                None
+            }
+            (None, None) => {
+                self.err(
+                    &p,
+                    "set job = \"NAME\" (and signal) to signal a supervised job, or exec = [...] to run a command",
+                );
+                None
+            }
+            (Some(job), None) => {
+                if r.timeout.is_some() {
+                    self.err(format!("{p}.timeout"), "applies to exec only");
+                }
+                if !jobs.contains_key(&job) && !self.broken_jobs.contains(&job) {
+                    self.err(format!("{p}.job"), format!("no job is named \"{job}\""));
+                }
+                let signal = match &r.signal {
+                    Some(s) => self.signal(&format!("{p}.signal"), s)?,
+                    None => Signal::SIGHUP,
+                };
+                Some(Reload::Job { job, signal })
+            }
+            (None, Some(exec)) => {
+                if r.signal.is_some() {
+                    self.err(format!("{p}.signal"), "applies to job only");
+                }
+                let argv = self.exec(&format!("{p}.exec"), exec, false)?.argv;
+                let timeout = r
+                    .timeout
+                    .as_deref()
+                    .and_then(|s| self.positive_duration(&format!("{p}.timeout"), s))
+                    .unwrap_or(Duration::from_secs(30));
+                Some(Reload::Exec { argv, timeout })
+            }
+        }
     }
 
     fn job(&mut self, i: usize, raw: RawJob, known: &KnownNames) -> Option<JobConfig> {
@@ -746,9 +949,37 @@ impl Validator<'_> {
             .map(PathBuf::from);
         let (user, group) = self.identity(&p, raw.user.as_deref(), raw.group.as_deref());
 
-        let when = match raw.when {
-            Some(w) => self.when(&p, &name, w, known),
-            None => Some(When {
+        let when = match (raw.when, raw.after_templates.unwrap_or(false)) {
+            (Some(_), true) => {
+                self.err(
+                    format!("{p}.after_templates"),
+                    "cannot be combined with when; write the templates into when instead: when = { all = [{ source = \"template.NAME\", once = \"rendered\" }, ...] }",
+                );
+                None
+            }
+            (Some(w), false) => self.when(&p, &name, w, known),
+            (None, true) if known.templates.is_empty() => {
+                self.err(
+                    format!("{p}.after_templates"),
+                    "there are no [[templates]] to wait for",
+                );
+                None
+            }
+            (None, true) => Some(When {
+                trigger: Trigger::All(
+                    known
+                        .templates
+                        .iter()
+                        .map(|t| Condition {
+                            source: Source::Template(t.clone()),
+                            event: EventKind::Rendered,
+                            repeat: false,
+                        })
+                        .collect(),
+                ),
+                timeout: None,
+            }),
+            (None, false) => Some(When {
                 trigger: Trigger::Startup,
                 timeout: None,
             }),
@@ -1196,6 +1427,15 @@ impl Validator<'_> {
                 return None;
             }
             Source::Watch(w.to_string())
+        } else if let Some(t) = source_text.strip_prefix("template.") {
+            if !known.templates.contains(t) {
+                self.err(
+                    format!("{path}.source"),
+                    format!("no template is named \"{t}\" (declare it in [[templates]]; its name defaults to the destination's file name)"),
+                );
+                return None;
+            }
+            Source::Template(t.to_string())
         } else if let Some(sig) = ["SIGHUP", "SIGUSR1", "SIGUSR2"]
             .iter()
             .find(|s| **s == source_text)
@@ -1214,7 +1454,7 @@ impl Validator<'_> {
             if !self.broken_jobs.contains(&source_text) {
                 self.err(
                     format!("{path}.source"),
-                    format!("\"{source_text}\" is not a job, a watch (watch.NAME), global, SIGHUP, SIGUSR1 or SIGUSR2"),
+                    format!("\"{source_text}\" is not a job, a watch (watch.NAME), a template (template.NAME), global, SIGHUP, SIGUSR1 or SIGUSR2"),
                 );
             }
             return None;
@@ -1244,7 +1484,7 @@ impl Validator<'_> {
         let Some(event) = EventKind::parse(&event_text) else {
             self.err(
                 path,
-                format!("'{event_text}' is not an event (use startup, shutdown, exitSuccess, exitFailed, healthy, unhealthy, changed, stopping, stopped, enterMaintenance, exitMaintenance or a signal name)"),
+                format!("'{event_text}' is not an event (use startup, shutdown, exitSuccess, exitFailed, healthy, unhealthy, changed, rendered, stopping, stopped, enterMaintenance, exitMaintenance or a signal name)"),
             );
             return None;
         };
@@ -1276,6 +1516,7 @@ impl Validator<'_> {
             (Source::Watch(_), EventKind::Changed | EventKind::Healthy | EventKind::Unhealthy) => {
                 true
             }
+            (Source::Template(_), EventKind::Rendered | EventKind::Changed) => true,
             (Source::Signal(s), EventKind::Signal(e)) => s == &e,
             _ => false,
         };
@@ -1288,6 +1529,7 @@ impl Validator<'_> {
                     "job events are exitSuccess, exitFailed, healthy, unhealthy, stopping, stopped"
                 }
                 Source::Watch(_) => "watch events are changed, healthy, unhealthy",
+                Source::Template(_) => "template events are rendered (installed the first time) and changed (installed again)",
                 Source::Signal(_) => "a signal source fires with its own signal name as the event",
             };
             self.err(path, format!("\"{source}\" never sends {event}: {hint}"));
@@ -1355,6 +1597,11 @@ impl Validator<'_> {
     }
 }
 
+/// A template file's text, read when the config loads (so a reload re-reads it).
+fn read_template(path: &std::path::Path) -> Result<String, String> {
+    super::read_file(path).map_err(|e| e.to_string())
+}
+
 /// A sort key that orders the numbers inside a path numerically.
 fn natural_key(path: &str) -> String {
     let mut out = String::new();
@@ -1376,6 +1623,7 @@ fn natural_key(path: &str) -> String {
 struct KnownNames<'a> {
     jobs: &'a BTreeMap<String, usize>,
     watches: &'a BTreeSet<String>,
+    templates: &'a BTreeSet<String>,
     healthy: &'a BTreeSet<String>,
     with_exec: &'a BTreeSet<String>,
 }
@@ -1394,8 +1642,14 @@ fn check_name(name: &str) -> Result<(), String> {
             "\"{name}\" is not a valid name (letters, digits, '-', '_' and '.', starting with a letter or digit)"
         ));
     }
-    if name == "global" || name.starts_with("watch.") || name.starts_with("SIG") {
-        return Err(format!("\"{name}\" is reserved (global, watch.*, SIG*)"));
+    if name == "global"
+        || name.starts_with("watch.")
+        || name.starts_with("template.")
+        || name.starts_with("SIG")
+    {
+        return Err(format!(
+            "\"{name}\" is reserved (global, watch.*, template.*, SIG*)"
+        ));
     }
     Ok(())
 }

@@ -358,6 +358,35 @@ fn format_status(snapshot: &StatusSnapshot) -> String {
         }
         lines.extend(table(&rows));
     }
+    if !snapshot.templates.is_empty() {
+        lines.push(String::new());
+        let mut rows = vec![[
+            "TEMPLATE",
+            "DESTINATION",
+            "STATE",
+            "QUERIES",
+            "INSTALLED",
+            "AGENT",
+        ]
+        .map(str::to_owned)];
+        for t in &snapshot.templates {
+            rows.push([
+                t.name.clone(),
+                t.destination.clone(),
+                t.state.clone(),
+                t.queries.to_string(),
+                dash(ago(t.last_install)),
+                ago(t.stale_since)
+                    .map_or_else(|| "ok".to_owned(), |a| format!("unreachable since {a}")),
+            ]);
+        }
+        lines.extend(table(&rows));
+        for t in &snapshot.templates {
+            if let Some(e) = &t.last_error {
+                lines.push(format!("template {}: {e}", t.name));
+            }
+        }
+    }
     lines.join("\n")
 }
 
@@ -403,6 +432,7 @@ mod tests {
             }],
             services: vec![],
             watches: vec![],
+            templates: vec![],
         };
         let table = format_status(&snapshot);
         let mut lines = table.lines();

@@ -64,6 +64,8 @@ pub struct StatusSnapshot {
     pub services: Vec<ServiceStatus>,
     #[serde(default)]
     pub watches: Vec<WatchStatus>,
+    #[serde(default)]
+    pub templates: Vec<TemplateStatus>,
 }
 
 /// Seconds since the Unix epoch: the clock of the `*_since` and
@@ -110,6 +112,31 @@ pub struct WatchStatus {
     /// Unix seconds since when the agent has been unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outage_since: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One `[[templates]]` entry, as `template` last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateStatus {
+    pub name: String,
+    pub destination: String,
+    /// waiting (for the first answers), ok, stale, failed
+    pub state: String,
+    /// Distinct Consul queries it reads.
+    pub queries: usize,
+    /// Renders that went through every step (installed or unchanged).
+    pub renders: u64,
+    /// Times its file was installed.
+    pub installs: u64,
+    /// Unix seconds of the last install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_install: Option<u64>,
+    /// Unix seconds since when the agent has not answered one of its queries:
+    /// the file on disk is the last good one, possibly out of date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<u64>,
+    /// The last render, check, guard or install failure (cleared by success).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

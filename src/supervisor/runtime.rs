@@ -22,6 +22,7 @@ use crate::control::{ControlRequest, StatusSnapshot};
 use crate::discovery::client::{self as consul, Client};
 use crate::events::{Event, EventKind};
 use crate::telemetry::{self, UserMetrics};
+use crate::template::{self, TemplateSet};
 
 /// How long shutdown waits for the agent to confirm deregistrations before
 /// the jobs get their stop signals anyway.
@@ -39,6 +40,8 @@ pub enum RuntimeInput {
     },
     /// A watch saw a change: its events, in order.
     Watch(String, Vec<EventKind>),
+    /// The template watcher installed a file or asks for a reload signal.
+    Template(template::Notice),
     /// The telemetry service's heartbeat is due.
     TelemetryHeartbeat,
     Signal(Signal),
@@ -59,6 +62,8 @@ pub struct Runtime {
     /// Applies a new logging level on reload.
     on_reload: Box<dyn Fn(&Config) + Send>,
     discovery: Option<Discovery>,
+    /// When each job's current process was started.
+    spawned: std::collections::HashMap<JobId, Instant>,
 }
 
 /// Everything that talks to the discovery agent: service registrations by
@@ -68,13 +73,15 @@ struct Discovery {
     services: std::collections::BTreeMap<JobId, Registration>,
     telemetry: Option<Registration>,
     watches: Vec<Watch>,
+    /// The `[[templates]]` watcher, when there are templates.
+    templates: Option<TemplateSet>,
     /// Services left the catalog for shutdown.
     deregistered: bool,
 }
 
 /// The client for `[consul]`; without the table, `$CONSUL_HTTP_ADDR` or
 /// 127.0.0.1:8500 when something needs an agent (a service job or a watch).
-fn discovery_client(config: &Config) -> Result<Option<Client>, String> {
+pub fn discovery_client(config: &Config) -> Result<Option<Client>, String> {
     let opts = match &config.consul {
         Some(c) => consul::Options {
             address: c.address.clone(),
@@ -87,7 +94,10 @@ fn discovery_client(config: &Config) -> Result<Option<Client>, String> {
                 verify: c.tls.verify,
             },
         },
-        None if config.jobs.iter().any(|j| j.service.is_some()) || !config.watches.is_empty() => {
+        None if config.jobs.iter().any(|j| j.service.is_some())
+            || !config.watches.is_empty()
+            || !config.templates.is_empty() =>
+        {
             consul::Options {
                 address: std::env::var("CONSUL_HTTP_ADDR")
                     .unwrap_or_else(|_| "127.0.0.1:8500".into()),
@@ -157,6 +167,7 @@ impl Runtime {
             services: Default::default(),
             telemetry: None,
             watches: Vec::new(),
+            templates: None,
             deregistered: false,
         });
         Ok(Runtime {
@@ -169,11 +180,13 @@ impl Runtime {
             rx,
             on_reload,
             discovery,
+            spawned: Default::default(),
         })
     }
 
     /// Start the watches and the telemetry service's registration.
     fn start_discovery(&mut self) {
+        self.start_templates();
         let Some(d) = &mut self.discovery else { return };
         let (wtx, mut wrx) = mpsc::unbounded_channel::<(String, Vec<EventKind>)>();
         for w in &self.config.watches {
@@ -213,6 +226,74 @@ impl Runtime {
             self.after(Duration::ZERO, RuntimeInput::TelemetryHeartbeat);
         }
         self.sync_registrations();
+    }
+
+    /// (Re)start the template watcher on the current `[[templates]]`.
+    fn start_templates(&mut self) {
+        let Some(d) = &mut self.discovery else { return };
+        d.templates = None;
+        if self.config.templates.is_empty() {
+            return;
+        }
+        let (ntx, mut nrx) = mpsc::unbounded_channel();
+        d.templates = Some(TemplateSet::spawn(
+            self.config.templates.clone(),
+            d.client.clone(),
+            template::Mode::default(),
+            ntx,
+        ));
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(n) = nrx.recv().await {
+                if tx.send(RuntimeInput::Template(n)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// What the template watcher said: an installed file is an event on the
+    /// bus (`rendered` the first time, `changed` after); a reload signal goes
+    /// to the job's main process only (HAProxy's master, not its workers).
+    fn template_notice(&mut self, n: template::Notice, now: Instant) -> Vec<Effect> {
+        match n {
+            template::Notice::Installed { template, first } => {
+                let kind = if first {
+                    EventKind::Rendered
+                } else {
+                    EventKind::Changed
+                };
+                self.sup
+                    .publish(Event::new(kind, Source::Template(template)), now)
+            }
+            template::Notice::Signal {
+                job,
+                signal,
+                installed,
+            } => {
+                let found = self.sup.jobs().find(|(_, j)| j.name() == job);
+                let pid = found.and_then(|(_, j)| j.pid());
+                let fresh = found
+                    .and_then(|(id, _)| self.spawned.get(&id))
+                    .is_some_and(|at| *at >= installed);
+                match pid.and_then(|p| i32::try_from(p).ok()) {
+                    // Started after the install (after_templates): it read the new file.
+                    Some(_) if fresh => {}
+                    Some(pid) => {
+                        tracing::info!("templates: {signal} to job {job} (pid {pid})");
+                        if let Err(e) =
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+                        {
+                            tracing::warn!("templates: {signal} to job {job} (pid {pid}): {e}");
+                        }
+                    }
+                    None => tracing::info!(
+                        "templates: job {job} is not running; it reads the new file when it starts"
+                    ),
+                }
+                Vec::new()
+            }
+        }
     }
 
     /// One registration per live service job: new jobs (start, reload) get
@@ -278,8 +359,10 @@ impl Runtime {
         }
         d.deregistered = true;
         // Nothing reacts to watch events any more; an agent coprocess that
-        // stops soon must not read as an outage.
+        // stops soon must not read as an outage, and a stopping proxy needs
+        // no reloads.
         d.watches.clear();
+        d.templates = None;
         // All asked at once, then waited for under one deadline.
         let pending: Vec<_> = d
             .services
@@ -344,6 +427,7 @@ impl Runtime {
                     }
                     effects
                 }
+                RuntimeInput::Template(n) => self.template_notice(n, now),
                 RuntimeInput::TelemetryHeartbeat => {
                     if let Some(reg) = self.discovery.as_ref().and_then(|d| d.telemetry.as_ref()) {
                         reg.send(RegInput::Health {
@@ -451,6 +535,7 @@ impl Runtime {
                 match process::spawn_job(&cfg, &self.overlay) {
                     Ok((pid, exited)) => {
                         tracing::info!("job {} started (pid {pid})", cfg.name);
+                        self.spawned.insert(id, now);
                         if let Some(reg) = self.registration(id) {
                             reg.send(RegInput::Started);
                         }
@@ -571,6 +656,7 @@ impl Runtime {
                         for (k, v) in discovery_env(&new, client.as_ref()) {
                             self.overlay.vars.insert(k, Some(v));
                         }
+                        let templates_changed = new.templates != self.config.templates;
                         if new.watches != self.config.watches || new.consul != self.config.consul {
                             tracing::warn!(
                                 "watch and [consul] changes take effect at the next start"
@@ -597,6 +683,12 @@ impl Runtime {
                             tracing::warn!("control and telemetry listener changes take effect at the next start");
                         }
                         self.config = new;
+                        if templates_changed
+                            && self.discovery.as_ref().is_some_and(|d| !d.deregistered)
+                        {
+                            tracing::info!("templates changed; rendering them anew");
+                            self.start_templates();
+                        }
                         let _ = reply.send(Ok(summary));
                         effects
                     }
@@ -621,6 +713,12 @@ impl Runtime {
                 .iter()
                 .flat_map(|d| d.watches.iter())
                 .map(Watch::status)
+                .collect(),
+            templates: self
+                .discovery
+                .iter()
+                .flat_map(|d| d.templates.iter())
+                .flat_map(TemplateSet::status)
                 .collect(),
         }
     }

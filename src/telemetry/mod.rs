@@ -34,6 +34,16 @@ pub const JOB_HEALTHY: &str = "pilotfish_job_healthy";
 pub const WATCH_INSTANCES: &str = "pilotfish_watch_instances";
 /// Counter, labels `kind`, `source`: every event published on the bus.
 pub const EVENTS: &str = "pilotfish_events_total";
+/// Counter, label `template`: files installed.
+pub const TEMPLATE_INSTALLS: &str = "pilotfish_template_installs_total";
+/// Counter, labels `template`, `stage` (render, guard, check, install, reload):
+/// failures that kept the last good file.
+pub const TEMPLATE_ERRORS: &str = "pilotfish_template_errors_total";
+/// Counter, labels `template`, `how` (signal, exec, runtime_api): reload
+/// actions fired (runtime_api: instance changes applied without a reload).
+pub const TEMPLATE_RELOADS: &str = "pilotfish_template_reloads_total";
+/// Gauge: distinct Consul queries the templates watch.
+pub const TEMPLATE_QUERIES: &str = "pilotfish_template_queries";
 /// Counter, labels `path` (the route, never the raw path) and `code`.
 pub const CONTROL_REQUESTS: &str = "pilotfish_control_requests_total";
 
@@ -96,6 +106,19 @@ fn describe_builtins() {
         "Passing instances (or KV entries) in the watch's last answer."
     );
     metrics::describe_counter!(EVENTS, "Events published on the event bus.");
+    metrics::describe_counter!(TEMPLATE_INSTALLS, "Rendered template files installed.");
+    metrics::describe_counter!(
+        TEMPLATE_ERRORS,
+        "Template failures that kept the last good file, by stage."
+    );
+    metrics::describe_counter!(
+        TEMPLATE_RELOADS,
+        "Reload actions fired after templates were installed, by kind."
+    );
+    metrics::describe_gauge!(
+        TEMPLATE_QUERIES,
+        "Distinct Consul queries the templates watch."
+    );
     metrics::describe_counter!(
         CONTROL_REQUESTS,
         "Requests served by the control socket, by route and status code."

@@ -19,7 +19,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 
 use super::api::agent::{AgentCheck, CheckUpdate, Member, ServiceDefinition};
-use super::api::catalog::AgentService;
+use super::api::catalog::{AgentService, Node, NodeServices};
 use super::api::health::ServiceEntry;
 use super::api::kv::KvPair;
 
@@ -500,6 +500,27 @@ impl Client {
                 .collect(),
             meta,
         ))
+    }
+
+    /// `GET /v1/catalog/nodes`.
+    pub async fn catalog_nodes(&self, q: &Query) -> Result<(Vec<Node>, Meta), Error> {
+        let (list, meta): (Option<Vec<Node>>, Meta) =
+            self.read("/v1/catalog/nodes", Vec::new(), q).await?;
+        Ok((list.unwrap_or_default(), meta))
+    }
+
+    /// `GET /v1/catalog/node/<name>`: None when the node is not in the catalog.
+    pub async fn catalog_node(
+        &self,
+        node: &str,
+        q: &Query,
+    ) -> Result<(Option<NodeServices>, Meta), Error> {
+        let path = format!("/v1/catalog/node/{}", segment(node));
+        let mut params = Vec::new();
+        let timeout = query_params(q, &mut params);
+        let (v, meta): (Option<NodeServices>, Meta) =
+            self.missing_as_empty(&path, &params, timeout).await?;
+        Ok((v, meta))
     }
 
     // ----- KV -----

@@ -1,0 +1,159 @@
+//! One task per distinct dependency: a loop of blocking queries through
+//! `discovery::client` (Consul's index rules from `client::retry`), each
+//! answer normalised to what a template can see and sent on only when that
+//! differs from the last one. An unreachable agent is retried with backoff
+//! forever and sends nothing, so no template ever renders from empty data
+//! because discovery was down; the outage's start is kept for `/v3/status`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::deps::{self, Dep};
+use crate::discovery::client::retry::{next_index, Backoff, Outage, RateLimit};
+use crate::discovery::client::{Client, Error, Meta, Query};
+
+/// How long one blocking query waits at most.
+const WAIT: Duration = Duration::from_secs(300);
+
+/// A dependency's new data.
+pub type Update = (Dep, Arc<Value>);
+
+/// What `/v3/status` shows of one watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchState {
+    pub index: u64,
+    /// Since when the agent has not answered, if it does not.
+    pub stale_since: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+/// The handle on one dependency's task; dropping it stops the task.
+pub struct DepWatch {
+    pub state: Arc<Mutex<WatchState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DepWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DepWatch {
+    pub fn spawn(dep: Dep, client: Client, out: mpsc::UnboundedSender<Update>) -> DepWatch {
+        let state = Arc::new(Mutex::new(WatchState::default()));
+        let task = tokio::spawn(run(dep, client, out, Arc::clone(&state)));
+        DepWatch { state, task }
+    }
+
+    pub fn state(&self) -> WatchState {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+async fn fetch(client: &Client, dep: &Dep, index: u64) -> Result<(Value, Meta), Error> {
+    let mut q = Query::blocking(index, WAIT);
+    Ok(match dep {
+        Dep::Service {
+            name,
+            tag,
+            dc,
+            passing,
+        } => {
+            q.dc = dc.clone();
+            let (rows, meta) = client
+                .health_service(name, tag.as_deref(), *passing, &q)
+                .await?;
+            (deps::service_instances(&rows), meta)
+        }
+        Dep::Services { dc } => {
+            q.dc = dc.clone();
+            let (map, meta) = client.catalog_services(&q).await?;
+            (deps::services(&map), meta)
+        }
+        Dep::Key(k) => {
+            let (pair, meta) = client.kv_get(k, &q).await?;
+            (deps::key(pair.as_ref()), meta)
+        }
+        Dep::Tree(p) => {
+            let (pairs, meta) = client.kv_list(p, &q).await?;
+            (deps::tree(&pairs), meta)
+        }
+        Dep::Node(n) => {
+            let (node, meta) = client.catalog_node(n, &q).await?;
+            (deps::node_services(node.as_ref()), meta)
+        }
+        Dep::Nodes { dc } => {
+            q.dc = dc.clone();
+            let (list, meta) = client.catalog_nodes(&q).await?;
+            (deps::nodes(&list), meta)
+        }
+    })
+}
+
+async fn run(
+    dep: Dep,
+    client: Client,
+    out: mpsc::UnboundedSender<Update>,
+    state: Arc<Mutex<WatchState>>,
+) {
+    let mut index = 0;
+    let mut last: Option<Value> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(60));
+    // A burst of changes is answered at once; a key that changes without
+    // pause is not re-read more than 20 times a second.
+    let mut rate = RateLimit::new(20.0, 10.0);
+    let mut outage = Outage::default();
+    loop {
+        let pause = rate.take(Instant::now());
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        match fetch(&client, &dep, index).await {
+            Ok((value, meta)) => {
+                backoff.reset();
+                if let Some((lasted, _)) = outage.recover(Instant::now()) {
+                    tracing::info!(
+                        "template query {dep}: the agent answers again after {}",
+                        crate::config::duration::format_duration(lasted)
+                    );
+                }
+                index = next_index(index, meta.index);
+                {
+                    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.index = index;
+                    s.stale_since = None;
+                    s.last_error = None;
+                }
+                if last.as_ref() != Some(&value) {
+                    last = Some(value.clone());
+                    if out.send((dep.clone(), Arc::new(value))).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                if outage.fail(Instant::now()) {
+                    tracing::warn!(
+                        "template query {dep}: {e}; keeping the last rendered files and retrying"
+                    );
+                }
+                {
+                    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.stale_since.get_or_insert_with(SystemTime::now);
+                    s.last_error = Some(e.to_string());
+                }
+                // Consul's rule: after an error, start over from index 0.
+                index = 0;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
