@@ -20,7 +20,7 @@ use pilotfish::config::{MetricDef, MetricKind};
 use pilotfish::control::client::{self, ClientCommand, ClientError};
 use pilotfish::control::{
     server, ControlRequest, JobStatus, MetricValue, ReloadSummary, ServiceStatus, StatusSnapshot,
-    WatchStatus,
+    TemplateStatus, WatchStatus,
 };
 use pilotfish::telemetry::{self, UserMetrics};
 use tokio::net::UnixStream;
@@ -96,6 +96,14 @@ fn snapshot(maintenance: bool) -> StatusSnapshot {
             target: "service db".into(),
             instances: Some(2),
             ..WatchStatus::default()
+        }],
+        templates: vec![TemplateStatus {
+            name: "haproxy".into(),
+            destination: "/etc/haproxy/haproxy.cfg".into(),
+            state: "failed".into(),
+            queries: 3,
+            last_error: Some("check: haproxy -c refused it".into()),
+            ..TemplateStatus::default()
         }],
     }
 }
@@ -296,6 +304,21 @@ async fn status_as_json_and_as_table() {
     );
     assert!(
         rows.contains(&vec!["db", "service", "db", "2", "-", "ok"]),
+        "{table}"
+    );
+    assert!(
+        rows.contains(&vec![
+            "haproxy",
+            "/etc/haproxy/haproxy.cfg",
+            "failed",
+            "3",
+            "-",
+            "ok"
+        ]),
+        "{table}"
+    );
+    assert!(
+        table.contains("template haproxy: check: haproxy -c refused it"),
         "{table}"
     );
 

@@ -1957,4 +1957,96 @@ mod tests {
         );
         assert!(errs[0].contains("quotes"), "{errs:?}");
     }
+
+    #[test]
+    fn templates_validate_every_key_and_wire_after_templates() {
+        let c = ok(r#"
+            [[templates]]
+            contents = "{{#each (service \"web\")}}{{Address}}{{/each}}"
+            destination = "/tmp/x/haproxy.cfg"
+            check = ["haproxy", "-c", "-f", "{candidate}"]
+            reload = { job = "haproxy", signal = "SIGUSR2" }
+            min_instances = { web = 1 }
+
+            [[templates]]
+            name = "other"
+            contents = "x"
+            destination = "/tmp/x/other"
+            reload = { exec = "true" }
+            wait = { min = "0s" }
+
+            [[jobs]]
+            name = "haproxy"
+            exec = "haproxy"
+            after_templates = true
+
+            [[jobs]]
+            name = "after-one"
+            exec = "true"
+            when = { source = "template.other", each = "changed" }
+        "#);
+        let t = &c.templates[0];
+        assert_eq!(t.name, "haproxy.cfg");
+        assert_eq!(
+            t.wait,
+            Some(crate::config::TEMPLATE_WAIT),
+            "reloading templates debounce by default"
+        );
+        assert_eq!(
+            t.reload,
+            Some(Reload::Job {
+                job: "haproxy".into(),
+                signal: Signal::SIGUSR2
+            })
+        );
+        assert_eq!(t.min_instances["web"], 1);
+        assert_eq!(c.templates[1].wait, None, "min 0s turns quiescence off");
+        let Trigger::All(conds) = &c.jobs[0].when.trigger else {
+            panic!("after_templates waits on every template")
+        };
+        assert_eq!(conds.len(), 2);
+        assert!(conds
+            .iter()
+            .all(|c| c.event == EventKind::Rendered && !c.repeat));
+    }
+
+    #[test]
+    fn template_mistakes_are_all_reported() {
+        let errs = errors(
+            r#"
+            [[templates]]
+            contents = "{{#each x}}"
+            destination = "/tmp/a"
+            check = ["haproxy", "-c"]
+            reload = { job = "nope" }
+            wait = { min = "5s", max = "1s" }
+            min_instances = { web = -1 }
+
+            [[templates]]
+            source = "/nonexistent/t.hbs"
+            destination = "/tmp/a"
+            haproxy = { socket = "/run/h.sock" }
+
+            [[jobs]]
+            name = "app"
+            exec = "app"
+            after_templates = true
+            when = { source = "template.missing", once = "rendered" }
+        "#,
+        );
+        let all = errs.join("\n");
+        for want in [
+            "templates[0].contents: is not a valid handlebars template: line 1",
+            "templates[0].check: never names the file",
+            "templates[0].reload.job: no job is named \"nope\"",
+            "templates[0].wait.max: 1s must not be shorter than min (5s)",
+            "templates[0].min_instances.web: -1 is not a count",
+            "templates[1].source:",
+            "templates[1].destination: '/tmp/a' is already written by templates[0]",
+            "templates[1].haproxy: reload-free mode",
+            "jobs[0].after_templates: cannot be combined with when",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
 }
