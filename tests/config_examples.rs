@@ -7,8 +7,19 @@ use std::process::Command;
 fn every_example_validates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config-examples");
     let mut checked = 0;
+    // The top level and one level of folders (an example with its templates).
+    let mut paths = Vec::new();
     for entry in std::fs::read_dir(&dir).expect("config-examples/") {
         let path = entry.expect("entry").path();
+        if path.is_dir() {
+            for inner in std::fs::read_dir(&path).expect("example folder") {
+                paths.push(inner.expect("entry").path());
+            }
+        } else {
+            paths.push(path);
+        }
+    }
+    for path in paths {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
@@ -28,7 +39,7 @@ fn every_example_validates() {
         checked += 1;
     }
     assert!(
-        checked >= 3,
+        checked >= 7,
         "expected the shipped examples, found {checked}"
     );
 }

@@ -221,3 +221,54 @@ fn standalone_once_dry_and_refused_renders() {
         .collect();
     assert!(leftovers.is_empty(), "candidates left: {leftovers:?}");
 }
+
+/// A single file bind-mounted into a container cannot be replaced by
+/// rename (EBUSY): it is rewritten in place, so the mount sees the change.
+/// Runs in a private mount namespace (`unshare --mount`, needs root).
+#[test]
+fn a_bind_mounted_destination_is_rewritten_in_place() {
+    let probe = Command::new("unshare").args(["--mount", "true"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: unshare --mount is not allowed here (needs root)");
+        return;
+    }
+    let agent = Agent::dev().start();
+    register(&agent, "web-1", 8081);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = dir.path().join("host.txt");
+    let dest = dir.path().join("mounted.txt");
+    std::fs::write(&host, "old").expect("write");
+    std::fs::write(&dest, "").expect("write");
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[consul]\naddress = \"{}\"\n[[templates]]\ncontents = \"{SERVICES}\"\ndestination = \"{}\"\n",
+            agent.http,
+            dest.display()
+        ),
+    )
+    .expect("config");
+    let script = format!(
+        "mount --bind {host} {dest} && {BIN} template --once --config {cfg} && cat {dest}",
+        host = host.display(),
+        dest = dest.display(),
+        cfg = cfg.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert_eq!(common::text(&out.stdout), "web:web-1@127.0.0.1:8081,;");
+    assert!(
+        common::text(&out.stderr).contains("rewrote it in place"),
+        "{}",
+        common::text(&out.stderr)
+    );
+    assert_eq!(
+        file(&host),
+        "web:web-1@127.0.0.1:8081,;",
+        "the mounted file changed"
+    );
+}

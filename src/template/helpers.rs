@@ -22,7 +22,8 @@ pub type Brain = HashMap<Dep, Arc<Value>>;
 /// What one render produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
-    pub text: String,
+    /// The output, or the error (line and column, the helper's complaint).
+    pub text: Result<String, String>,
     /// Every dependency the render read.
     pub deps: BTreeSet<Dep>,
     /// The ones without an answer yet: the text is incomplete.
@@ -102,8 +103,9 @@ impl Engine {
     }
 
     /// Render `name` against `brain`. The context is empty: every value
-    /// comes from helpers.
-    pub fn render(&self, name: &str, brain: &Arc<Brain>) -> Result<Rendered, String> {
+    /// comes from helpers. The queries read are recorded even when the
+    /// render fails: an error may be the fault of data not there yet.
+    pub fn render(&self, name: &str, brain: &Arc<Brain>) -> Rendered {
         {
             let mut s = lock(&self.scope);
             s.brain = Arc::clone(brain);
@@ -115,13 +117,12 @@ impl Engine {
         let mut s = lock(&self.scope);
         // Drop the brain so the caller's next update need not copy it.
         s.brain = Arc::default();
-        let text = out.map_err(|e| render_error(&e))?;
-        Ok(Rendered {
-            text,
+        Rendered {
+            text: out.map_err(|e| render_error(&e)),
             deps: std::mem::take(&mut s.deps),
             missing: std::mem::take(&mut s.missing),
             counts: std::mem::take(&mut s.counts),
-        })
+        }
     }
 }
 
@@ -536,8 +537,8 @@ mod tests {
 {{/each}}max {{keyOrDefault "lb/maxconn" "4096"}}"#,
         )
         .unwrap();
-        let r = e.render("t", &Arc::default()).unwrap();
-        assert_eq!(r.text, "max 4096");
+        let r = e.render("t", &Arc::default());
+        assert_eq!(r.text.unwrap(), "max 4096");
         assert_eq!(r.missing, [web(), Dep::Key("lb/maxconn".into())].into());
 
         let mut brain = Brain::new();
@@ -546,8 +547,8 @@ mod tests {
             Arc::new(json!([{"ID": "web-1", "Address": "10.0.0.1", "Port": 80, "Status": "passing", "Tags": ["rest"]}])),
         );
         brain.insert(Dep::Key("lb/maxconn".into()), Arc::new(Value::Null));
-        let r = e.render("t", &Arc::new(brain)).unwrap();
-        assert_eq!(r.text, "server web-1 10.0.0.1:80\nmax 4096");
+        let r = e.render("t", &Arc::new(brain));
+        assert_eq!(r.text.unwrap(), "server web-1 10.0.0.1:80\nmax 4096");
         assert!(r.missing.is_empty());
         assert_eq!(r.counts["web"], 1);
     }
@@ -574,8 +575,8 @@ mod tests {
             ])),
         );
         brain.insert(Dep::Services { dc: None }, Arc::new(json!([])));
-        let r = e.render("t", &Arc::new(brain)).unwrap();
-        assert_eq!(r.text, "blue=api_1;v1=api_1api_2;a+b X 1");
+        let r = e.render("t", &Arc::new(brain));
+        assert_eq!(r.text.unwrap(), "blue=api_1;v1=api_1api_2;a+b X 1");
     }
 
     #[test]
@@ -595,8 +596,8 @@ mod tests {
             Dep::Tree("app".into()),
             Arc::new(json!([{"Key": "app/a", "Value": "1"}, {"Key": "app/sub/b", "Value": "2"}])),
         );
-        let r = e.render("t", &Arc::new(brain)).unwrap();
-        assert_eq!(r.text, "a=1 | a sub/b ");
+        let r = e.render("t", &Arc::new(brain));
+        assert_eq!(r.text.unwrap(), "a=1 | a sub/b ");
     }
 
     #[test]
@@ -605,7 +606,7 @@ mod tests {
         assert!(e.contains("line 2"), "{e}");
         let mut e = Engine::new();
         e.add("t", "\n{{service \"web\" \"bogus\"}}").unwrap();
-        let err = e.render("t", &Arc::default()).unwrap_err();
+        let err = e.render("t", &Arc::default()).text.unwrap_err();
         assert!(err.contains("'bogus' is not a status filter"), "{err}");
         assert!(err.contains("line 2"), "{err}");
     }

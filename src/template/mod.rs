@@ -365,8 +365,15 @@ impl Watcher {
 
     async fn step(&mut self, t: usize) -> Step {
         let cfg = self.tpls[t].cfg.clone();
-        let r = match self.engine.render(&cfg.name, &self.brain) {
-            Ok(r) => r,
+        let r = self.engine.render(&cfg.name, &self.brain);
+        self.schedule.set_deps(t, r.deps.clone());
+        if !r.missing.is_empty() {
+            // The watches started below answer, and their answers dirty it
+            // again. An error now may be the missing data's fault.
+            return Step::Incomplete;
+        }
+        let text = match r.text {
+            Ok(t) => t,
             Err(error) => {
                 return Step::Failed {
                     stage: "render",
@@ -374,11 +381,6 @@ impl Watcher {
                 }
             }
         };
-        self.schedule.set_deps(t, r.deps.clone());
-        if !r.missing.is_empty() {
-            // The watches started below answer, and their answers dirty it again.
-            return Step::Incomplete;
-        }
         if let Err(error) = guard(&cfg.min_instances, &r.counts) {
             return Step::Failed {
                 stage: "guard",
@@ -394,11 +396,11 @@ impl Watcher {
                 }
             }
         };
-        if old.as_deref() == Some(r.text.as_bytes()) {
+        if old.as_deref() == Some(text.as_bytes()) {
             return Step::Unchanged;
         }
         if self.mode.dry {
-            println!("> {}\n{}", cfg.destination.display(), r.text);
+            println!("> {}\n{}", cfg.destination.display(), text);
             return Step::Installed { reload: false };
         }
         let opts = install::Options {
@@ -406,7 +408,7 @@ impl Watcher {
             backup: cfg.backup,
             create_dest_dirs: cfg.create_dest_dirs,
         };
-        let cand = match install::write_candidate(&cfg.destination, r.text.as_bytes(), &opts) {
+        let cand = match install::write_candidate(&cfg.destination, text.as_bytes(), &opts) {
             Ok(c) => c,
             Err(e) => {
                 return Step::Failed {
@@ -432,7 +434,7 @@ impl Watcher {
         let mut reload = true;
         if let (Some(socket), Some(old)) = (&cfg.haproxy_socket, &old) {
             let old = String::from_utf8_lossy(old);
-            match haproxy::plan(&old, &r.text) {
+            match haproxy::plan(&old, &text) {
                 haproxy::Change::Runtime(cmds) => match haproxy::apply(socket, &cmds).await {
                     Ok(()) => {
                         reload = false;
