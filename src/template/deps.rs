@@ -37,6 +37,8 @@ pub enum Dep {
     Node(String),
     /// `GET /v1/catalog/nodes`.
     Nodes { dc: Option<String> },
+    /// The agent's own node name (`GET /v1/agent/self`, read once).
+    AgentNode,
 }
 
 impl fmt::Display for Dep {
@@ -67,6 +69,7 @@ impl fmt::Display for Dep {
             Dep::Node(n) => write!(f, "catalog.node({n})"),
             Dep::Nodes { dc: None } => f.write_str("catalog.nodes"),
             Dep::Nodes { dc: Some(d) } => write!(f, "catalog.nodes(dc={d})"),
+            Dep::AgentNode => f.write_str("agent.self"),
         }
     }
 }

@@ -38,8 +38,6 @@ struct Scope {
     deps: BTreeSet<Dep>,
     missing: BTreeSet<Dep>,
     counts: BTreeMap<String, usize>,
-    /// The agent's node name, for `node` without an argument.
-    local_node: Option<String>,
 }
 
 /// Parse a template as the watcher would; the error names line and column.
@@ -95,11 +93,6 @@ impl Engine {
         self.hb
             .register_template_string(name, text)
             .map_err(|e| syntax_error(&e))
-    }
-
-    /// The agent's node name (`node` without an argument reads it).
-    pub fn set_local_node(&mut self, node: Option<String>) {
-        lock(&self.scope).local_node = node;
     }
 
     /// Render `name` against `brain`. The context is empty: every value
@@ -386,12 +379,11 @@ impl Func {
             Kind::Node => {
                 let node = match h.param(0) {
                     Some(_) => text_arg(h, 0)?,
-                    None => lock(&self.scope).local_node.clone().ok_or_else(|| {
-                        fail(
-                            "node: the agent's node name is unknown; name the node: node \"NAME\""
-                                .into(),
-                        )
-                    })?,
+                    // The agent's own node: its name first, then the node.
+                    None => match self.read(Dep::AgentNode) {
+                        Value::String(n) => n,
+                        _ => return Ok(Value::Null),
+                    },
                 };
                 self.read(Dep::Node(node))
             }

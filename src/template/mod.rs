@@ -164,17 +164,6 @@ async fn run(
             return false;
         }
     }
-    if templates
-        .iter()
-        .any(|t| t.text.contains("{{node}}") || t.text.contains("(node)"))
-    {
-        let node = client
-            .agent_self()
-            .await
-            .ok()
-            .and_then(|s| s.get("Config")?.get("NodeName")?.as_str().map(String::from));
-        engine.set_local_node(node);
-    }
     {
         let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
         s.templates = templates

@@ -95,6 +95,15 @@ async fn fetch(client: &Client, dep: &Dep, index: u64) -> Result<(Value, Meta), 
             let (list, meta) = client.catalog_nodes(&q).await?;
             (deps::nodes(&list), meta)
         }
+        Dep::AgentNode => {
+            let me = client.agent_self().await?;
+            let name = me
+                .get("Config")
+                .and_then(|c| c.get("NodeName"))
+                .and_then(Value::as_str)
+                .map_or(Value::Null, |n| Value::String(n.to_string()));
+            (name, Meta::default())
+        }
     })
 }
 
@@ -137,6 +146,10 @@ async fn run(
                     if out.send((dep.clone(), Arc::new(value))).is_err() {
                         return;
                     }
+                }
+                if dep == Dep::AgentNode {
+                    // Not a blocking endpoint, and a node keeps its name.
+                    return;
                 }
             }
             Err(e) => {
