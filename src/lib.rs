@@ -14,6 +14,7 @@ pub mod pid1;
 pub mod signals;
 pub mod supervisor;
 pub mod telemetry;
+pub mod template;
 
 /// The version printed by `pilotfish version` and reported in `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,3 @@
+//! Templates: rendering configuration files from the catalog and applying them.
+
+pub mod haproxy;
