@@ -694,14 +694,26 @@ pub async fn apply_with(socket: &Path, commands: &[String], limits: Limits) -> R
 }
 
 /// `del server` refuses ("Server still has connections attached to it, cannot
-/// remove it.") while any connection to the server is attached. Measured on 2.6:
-/// the maintenance state set before it closes the idle ones at once and sends no
-/// new requests there, so what remains are requests in flight, which finish on
-/// their own. `shutdown sessions server` would free it sooner by cutting those
-/// requests, which is what the reload-free mode exists to avoid; so retry for a
-/// bounded time instead, and past that leave the server in maintenance: it takes
-/// no traffic, and the next reload drops it because the new file lacks it.
+/// remove it.") while any connection to the server exists, in use or idle.
+/// Measured on 2.6.12:
+/// - entering maintenance closes the server's idle connections at once and sends
+///   it no new requests; requests in flight go on and finish on their own;
+/// - but a keep-alive client's connection that was serving a request then goes
+///   back to the idle pool afterwards, and nothing closes it for good (the purge
+///   task closes half the idle connections every `pool-purge-delay`, never the
+///   last one), so `del server` would be refused for ever;
+/// - leaving maintenance for `drain` and entering it again closes them (nothing
+///   else tried did: `health down`, `weight 0`, `disable server`, same `addr`).
+///
+/// So: retry, and before each retry go through `drain` back to `maint`. A drained
+/// server takes no load-balanced requests, only persistent ones (cookie, stick
+/// table), and only for the moment between the two commands.
+/// `shutdown sessions server` would free the server sooner by cutting the
+/// requests in flight, which is what the reload-free mode exists to avoid. Past
+/// `limits.drain`, leave the server in maintenance: it takes no traffic, and the
+/// next reload drops it because the new file lacks it.
 async fn delete_server(socket: &Path, command: &str, limits: Limits) -> Result<(), Error> {
+    let id = command.trim_start_matches("del server ").trim();
     let deadline = tokio::time::Instant::now() + limits.drain;
     let mut pause = Duration::from_millis(10);
     loop {
@@ -727,6 +739,16 @@ async fn delete_server(socket: &Path, command: &str, limits: Limits) -> Result<(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(200));
+        for state in ["drain", "maint"] {
+            let purge = format!("set server {id} state {state}");
+            let answer = send(socket, &purge, limits.command_timeout).await?;
+            if !accepted(&purge, &answer) {
+                return Err(Error::Refused {
+                    command: purge,
+                    answer: answer.trim().to_string(),
+                });
+            }
+        }
     }
 }
 
@@ -764,6 +786,9 @@ async fn send(socket: &Path, command: &str, timeout: Duration) -> Result<String,
     let exchange = async {
         let mut stream = UnixStream::connect(socket).await?;
         stream.write_all(format!("{command}\n").as_bytes()).await?;
+        // Nothing more to say; a CLI that would wait for more (as the master CLI
+        // does) sees the end and answers.
+        stream.shutdown().await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
