@@ -12,24 +12,28 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pilotfish::template::haproxy::{apply, plan, Change};
+use pilotfish::template::haproxy::{apply, apply_with, plan, Change, Limits};
 
 /// A tiny HTTP/1.1 server answering every request with its name, keep-alive
 /// honoured. Each answer takes a few milliseconds so removals meet requests in
 /// flight.
 fn backend(name: &'static str) -> SocketAddr {
+    backend_taking(name, Duration::from_millis(3))
+}
+
+fn backend_taking(name: &'static str, delay: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test backend");
     let addr = listener.local_addr().expect("test backend address");
     thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            thread::spawn(move || serve(name, conn));
+            thread::spawn(move || serve(name, conn, delay));
         }
     });
     addr
 }
 
-fn serve(name: &str, conn: TcpStream) {
+fn serve(name: &str, conn: TcpStream, delay: Duration) {
     let Ok(mut writer) = conn.try_clone() else {
         return;
     };
@@ -45,7 +49,7 @@ fn serve(name: &str, conn: TcpStream) {
                 Ok(_) => {}
             }
         }
-        thread::sleep(Duration::from_millis(3));
+        thread::sleep(delay);
         let answer = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{name}",
             name.len()
@@ -476,4 +480,68 @@ async fn a_refused_command_names_itself_and_the_answer() {
         .expect_err("s1 is not in maintenance");
     assert!(error.to_string().contains("del server app/s1"), "{error}");
     assert_eq!(haproxy.servers("app"), ["s1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_busy_past_the_drain_limit_stays_in_maintenance() {
+    if Command::new("haproxy").arg("-v").output().is_err() {
+        println!("SKIPPED: haproxy is not installed (apt-get install haproxy)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let slow = backend_taking("slow", Duration::from_millis(1500));
+    let fast = backend("fast");
+    let port = free_port();
+    let frontend: SocketAddr = format!("127.0.0.1:{port}")
+        .parse()
+        .expect("frontend address");
+    let admin = dir.path().join("admin.sock");
+    let both = config(
+        &admin,
+        port,
+        &format!("    server s1 {slow}\n    server s2 {fast}\n"),
+    );
+    let fast_only = config(&admin, port, &format!("    server s2 {fast}\n"));
+    let haproxy = Haproxy::start(dir.path(), &both);
+
+    // Round robin starts with s1: this request is in flight on the slow server.
+    let in_flight = thread::spawn(move || connect(frontend).and_then(|mut conn| get(&mut conn)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cli(&admin, "show servers conn app")
+        .expect("show servers conn")
+        .lines()
+        .any(|l| l.starts_with("app/s1 ") && l.split_whitespace().nth(6) == Some("1"))
+    {
+        assert!(Instant::now() < deadline, "the request never reached s1");
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let limits = Limits {
+        drain: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    apply_with(&admin, &commands(plan(&both, &fast_only)), limits)
+        .await
+        .expect("a busy server is not an error");
+    assert_eq!(
+        haproxy.servers("app"),
+        ["s1", "s2"],
+        "s1 stays, in maintenance"
+    );
+    let state = cli(&admin, "show servers state app").expect("show servers state");
+    let s1_admin = state
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some("s1"))
+        .and_then(|l| l.split_whitespace().nth(6))
+        .expect("s1's srv_admin_state");
+    assert_eq!(s1_admin, "1", "s1 is in forced maintenance: {state}");
+    assert_eq!(
+        in_flight.join().expect("client"),
+        Ok("slow".to_string()),
+        "the request in flight finished"
+    );
+    for _ in 0..4 {
+        let body = connect(frontend).and_then(|mut conn| get(&mut conn));
+        assert_eq!(body, Ok("fast".to_string()));
+    }
 }

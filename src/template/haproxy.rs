@@ -494,7 +494,8 @@ impl Config {
         for _ in 0..self.sections.len() {
             let Some(at) = current else { break };
             let section = &self.sections[at];
-            for line in &section.lines {
+            // Backwards: within a section the last `balance` line is the one in force.
+            for line in section.lines.iter().rev() {
                 let tokens: Vec<&str> = line.split(' ').collect();
                 match tokens[0] {
                     "balance" if settings.balance.is_none() => {
@@ -1134,6 +1135,13 @@ backend api
                 "{balance}"
             );
         }
+        // The last balance line of a section wins.
+        let twice = BASE.replace(
+            "balance roundrobin",
+            "balance static-rr\n    balance roundrobin",
+        );
+        let removed = twice.replace("    server web1 10.0.0.1:8080 check\n", "");
+        assert!(matches!(plan(&twice, &removed), Change::Runtime(_)));
         // The algorithm can come from the defaults section the backend inherits.
         let installed = BASE.replace("    mode http\n", "    mode http\n    balance static-rr\n");
         let rendered = installed.replace(
