@@ -9,11 +9,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Debian's python3 with python-consul 0.7 and pytest (also the HTTPS check
 # tests' server), venv for py-consul from PyPI, iptables (the partition
 # in tests/cluster.rs; setpriv from util-linux gives each server its group),
-# and dnsmasq-base: the dnsmasq binary alone, no system service, which
-# tests/autopilot_cluster.rs starts to answer one name with three servers.
+# dnsmasq-base: the dnsmasq binary alone, no system service, which
+# tests/autopilot_cluster.rs starts to answer one name with three servers,
+# and haproxy (real HAProxy for the template tests, tests/haproxy_runtime.rs)
+# with socat to talk to its admin socket by hand when one fails.
 # Installed with apt-get when missing and root.
 need=()
-for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base; do
+for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base haproxy socat; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

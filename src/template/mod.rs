@@ -423,13 +423,15 @@ impl Watcher {
         let mut reload = true;
         if let (Some(socket), Some(old)) = (&cfg.haproxy_socket, &old) {
             let old = String::from_utf8_lossy(old);
-            match haproxy::plan(&old, &text) {
-                haproxy::Change::Runtime(cmds) => match haproxy::apply(socket, &cmds).await {
+            match haproxy::diff(&old, &text) {
+                // Only comments or spacing differ: HAProxy reads the same config.
+                Ok(cmds) if cmds.is_empty() => reload = false,
+                Ok(cmds) => match haproxy::apply(socket, &cmds).await {
                     Ok(()) => {
                         reload = false;
                         metrics::counter!(telemetry::TEMPLATE_RELOADS, "template" => cfg.name.clone(), "how" => "runtime_api").increment(1);
                         tracing::info!(
-                            "template {}: {} server change{} applied over HAProxy's Runtime API, no reload",
+                            "template {}: {} Runtime API command{} applied the server changes, no reload",
                             cfg.name,
                             cmds.len(),
                             if cmds.len() == 1 { "" } else { "s" }
@@ -440,8 +442,7 @@ impl Watcher {
                         cfg.name
                     ),
                 },
-                haproxy::Change::None => reload = false,
-                haproxy::Change::Reload => {}
+                Err(why) => tracing::info!("template {}: reloading: {why}", cfg.name),
             }
         }
         match install::install(cand, &cfg.destination, &opts) {
