@@ -43,3 +43,27 @@ fn every_example_validates() {
         "expected the shipped examples, found {checked}"
     );
 }
+
+/// The images' configs validate too, with their template beside them as the
+/// image lays it out.
+#[test]
+fn image_configs_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        root.join("config-examples/haproxy/haproxy.cfg.hbs"),
+        dir.path().join("haproxy.cfg.hbs"),
+    )
+    .expect("copy the template");
+    for name in ["app", "haproxy"] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::copy(root.join(format!("images/{name}/pilotfish.toml")), &path)
+            .expect("copy the config");
+        let cfg = pilotfish::config::load(&path)
+            .unwrap_or_else(|e| panic!("images/{name}:\n{}", e.messages().join("\n")));
+        assert!(
+            cfg.jobs.iter().any(|j| j.primary),
+            "images/{name} has a primary job"
+        );
+    }
+}

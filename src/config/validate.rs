@@ -225,6 +225,12 @@ impl Validator<'_> {
         }
     }
 
+    /// Expand `${VAR}` references without recording errors (the caller
+    /// reports them where the value is validated).
+    fn env_free(&self, s: &str) -> Option<String> {
+        expand(s, self.env).ok()
+    }
+
     fn positive_duration(&mut self, path: &str, s: &str) -> Option<Duration> {
         let d = self.duration(path, s)?;
         if d < Duration::from_millis(1) {
@@ -456,8 +462,19 @@ impl Validator<'_> {
             .filter(|j| j.exec.is_some())
             .map(|j| j.name.clone())
             .collect();
+        // Names as written, so a template with another mistake still counts
+        // as one for `after_templates` and `template.NAME` sources.
+        let template_names: BTreeSet<String> = raw
+            .templates
+            .iter()
+            .filter_map(|t| match &t.name {
+                Some(n) => self.env_free(n),
+                None => std::path::Path::new(&t.destination)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned()),
+            })
+            .collect();
         let templates = self.templates(raw.templates, &names);
-        let template_names: BTreeSet<String> = templates.iter().map(|t| t.name.clone()).collect();
         let known = KnownNames {
             jobs: &names,
             watches: &watch_names,
