@@ -11,9 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # in tests/cluster.rs; setpriv from util-linux gives each server its group),
 # and dnsmasq-base: the dnsmasq binary alone, no system service, which
 # tests/autopilot_cluster.rs starts to answer one name with three servers.
+# busybox-static: the one binary of the image tests/registrator.rs imports
+# into Docker (no image can be pulled).
 # Installed with apt-get when missing and root.
 need=()
-for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base; do
+for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base busybox-static; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
