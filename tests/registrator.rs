@@ -81,6 +81,7 @@ struct Containers {
     image: String,
     prefix: String,
     names: Mutex<Vec<String>>,
+    networks: Mutex<Vec<String>>,
 }
 
 impl Containers {
@@ -135,7 +136,16 @@ impl Containers {
             image,
             prefix: format!("pf-{test}-{}", std::process::id()),
             names: Mutex::new(Vec::new()),
+            networks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A user-defined bridge network (removed on drop): its name.
+    fn network(&self) -> String {
+        let name = format!("{}-net-{}", self.prefix, SEQ.fetch_add(1, Ordering::SeqCst));
+        self.networks.lock().expect("networks").push(name.clone());
+        docker(&["network", "create", "--label", LABEL, &name]);
+        name
     }
 
     /// `docker run -d --name <new name> <args> IMAGE <cmd>`: the name.
@@ -168,6 +178,11 @@ impl Drop for Containers {
             let mut args = vec!["rm", "-f"];
             args.extend(names.iter().map(String::as_str));
             let _ = Command::new("docker").args(&args).output();
+        }
+        for net in self.networks.lock().map(|n| n.clone()).unwrap_or_default() {
+            let _ = Command::new("docker")
+                .args(["network", "rm", &net])
+                .output();
         }
         let _ = Command::new("docker")
             .args(["rmi", "-f", &self.image])
@@ -355,6 +370,34 @@ fn registers_running_containers_and_deregisters_stopped_ones() {
     // docker stop (busybox httpd as PID 1 ignores SIGTERM: killed) → gone.
     docker(&["stop", "-t", "1", &web]);
     deregistered(&agent, &id);
+}
+
+#[test]
+fn internal_uses_the_address_on_a_user_defined_network() {
+    need_docker!();
+    let containers = Containers::new("internal");
+    let agent = Agent::dev().start();
+    let host = format!("reg-internal-{}", std::process::id());
+    let _registrator = Registrator::start(
+        &agent.http.to_string(),
+        &["--hostname", &host, "--internal"],
+    );
+    let net = containers.network();
+    // Nothing published: --internal registers the exposed port anyway.
+    let api = containers.run(&["--network", &net, "-e", "SERVICE_NAME=api"], &[]);
+    let svc = registered(&agent, &format!("{host}:{api}:80"));
+    // The top-level NetworkSettings.IPAddress is empty on a user-defined
+    // network (Registrator's #291); the address is the one on `net`.
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        &api,
+    ]);
+    assert!(!ip.is_empty());
+    assert_eq!(svc["Address"], ip);
+    assert_eq!(svc["Port"], 80);
+    assert_eq!(svc["Service"], "api");
 }
 
 #[test]

@@ -379,7 +379,7 @@ async fn ping(
             Ok(_) => return Ok(true),
             Err(e) if setup.retry_attempts >= 0 && attempt >= setup.retry_attempts => {
                 anyhow::bail!(
-                    "the Consul agent at {} does not answer after {} attempts: {e}; \
+                    "the Consul agent at {} does not answer after {} attempt(s): {e}; \
                      start it, or use --retry-attempts -1 to wait for it",
                     consul.address(),
                     attempt + 1
