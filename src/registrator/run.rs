@@ -150,12 +150,7 @@ fn setup(args: &RegistratorArgs) -> Result<Setup, Vec<String>> {
             args.retry_attempts
         ));
     }
-    let hostname = args.hostname.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".to_owned())
-    });
+    let hostname = args.hostname.clone().unwrap_or_else(system_hostname);
     if hostname.is_empty() || hostname.contains('/') {
         errors.push(format!(
             "--hostname {hostname:?}: must be a host name (it starts every service ID)"
@@ -191,7 +186,14 @@ fn setup(args: &RegistratorArgs) -> Result<Setup, Vec<String>> {
     }
 }
 
-/// Run until SIGTERM/SIGINT; the exit status.
+fn system_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Run until SIGTERM/SIGINT; the exit status (2: bad flags).
 pub async fn run(args: RegistratorArgs) -> i32 {
     let setup = match setup(&args) {
         Ok(s) => s,
@@ -301,7 +303,8 @@ struct Shell {
 async fn serve(mut setup: Setup, shutdown: CancellationToken) -> anyhow::Result<()> {
     let consul = Client::new(&setup.consul).map_err(|e| anyhow::anyhow!("{e}"))?;
     if setup.rules.ip.is_none() {
-        let hostname = setup.rules.hostname.clone();
+        // This machine's own name, not a --hostname made up for the IDs.
+        let hostname = system_hostname();
         let found = tokio::task::spawn_blocking(move || host_address(&hostname))
             .await
             .ok()
