@@ -27,7 +27,7 @@ dir=$PROFILE
 [[ $PROFILE == dev ]] && dir=debug
 mkdir -p images/bin
 cp "target/$TARGET/$dir/pilotfish" images/bin/pilotfish
-if ldd images/bin/pilotfish >/dev/null 2>&1; then
+if ldd images/bin/pilotfish 2>&1 | grep -q '=>'; then
     say "images/bin/pilotfish is not static"; exit 1
 fi
 say "static binary: $(stat -c %s images/bin/pilotfish) bytes"

@@ -11,6 +11,7 @@ pub mod events;
 pub mod interfaces;
 pub mod logging;
 pub mod pid1;
+pub mod registrator;
 pub mod signals;
 pub mod supervisor;
 pub mod telemetry;

@@ -78,6 +78,8 @@ enum Command {
     /// Run the Consul-compatible discovery server/agent.
     // Boxed: the agent's flags would make every other command as large.
     Agent(Box<pilotfish::discovery::server::run::AgentArgs>),
+    /// Register Docker containers with a Consul agent (Registrator's conventions).
+    Registrator(Box<pilotfish::registrator::run::RegistratorArgs>),
     #[command(flatten)]
     Consul(pilotfish::cli::ConsulCommand),
 }
@@ -159,6 +161,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Registrator(args) => match runtime(false) {
+            Ok(rt) => exit(rt.block_on(pilotfish::registrator::run::run(*args))),
+            Err(e) => {
+                eprintln!("pilotfish: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Consul(cmd) => match runtime(false) {
             Ok(rt) => exit(rt.block_on(pilotfish::cli::run(cmd))),
             Err(e) => {

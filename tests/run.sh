@@ -11,11 +11,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # in tests/cluster.rs; setpriv from util-linux gives each server its group),
 # dnsmasq-base: the dnsmasq binary alone, no system service, which
 # tests/autopilot_cluster.rs starts to answer one name with three servers,
-# and haproxy (real HAProxy for the template tests, tests/haproxy_runtime.rs)
-# with socat to talk to its admin socket by hand when one fails.
+# haproxy (real HAProxy for the template tests) with socat to talk to its
+# admin socket by hand when one fails, wrk (tests/bench/template.py's load),
+# busybox-static (the one binary of the image tests/registrator.rs imports
+# into Docker: no image can be pulled) and debootstrap (images/build.sh's
+# base image).
 # Installed with apt-get when missing and root.
 need=()
-for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base haproxy socat; do
+for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base haproxy socat wrk busybox-static debootstrap; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
