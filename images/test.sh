@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-CHECKS=7
+CHECKS=9
 say() { echo "images/test.sh: $*" >&2; }
 if ! docker info >/dev/null 2>&1; then
     say "SKIPPED $CHECKS checks: no Docker engine answers (docker info failed)"
@@ -116,6 +116,30 @@ check "the stopped app was deregistered and HAProxy dropped it"
 members=$(docker exec "$other" pilotfish catalog services)
 grep -q '^app$' <<<"$members" || { say "FAILED: app is not in the catalog: $members"; exit 1; }
 check "the catalog lists the app service"
+
+dc down -v -t 5 >/dev/null 2>&1
+
+# The Registrator stack: plain containers registered from Docker's events.
+project=pfreg$$
+dc() { "${compose[@]}" -f images/compose.registrator.yml -p "$project" "$@"; }
+routes_to_all_hellos() {
+    local want got=""
+    want=$(hostnames hello)
+    [[ -n $want ]] || return 1
+    for _ in $(seq $(( $(wc -l <<<"$want") * 6 ))); do
+        got+=$(curl -fsS --max-time 2 "http://127.0.0.1:$port/hello/")$'\n' || return 1
+    done
+    [[ $(sort -u <<<"$got" | grep .) == "$want" ]]
+}
+start=$(now)
+dc up -d --scale hello=3 >/dev/null 2>&1
+eventually 60 "HAProxy routes /hello/ to the 3 registered containers" routes_to_all_hellos
+check "registrator stack: 3 plain containers registered and routed $(since "$start") s after compose up"
+hello=$(containers hello | head -1)
+docker stop -t 5 "$hello" >/dev/null
+docker rm "$hello" >/dev/null
+eventually 20 "the stopped container is deregistered and dropped" routes_to_all_hellos
+check "registrator stack: a stopped container left the catalog and HAProxy"
 
 say "passed $passed of $CHECKS checks"
 ((passed == CHECKS))

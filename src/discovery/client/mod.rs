@@ -187,6 +187,12 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(50))
             .user_agent(concat!("pilotfish/", env!("CARGO_PKG_VERSION")));
         let mut base = format!("{scheme}://{hostport}");
+        if !tls_wanted {
+            // Plain HTTP: no trust roots at all. reqwest would otherwise load
+            // the system's, and fail where there are none (a FROM scratch
+            // image); a redirect to https then fails verification, as it should.
+            builder = builder.tls_certs_only(Vec::<reqwest::Certificate>::new());
+        }
         if tls_wanted {
             let t = &opts.tls;
             if let Some(ca) = &t.ca_file {
