@@ -10,10 +10,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # tests' server), venv for py-consul from PyPI, iptables (the partition
 # in tests/cluster.rs; setpriv from util-linux gives each server its group),
 # and dnsmasq-base: the dnsmasq binary alone, no system service, which
-# tests/autopilot_cluster.rs starts to answer one name with three servers.
+# tests/autopilot_cluster.rs starts to answer one name with three servers;
+# haproxy (tests/template_haproxy.rs runs the shipped HAProxy example), with
+# wrk and socat for tests/bench/template.py and poking HAProxy's sockets.
 # Installed with apt-get when missing and root.
 need=()
-for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base; do
+for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base haproxy wrk socat; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
