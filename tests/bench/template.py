@@ -31,7 +31,9 @@ example's `haproxy = { socket = ... }` line switched on):
    Baseline: a naive loop (this script, --naive) that on every change of
    /v1/catalog/services (a blocking query) re-fetches every rest service's
    /v1/health/service/<name>?passing and re-renders the whole file (no check,
-   no reload); and the same loop polling once a second.
+   no reload); and the same loop polling once a second. The agent runs with
+   --http-max-conns-per-client 0: pilotfish holds one long-poll connection
+   per query (504 here), past the default limit of 200 per client address.
 
 Usage: tests/bench/template.py [path/to/pilotfish]   (default target/release)
 Env:   CYCLES=20 REGS=60 SERVICES=500 CPU_SECS=30 WAIT_ON=100ms:1s
@@ -213,13 +215,13 @@ def naive(addr, out, mode):
 # ---------------------------------------------------------------- agent and pilotfish
 
 class Agent:
-    def __init__(self, binary, tmp):
+    def __init__(self, binary, tmp, args=()):
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.log = open(os.path.join(tmp, f"agent-{self.port}.log"), "w")
         self.proc = subprocess.Popen(
             [binary, "agent", "--dev", "--client", "127.0.0.1", "--http-port", str(self.port),
-             "--dns-port", str(free_port()), "--server-port", str(free_port())],
+             "--dns-port", str(free_port()), "--server-port", str(free_port()), *args],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         STARTED.append(self.stop)
@@ -511,7 +513,9 @@ def cpu(binary, tmp, rows):
                 ("naive loop, blocking query", "block", None),
                 ("naive loop, 1 s poll", "poll", None)]
     for label, a, b in variants:
-        agent = Agent(binary, tmp)
+        # One long-poll connection per query: 500 services are 500+ connections
+        # from 127.0.0.1, past the agent's default 200 per client (429).
+        agent = Agent(binary, tmp, ["--http-max-conns-per-client", "0"])
         for i in range(SERVICES):
             agent.register(f"svc{i:03}", base + 2 * i, name=f"svc{i:03}")
         stack = None
