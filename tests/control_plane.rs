@@ -97,6 +97,7 @@ fn snapshot(maintenance: bool) -> StatusSnapshot {
             instances: Some(2),
             ..WatchStatus::default()
         }],
+        templates: Vec::new(),
     }
 }
 
