@@ -172,6 +172,11 @@ fn example_dir() -> PathBuf {
 impl Stack {
     /// `wait`: TEMPLATE_WAIT_MIN and _MAX.
     fn start(agent: &Agent, wait: (&str, &str)) -> Stack {
+        Stack::start_mode(agent, wait, false)
+    }
+
+    /// `reload_free`: the example's commented `haproxy = { socket }` line on.
+    fn start_mode(agent: &Agent, wait: (&str, &str), reload_free: bool) -> Stack {
         let dir = example_dir();
         let example =
             std::fs::read_to_string(dir.join("haproxy.toml")).expect("the shipped example");
@@ -182,13 +187,18 @@ impl Stack {
             example.contains(source),
             "the example no longer has {source}; update this test"
         );
-        let config = example.replace(
+        let mut config = example.replace(
             source,
             &format!(
                 "source = {:?}",
                 dir.join("haproxy.cfg.hbs").display().to_string()
             ),
         );
+        if reload_free {
+            let line = "# haproxy = { socket";
+            assert!(config.contains(line), "the example no longer has {line}");
+            config = config.replace(line, "haproxy = { socket");
+        }
         let run = tempfile::tempdir().expect("temp dir");
         let bind: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
             .parse()
@@ -377,15 +387,13 @@ fn a_refused_config_and_a_discovery_outage_keep_the_last_good_file_serving() {
             Err(t.to_string())
         }
     });
-    // The example's check runs `haproxy -c -q`, and -q silences HAProxy's
-    // alerts too: last_error can name the command and its exit status, not
-    // the offending line (without -q it would carry `unknown keyword
-    // 'no-such-directive'`).
+    // last_error carries what HAProxy said about the candidate.
     let err = t["last_error"].as_str().unwrap_or_default();
     assert!(
         err.starts_with("check: the check refused the new file: haproxy -c")
-            && err.contains("exit status 1"),
-        "last_error names the check and how it ended: {t}"
+            && err.contains("exit status 1")
+            && err.contains("no-such-directive"),
+        "last_error names the check, how it ended and the bad line: {t}"
     );
     assert_eq!(t["installs"].as_u64(), Some(installs), "{t}");
     assert_eq!(lb.config(), good, "the installed file is unchanged");
@@ -535,4 +543,64 @@ fn a_burst_of_registrations_is_one_install_and_one_reload() {
     );
     lb.wait_rotation(&["web-0", "web-1", "web-2", "web-3", "web-4", "web-5"]);
     assert_eq!(lb.reloads(), reloads + 1, "{}", lb.pf.log());
+}
+
+#[test]
+fn reload_free_mode_moves_instances_without_a_reload() {
+    if haproxy_missing() {
+        return;
+    }
+    let agent = Agent::dev().start();
+    let a = Backend::start("web-a");
+    register(&agent, &a, false);
+    let lb = Stack::start_mode(&agent, ("0s", "0s"), true);
+    lb.wait_rotation(&["web-a"]);
+    let reloads = lb.reloads();
+
+    // Instances come and go: Runtime API commands, no reload.
+    let b = Backend::start("web-b");
+    register(&agent, &b, false);
+    lb.wait_rotation(&["web-a", "web-b"]);
+    deregister(&agent, "web-a");
+    lb.wait_rotation(&["web-b"]);
+    assert_eq!(
+        lb.reloads(),
+        reloads,
+        "no reload for instances:\n{}",
+        lb.pf.log()
+    );
+    assert!(
+        lb.pf
+            .log()
+            .contains("applied the server changes, no reload"),
+        "{}",
+        lb.pf.log()
+    );
+    assert!(
+        lb.config().contains(&format!("server web-b {}", b.addr)) && !lb.config().contains("web-a"),
+        "the installed file follows, for the next reload:\n{}",
+        lb.config()
+    );
+
+    // A new service is a new backend: that takes a render and a reload.
+    put(
+        &agent,
+        "/v1/agent/service/register",
+        &format!(
+            r#"{{"Name":"api","ID":"api-1","Address":"{}","Port":{},"Tags":["rest"]}}"#,
+            a.addr.ip(),
+            a.addr.port()
+        ),
+    );
+    lb.eventually("the new service reloads HAProxy", || {
+        if lb.reloads() > reloads {
+            Ok(())
+        } else {
+            Err("no SIGUSR2 yet".into())
+        }
+    });
+    lb.eventually("/api reaches its instance", || match lb.get("/api")? {
+        (200, body) if body.starts_with("web-a") => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
 }

@@ -37,9 +37,6 @@ use watch::{DepWatch, Update};
 
 pub use helpers::check_syntax;
 
-/// Past this many distinct queries, say so once: each is a long-poll on the agent.
-const MANY_QUERIES: usize = 128;
-
 /// What the watcher tells its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -146,6 +143,8 @@ struct Watcher {
     shared: Arc<Mutex<Shared>>,
     mode: Mode,
     warned_many: bool,
+    /// Open blocking queries, bounded for the whole set.
+    slots: watch::Slots,
     failed: bool,
 }
 
@@ -201,6 +200,7 @@ async fn run(
         shared,
         mode,
         warned_many: false,
+        slots: watch::Slots::default(),
         failed: false,
     };
     loop {
@@ -323,20 +323,27 @@ impl Watcher {
     /// Start a watch for every query some template reads, stop the rest.
     fn sync_watches(&mut self) {
         let wanted = self.schedule.all_deps();
+        self.slots.set_watched(wanted.len());
         self.watches.retain(|d, _| wanted.contains(d));
         for d in &wanted {
             if !self.watches.contains_key(d) {
                 self.watches.insert(
                     d.clone(),
-                    DepWatch::spawn(d.clone(), self.client.clone(), self.updates.clone()),
+                    DepWatch::spawn(
+                        d.clone(),
+                        self.client.clone(),
+                        self.slots.clone(),
+                        self.updates.clone(),
+                    ),
                 );
             }
         }
-        if wanted.len() > MANY_QUERIES && !self.warned_many {
+        if wanted.len() > watch::MAX_LONG_POLLS && !self.warned_many {
             self.warned_many = true;
             tracing::warn!(
-                "templates read {} distinct Consul queries, each a long-poll on the agent; prefer fewer, broader ones",
-                wanted.len()
+                "templates read {} distinct Consul queries, more than the {} held open at once: each is asked again every few seconds instead of answered at once; prefer fewer, broader ones",
+                wanted.len(),
+                watch::MAX_LONG_POLLS
             );
         }
         metrics::gauge!(telemetry::TEMPLATE_QUERIES).set(wanted.len() as f64);

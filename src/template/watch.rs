@@ -19,6 +19,50 @@ use crate::discovery::client::{Client, Error, Meta, Query};
 /// How long one blocking query waits at most.
 const WAIT: Duration = Duration::from_secs(300);
 
+/// At most this many blocking queries are open at once. An agent limits
+/// the connections one address may hold (Consul's
+/// `http_max_conns_per_client`, 200 by default, and pilotfish's agent the
+/// same), and the supervisor's registrations and watches need some too.
+pub const MAX_LONG_POLLS: usize = 128;
+
+/// A query's wait when more queries are watched than may be open at once:
+/// short, so the open slots rotate and every query is asked again within
+/// a few seconds (a change seen in that time rather than at once).
+const CROWDED_WAIT: Duration = Duration::from_secs(2);
+
+/// What every watch of one template set shares: the open-query slots, and
+/// whether there are more watches than slots.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    permits: Arc<tokio::sync::Semaphore>,
+    crowded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_LONG_POLLS)),
+            crowded: Arc::default(),
+        }
+    }
+}
+
+impl Slots {
+    /// How many queries are watched now.
+    pub fn set_watched(&self, n: usize) {
+        self.crowded
+            .store(n > MAX_LONG_POLLS, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn wait(&self) -> Duration {
+        if self.crowded.load(std::sync::atomic::Ordering::Relaxed) {
+            CROWDED_WAIT
+        } else {
+            WAIT
+        }
+    }
+}
+
 /// A dependency's new data.
 pub type Update = (Dep, Arc<Value>);
 
@@ -44,9 +88,14 @@ impl Drop for DepWatch {
 }
 
 impl DepWatch {
-    pub fn spawn(dep: Dep, client: Client, out: mpsc::UnboundedSender<Update>) -> DepWatch {
+    pub fn spawn(
+        dep: Dep,
+        client: Client,
+        slots: Slots,
+        out: mpsc::UnboundedSender<Update>,
+    ) -> DepWatch {
         let state = Arc::new(Mutex::new(WatchState::default()));
-        let task = tokio::spawn(run(dep, client, out, Arc::clone(&state)));
+        let task = tokio::spawn(run(dep, client, slots, out, Arc::clone(&state)));
         DepWatch { state, task }
     }
 
@@ -58,8 +107,13 @@ impl DepWatch {
     }
 }
 
-async fn fetch(client: &Client, dep: &Dep, index: u64) -> Result<(Value, Meta), Error> {
-    let mut q = Query::blocking(index, WAIT);
+async fn fetch(
+    client: &Client,
+    dep: &Dep,
+    index: u64,
+    wait: Duration,
+) -> Result<(Value, Meta), Error> {
+    let mut q = Query::blocking(index, wait);
     Ok(match dep {
         Dep::Service {
             name,
@@ -110,6 +164,7 @@ async fn fetch(client: &Client, dep: &Dep, index: u64) -> Result<(Value, Meta), 
 async fn run(
     dep: Dep,
     client: Client,
+    slots: Slots,
     out: mpsc::UnboundedSender<Update>,
     state: Arc<Mutex<WatchState>>,
 ) {
@@ -125,7 +180,14 @@ async fn run(
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
-        match fetch(&client, &dep, index).await {
+        let answer = {
+            // Closed only if the set is dropped, and then this task is aborted.
+            let Ok(_slot) = slots.permits.acquire().await else {
+                return;
+            };
+            fetch(&client, &dep, index, slots.wait()).await
+        };
+        match answer {
             Ok((value, meta)) => {
                 backoff.reset();
                 if let Some((lasted, _)) = outage.recover(Instant::now()) {
@@ -154,8 +216,13 @@ async fn run(
             }
             Err(e) => {
                 if outage.fail(Instant::now()) {
+                    let hint = if e.status() == Some(429) {
+                        " (the agent refuses this address more connections: raise its http_max_conns_per_client, or stop other clients here)"
+                    } else {
+                        ""
+                    };
                     tracing::warn!(
-                        "template query {dep}: {e}; keeping the last rendered files and retrying"
+                        "template query {dep}: {e}{hint}; keeping the last rendered files and retrying"
                     );
                 }
                 {
