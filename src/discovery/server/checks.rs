@@ -183,8 +183,21 @@ impl Clients {
                 .no_proxy()
                 .user_agent("Consul Health Check")
         };
+        // Without system trust roots (a FROM scratch image) HTTP checks and
+        // TLSSkipVerify ones still run; verifying HTTPS checks fail, saying why.
+        let verify = match builder().build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "check runner: {e}; HTTPS checks that verify certificates will fail (install CA certificates, or set TLSSkipVerify)"
+                );
+                builder()
+                    .tls_certs_only(Vec::<reqwest::Certificate>::new())
+                    .build()?
+            }
+        };
         Ok(Clients {
-            verify: builder().build()?,
+            verify,
             skip_verify: builder().tls_danger_accept_invalid_certs(true).build()?,
         })
     }

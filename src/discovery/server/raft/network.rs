@@ -226,7 +226,11 @@ impl Client {
             .no_proxy();
         let (builder, scheme) = match tls {
             Some(cfg) => (builder.use_preconfigured_tls(cfg), "https"),
-            None => (builder, "http"),
+            // Plain HTTP needs no trust roots (and a FROM scratch image has none).
+            None => (
+                builder.tls_certs_only(Vec::<reqwest::Certificate>::new()),
+                "http",
+            ),
         };
         Client {
             http: builder.build().unwrap_or_else(|_| reqwest::Client::new()),
