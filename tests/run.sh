@@ -41,3 +41,8 @@ cargo test --all-targets --locked
 
 # Real Consul clients against `pilotfish agent --dev` (the binary cargo test built).
 tests/python/run.sh
+
+# The images and compose stacks on the local Docker engine: images/build.sh
+# (static binary, debootstrap base, three images), then the stacks (skipped,
+# and said so, where no Docker engine answers).
+images/test.sh
