@@ -12,6 +12,7 @@ pub mod interfaces;
 pub mod logging;
 pub mod pid1;
 pub mod registrator;
+pub mod sdnotify;
 pub mod signals;
 pub mod supervisor;
 pub mod telemetry;

@@ -664,6 +664,8 @@ async fn serve(
         args.datacenter,
         args.server || args.dev
     );
+    // Type=notify: ready once every listener is bound and serving.
+    crate::sdnotify::notify(&format!("READY=1\nSTATUS=agent {node} serving"));
 
     let failure = loop {
         tokio::select! {
@@ -685,6 +687,7 @@ async fn serve(
             _ = user2.recv() => tracing::info!("SIGUSR2: ignored"),
         }
     };
+    crate::sdnotify::notify("STOPPING=1\nSTATUS=leaving the cluster");
     // Leave first (while the listeners still answer), so the remaining
     // servers keep quorum and every member learns we left. Not when raft
     // has stopped: it can no longer leave, and a restart rejoins.
