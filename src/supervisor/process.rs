@@ -305,6 +305,32 @@ pub async fn run_health_check(
 mod tests {
     use super::*;
 
+    #[test]
+    fn children_are_the_processes_a_master_forked() {
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .spawn()
+            .expect("sh");
+        let pid = i32::try_from(sh.id()).expect("a pid");
+        let mut kids = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            kids = children(pid);
+            if kids.len() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(kids.len(), 2, "{kids:?}");
+        for k in &kids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*k),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = sh.wait();
+        assert!(children(pid).is_empty(), "a reaped process has no children");
+    }
+
     /// Feed `chunks` as reads arrive, the way the relay does; returns the
     /// pieces as (text, continued) and the most memory the splitter held.
     fn split(cap: usize, chunks: &[&[u8]]) -> (Vec<(String, bool)>, usize) {
@@ -371,4 +397,46 @@ mod tests {
             pieces(&[("bad \u{fffd}\u{fffd} here", false), ("next", false)])
         );
     }
+}
+
+/// The processes whose parent is `pid` (HAProxy's or nginx's workers): read
+/// from `/proc/<pid>/task/*/children`, or by scanning `/proc` where the
+/// kernel lacks that file. Empty when the process is gone.
+pub fn children(pid: i32) -> std::collections::BTreeSet<i32> {
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        let mut found_file = false;
+        for t in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                found_file = true;
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+        if found_file {
+            return out;
+        }
+    }
+    let Ok(all) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in all.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(pid) {
+            out.insert(child);
+        }
+    }
+    out
 }

@@ -30,9 +30,25 @@ const DEREGISTER_DEADLINE: Duration = Duration::from_secs(3);
 
 /// HAProxy's master ignores a SIGUSR2 that arrives while it is still
 /// finishing the previous reload (seen with 2.6: about 1 in 40 reloads sent
-/// back to back). Reload signals to one job are spaced at least this far
-/// apart: a later one waits for the gap, and several waiting become one.
-const RELOAD_SPACING: Duration = Duration::from_secs(1);
+/// back to back), and a process just started may not handle the signal yet
+/// (its default action ends it). So a template reload signal waits until
+/// the job has run this long, and, for a master with workers, until the
+/// previous reload has forked a new worker (plus `RELOAD_SETTLE`, at most
+/// `RELOAD_CONFIRM`); reloads asked for meanwhile become one.
+const RELOAD_AFTER_START: Duration = Duration::from_secs(1);
+const RELOAD_SETTLE: Duration = Duration::from_millis(100);
+const RELOAD_CONFIRM: Duration = Duration::from_secs(3);
+const RELOAD_POLL: Duration = Duration::from_millis(20);
+
+/// One job's template reloads: the one not yet confirmed, the one waiting.
+#[derive(Debug, Default)]
+struct ReloadPace {
+    /// (master pid, its children when signalled, when) of the last reload
+    /// of a master with workers, until a new worker shows.
+    inflight: Option<(i32, std::collections::BTreeSet<i32>, Instant)>,
+    /// A reload asked for while one was in flight or too early.
+    waiting: Option<Signal>,
+}
 
 /// Everything the loop reacts to.
 #[derive(Debug)]
@@ -48,11 +64,9 @@ pub enum RuntimeInput {
     Watch(String, Vec<EventKind>),
     /// The template watcher installed a file or asks for a reload signal.
     Template(template::Notice),
-    /// A reload signal held back by `RELOAD_SPACING` is due.
-    ReloadDue {
-        job: String,
-        signal: Signal,
-    },
+    /// Look again whether a job's reload has forked its new worker, or
+    /// whether a held-back reload may go out.
+    ReloadPace(String),
     /// The telemetry service's heartbeat is due.
     TelemetryHeartbeat,
     Signal(Signal),
@@ -75,9 +89,8 @@ pub struct Runtime {
     discovery: Option<Discovery>,
     /// When each job's current process was started.
     spawned: std::collections::HashMap<JobId, Instant>,
-    /// Per job: when the last template reload signal went out, and whether
-    /// one is waiting for `RELOAD_SPACING`.
-    reloads: std::collections::HashMap<String, (Instant, bool)>,
+    /// Per job: template reload signals in flight and waiting.
+    reloads: std::collections::HashMap<String, ReloadPace>,
 }
 
 /// Everything that talks to the discovery agent: service registrations by
@@ -296,22 +309,16 @@ impl Runtime {
                     // Started after the install (after_templates): it read the new file.
                     return Vec::new();
                 }
-                // A process just started may not handle the signal yet (its
-                // default action ends it): the start counts as a reload.
-                let (sent, pending) = match self.reloads.get(&job) {
-                    Some(&(at, pending)) => (Some(at), pending),
-                    None => (None, false),
-                };
-                let last = sent.max(started);
-                if pending {
-                    // One is already waiting: it will read this file too.
-                } else if let Some(last) = last.filter(|l| now < *l + RELOAD_SPACING) {
-                    self.reloads
-                        .insert(job.clone(), (sent.unwrap_or(last), true));
-                    self.after(
-                        last + RELOAD_SPACING - now,
-                        RuntimeInput::ReloadDue { job, signal },
-                    );
+                let pace = self.reloads.entry(job.clone()).or_default();
+                if pace.inflight.is_some() || pace.waiting.is_some() {
+                    // It reads this file too when it goes out.
+                    pace.waiting = Some(signal);
+                } else if let Some(wait) = started
+                    .map(|at| at + RELOAD_AFTER_START)
+                    .filter(|due| *due > now)
+                {
+                    pace.waiting = Some(signal);
+                    self.after(wait - now, RuntimeInput::ReloadPace(job));
                 } else {
                     self.send_reload(&job, signal, now);
                 }
@@ -335,12 +342,46 @@ impl Runtime {
             );
             return;
         };
+        let workers = process::children(pid);
         tracing::info!("templates: {signal} to job {job} (pid {pid})");
         if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
             tracing::warn!("templates: {signal} to job {job} (pid {pid}): {e}");
+            return;
         }
-        let pending = self.reloads.get(job).is_some_and(|r| r.1);
-        self.reloads.insert(job.to_string(), (now, pending));
+        if !workers.is_empty() {
+            // A master with workers: done when a new worker shows.
+            self.reloads.entry(job.to_string()).or_default().inflight = Some((pid, workers, now));
+            self.after(RELOAD_POLL, RuntimeInput::ReloadPace(job.to_string()));
+        }
+    }
+
+    /// A reload in flight forked its new worker (or took too long), or a
+    /// held-back one may go out now.
+    fn reload_pace(&mut self, job: String, now: Instant) {
+        let Some(pace) = self.reloads.get_mut(&job) else {
+            return;
+        };
+        if let Some((pid, before, sent)) = &pace.inflight {
+            let new_worker = process::children(*pid).iter().any(|c| !before.contains(c));
+            if !new_worker && now < *sent + RELOAD_CONFIRM {
+                self.after(RELOAD_POLL, RuntimeInput::ReloadPace(job));
+                return;
+            }
+            if !new_worker {
+                tracing::warn!(
+                    "templates: job {job} forked no new worker within {} of its reload signal; sending the next one anyway",
+                    config::duration::format_duration(RELOAD_CONFIRM)
+                );
+            }
+            pace.inflight = None;
+            if pace.waiting.is_some() {
+                self.after(RELOAD_SETTLE, RuntimeInput::ReloadPace(job));
+            }
+            return;
+        }
+        if let Some(signal) = pace.waiting.take() {
+            self.send_reload(&job, signal, now);
+        }
     }
 
     /// One registration per live service job: new jobs (start, reload) get
@@ -475,11 +516,8 @@ impl Runtime {
                     effects
                 }
                 RuntimeInput::Template(n) => self.template_notice(n, now),
-                RuntimeInput::ReloadDue { job, signal } => {
-                    if let Some(r) = self.reloads.get_mut(&job) {
-                        r.1 = false;
-                    }
-                    self.send_reload(&job, signal, now);
+                RuntimeInput::ReloadPace(job) => {
+                    self.reload_pace(job, now);
                     Vec::new()
                 }
                 RuntimeInput::TelemetryHeartbeat => {

@@ -326,7 +326,7 @@ class Stack:
             log = f.read()
         return (log.count("templates: SIGUSR2 to job haproxy"),
                 log.count("Reloading HAProxy"),
-                log.count("applied over HAProxy's Runtime API"))
+                log.count("applied the server changes, no reload"))
 
     def lost_signals(self):
         """SIGUSR2s the master never acted on: no `Reloading HAProxy` line
@@ -379,7 +379,7 @@ MODES = [("normal", False), ("reload-free", True)]
 
 def note_mode(reload_free, reloads, api):
     if reload_free and api == 0:
-        return "  (reload-free NOT active: no Runtime API applications; src/template/haproxy.rs placeholder?)"
+        return "  (reload-free NOT active: no Runtime API applications in the log)"
     return ""
 
 
