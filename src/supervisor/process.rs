@@ -301,6 +301,48 @@ pub async fn run_health_check(
     }
 }
 
+/// The processes whose parent is `pid` (HAProxy's or nginx's workers): read
+/// from `/proc/<pid>/task/*/children`, or by scanning `/proc` where the
+/// kernel lacks that file. Empty when the process is gone.
+pub fn children(pid: i32) -> std::collections::BTreeSet<i32> {
+    let mut out = std::collections::BTreeSet::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        let mut found_file = false;
+        for t in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                found_file = true;
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+        if found_file {
+            return out;
+        }
+    }
+    let Ok(all) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in all.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(pid) {
+            out.insert(child);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,46 +439,4 @@ mod tests {
             pieces(&[("bad \u{fffd}\u{fffd} here", false), ("next", false)])
         );
     }
-}
-
-/// The processes whose parent is `pid` (HAProxy's or nginx's workers): read
-/// from `/proc/<pid>/task/*/children`, or by scanning `/proc` where the
-/// kernel lacks that file. Empty when the process is gone.
-pub fn children(pid: i32) -> std::collections::BTreeSet<i32> {
-    let mut out = std::collections::BTreeSet::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        let mut found_file = false;
-        for t in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                found_file = true;
-                out.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-        if found_file {
-            return out;
-        }
-    }
-    let Ok(all) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in all.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(pid) {
-            out.insert(child);
-        }
-    }
-    out
 }
