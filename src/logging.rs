@@ -1,4 +1,4 @@
-//! Log output: text or JSON lines on stderr through `tracing`, with a level that
+//! Log output: text or JSON lines on stderr (or stdout) through `tracing`, with a level that
 //! a reload can change. Job output goes through the same subscriber (target
 //! `job`), each line prefixed with `job[pid]` unless the job asks for raw output.
 //!
@@ -12,7 +12,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::{LogFormat, LogOutput, LoggingConfig};
 
 /// Changes the level of the installed subscriber.
 pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
@@ -51,7 +51,10 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("pilotfish-log")
-        .finish(std::io::stderr());
+        .finish(match cfg.output {
+            LogOutput::Stderr => Box::new(std::io::stderr()) as Box<dyn std::io::Write + Send>,
+            LogOutput::Stdout => Box::new(std::io::stdout()),
+        });
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false);

@@ -95,12 +95,17 @@ struct SocketArg {
 enum ConfigCommand {
     /// Validate a config file and report every error.
     Check { file: PathBuf },
-    /// Convert a ContainerPilot 3.x JSON5 config to pilotfish TOML.
+    /// Convert a ContainerPilot config (1.x, 2.x or 3.x, told apart by its
+    /// keys) to pilotfish TOML. For 1.x/2.x give the application ContainerPilot
+    /// ran after `--`: `pilotfish config import cp.json -- nginx -g 'daemon off;'`.
     Import {
         file: PathBuf,
         /// Write the TOML here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// The application's command line (ContainerPilot 1.x/2.x's APP ARGS).
+        #[arg(last = true)]
+        app: Vec<String>,
     },
 }
 
@@ -126,8 +131,8 @@ fn main() -> ExitCode {
             Err(e) => config_error(&file, &e),
         },
         Command::Config {
-            command: ConfigCommand::Import { file, output },
-        } => import(&file, output),
+            command: ConfigCommand::Import { file, output, app },
+        } => import(&file, output, &app),
         Command::Version => print_out(&format!("pilotfish {}\n", pilotfish::VERSION)),
         Command::Reload(s) => client(s.socket, ClientCommand::Reload),
         Command::Maintenance { mode, socket } => client(
@@ -265,7 +270,7 @@ fn run(path: PathBuf) -> ExitCode {
     exit(code)
 }
 
-fn import(file: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
+fn import(file: &std::path::Path, output: Option<PathBuf>, app: &[String]) -> ExitCode {
     // The same limits as a config pilotfish runs: a regular file, at most 4 MiB.
     let text = match config::read_file(file) {
         Ok(t) => t,
@@ -274,8 +279,12 @@ fn import(file: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match config::import::import_containerpilot(&text) {
+    match config::import::import_containerpilot_with(&text, app) {
         Ok(imported) => {
+            eprintln!("pilotfish: {} converted", imported.version);
+            for line in &imported.implicit {
+                eprintln!("implicit: {line}");
+            }
             for note in &imported.notes {
                 eprintln!("note: {note}");
             }

@@ -4,7 +4,7 @@
 //! through pilotfish's full validation.
 
 use pilotfish::config::import::{import_containerpilot, ImportError, Imported};
-use pilotfish::config::raw::{RawConfig, RawJob, RawRestarts, StringOrList};
+use pilotfish::config::raw::{RawConfig, RawEnabled, RawInt, RawJob, RawRestarts, StringOrList};
 use pilotfish::config::{load_str, Restarts, Source, Trigger};
 
 fn fixture(name: &str) -> String {
@@ -51,15 +51,28 @@ fn autopilotpattern_consul() {
         Some("http://127.0.0.1:8500")
     );
     let names: Vec<&str> = raw.jobs.iter().map(|j| j.name.as_str()).collect();
-    assert_eq!(names, ["preStart", "consul", "preStop"]);
+    assert_eq!(names, ["preStart", "consul", "consul", "preStop"]);
 
     assert_eq!(
         argv(&job(&raw, "preStart").exec),
         ["/usr/local/bin/consul-manage", "preStart"]
     );
 
-    // The {{ if .CONSUL_DEV }} conditional: the branch rendered without CONSUL_DEV.
-    let consul = job(&raw, "consul");
+    // The {{ if .CONSUL_DEV }} conditional: both branches, each enabled by it.
+    let consul = &raw.jobs[1];
+    assert_eq!(
+        consul.enabled,
+        Some(RawEnabled::One("${CONSUL_DEV:-} == ''".into()))
+    );
+    let dev = &raw.jobs[2];
+    assert_eq!(
+        dev.enabled,
+        Some(RawEnabled::One("${CONSUL_DEV:-} != ''".into()))
+    );
+    assert_eq!(
+        argv(&dev.exec),
+        ["/bin/consul", "agent", "-dev", "-config-dir=/etc/consul"]
+    );
     assert_eq!(
         argv(&consul.exec),
         [
@@ -72,7 +85,7 @@ fn autopilotpattern_consul() {
             "-ui"
         ]
     );
-    assert_eq!(consul.port, Some(8500));
+    assert_eq!(consul.port, Some(RawInt::Int(8500)));
     let when = consul.when.as_ref().expect("consul.when");
     assert_eq!(when.source.as_deref(), Some("preStart"));
     assert_eq!(when.once.as_deref(), Some("exitSuccess"));
@@ -93,14 +106,13 @@ fn autopilotpattern_consul() {
         (Some("consul"), Some("stopping"))
     );
 
-    // Exactly one note: the conditional, naming its line and the kept branch.
+    // Exactly one note: the conditional became enabled conditions.
     assert_eq!(out.notes.len(), 1, "{:#?}", out.notes);
     assert!(
-        has_note(&out, "template line 11:", "{{ if .CONSUL_DEV }}"),
+        has_note(&out, "template:", "read CONSUL_DEV; every branch was converted"),
         "{:#?}",
         out.notes
     );
-    assert!(out.notes[0].contains("kept the branch {{ else }} at line 14"));
     assert!(out.toml.contains(&out.notes[0]));
 
     // Nothing else was lost, so the result is a fully valid pilotfish config whose
@@ -124,7 +136,12 @@ fn nginx_with_watch_on_change_sensor_and_telemetry() {
         raw.consul.as_ref().and_then(|c| c.address.as_deref()),
         Some("http://${CONSUL:-consul}:8500")
     );
-    assert!(has_note(&out, "template line 2:", "{{ if .CONSUL_AGENT }}"));
+    // Which agent to talk to cannot be switched: the all-unset rendering, noted.
+    assert!(
+        has_note(&out, "consul:", "rendered it differently with CONSUL_AGENT set"),
+        "{:#?}",
+        out.notes
+    );
 
     let logging = raw.logging.as_ref().expect("logging");
     assert_eq!(logging.level.as_deref(), Some("info"));
@@ -132,7 +149,7 @@ fn nginx_with_watch_on_change_sensor_and_telemetry() {
 
     let nginx = job(&raw, "nginx");
     assert_eq!(argv(&nginx.exec), ["nginx"]);
-    assert_eq!(nginx.port, Some(80));
+    assert_eq!(nginx.port, Some(RawInt::Int(80)));
     assert_eq!(
         nginx.interfaces,
         Some(StringOrList::Many(vec!["eth0".into()]))
@@ -193,7 +210,7 @@ fn nginx_with_watch_on_change_sensor_and_telemetry() {
     assert!(has_note(&out, "watches[0].interval:", "blocking queries"));
 
     let t = raw.telemetry.as_ref().expect("telemetry");
-    assert_eq!(t.port, Some(9090));
+    assert_eq!(t.port, Some(RawInt::Int(9090)));
     assert_eq!(t.tags, ["nginx"]);
     let metrics: Vec<(&str, &str)> = t
         .metrics
@@ -269,8 +286,8 @@ fn json5_features_and_template_defaults() {
         argv(&app.exec),
         ["/bin/sh", "-c", "exec /app/run --home $${HOME} --pid $$$$"]
     );
-    assert_eq!(app.port, Some(8080));
-    assert!(has_note(&out, "jobs[0].port:", "used its default 8080"));
+    assert_eq!(app.port, Some(RawInt::Text("${APP_PORT:-8080}".into())));
+    assert!(!out.notes.iter().any(|n| n.starts_with("jobs[0].port")));
     assert_eq!(app.restarts, Some(RawRestarts::Count(3)));
     assert_eq!(app.stop_timeout.as_deref(), Some("15s"));
     assert!(has_note(&out, "jobs[0].stopTimeout:", "never fired"));

@@ -68,6 +68,16 @@ pub struct LoggingConfig {
     /// A `tracing` level name, lowercase.
     pub level: String,
     pub format: LogFormat,
+    /// Where pilotfish's own lines (and jobs' relayed output) go.
+    pub output: LogOutput,
+}
+
+/// `logging.output`: stderr (pilotfish's default) or stdout (ContainerPilot's).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum LogOutput {
+    #[default]
+    Stderr,
+    Stdout,
 }
 
 impl Default for LoggingConfig {
@@ -75,6 +85,7 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            output: LogOutput::Stderr,
         }
     }
 }
@@ -87,6 +98,9 @@ pub struct ControlConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     pub port: u16,
+    /// The Consul service the endpoint registers as (`pilotfish`;
+    /// ContainerPilot's was `containerpilot`).
+    pub service: String,
     pub interfaces: Vec<InterfaceSpec>,
     pub tags: Vec<String>,
     pub metrics: Vec<MetricDef>,

@@ -66,9 +66,12 @@ pub struct RawLogging {
     /// trace, debug, info, warn, error (case-insensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
-    /// text or json.
+    /// text or json (`default`, ContainerPilot's name, is text).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// stderr (default) or stdout. Read at start only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -82,7 +85,10 @@ pub struct RawControl {
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i64>,
+    pub port: Option<RawInt>,
+    /// Service name the endpoint registers as; default "pilotfish".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<StringOrList>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -122,6 +128,27 @@ impl StringOrList {
     }
 }
 
+/// A whole number written as a number or as a string, so `${PORT}` and
+/// `${PORT:-8080}` can give it; validated after expansion.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum RawInt {
+    Int(i64),
+    Text(String),
+}
+
+/// `enabled`: a boolean, or conditions read after `${VAR}` expansion — one
+/// string or a list that must all hold. A condition is a boolean word
+/// (`true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`; empty is false),
+/// optionally negated with a leading `!`, or `A == B` / `A != B`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum RawEnabled {
+    Bool(bool),
+    One(String),
+    All(Vec<String>),
+}
+
 /// `restarts`: "never", "unlimited" or a count.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
@@ -135,6 +162,9 @@ pub enum RawRestarts {
 pub struct RawJob {
     #[serde(default)]
     pub name: String,
+    /// Off: the job does not exist for this run (`when`s naming it are errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<RawEnabled>,
     /// argv array, or a string split with shell-words quoting rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<StringOrList>,
@@ -174,7 +204,7 @@ pub struct RawJob {
     pub logging: Option<RawJobLogging>,
     // Service fields: a job with `port` registers with the discovery agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<i64>,
+    pub port: Option<RawInt>,
     /// Service ID; default `<name>-<hostname>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -264,6 +294,9 @@ pub struct RawCondition {
 pub struct RawWatch {
     #[serde(default)]
     pub name: String,
+    /// Off: the watch does not exist for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<RawEnabled>,
     /// Service to watch (defaults to `name` unless `key`/`prefix` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,

@@ -13,12 +13,12 @@ use nix::sys::signal::Signal;
 use super::duration::{format_duration, parse_duration};
 use super::env::{expand, Env};
 use super::raw::{
-    RawCondition, RawConfig, RawHealth, RawJob, RawReload, RawRestarts, RawTelemetry, RawTemplate,
-    RawWatch, RawWhen, StringOrList,
+    RawCondition, RawConfig, RawEnabled, RawHealth, RawInt, RawJob, RawReload, RawRestarts,
+    RawTelemetry, RawTemplate, RawWatch, RawWhen, StringOrList,
 };
 use super::{
     Backoff, CheckStatus, Condition, Config, ConsulConfig, ControlConfig, Exec, HealthConfig,
-    JobConfig, LogFormat, LoggingConfig, MetricDef, MetricKind, Reload, Restarts, ServiceConfig,
+    JobConfig, LogFormat, LogOutput, LoggingConfig, MetricDef, MetricKind, Reload, Restarts, ServiceConfig,
     Source, TelemetryConfig, TemplateConfig, TlsConfig, Trigger, WatchConfig, WatchTarget, When,
     DEFAULT_SOCKET, TEMPLATE_WAIT,
 };
@@ -151,6 +151,9 @@ pub fn parse_and_validate_in(
     // Parse errors are already in `errs`, so `run` cannot return Ok after one.
     Validator {
         env,
+        disabled_jobs: BTreeSet::new(),
+        disabled_watches: BTreeSet::new(),
+        disabled_names: BTreeSet::new(),
         errs,
         broken_jobs,
         base: base.map(std::path::Path::to_path_buf),
@@ -182,6 +185,9 @@ fn section<T: serde::de::DeserializeOwned>(
 pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors> {
     Validator {
         env,
+        disabled_jobs: BTreeSet::new(),
+        disabled_watches: BTreeSet::new(),
+        disabled_names: BTreeSet::new(),
         errs: ConfigErrors::default(),
         broken_jobs: BTreeSet::new(),
         base: None,
@@ -191,6 +197,11 @@ pub fn validate(raw: RawConfig, env: &Env) -> Result<Config, ConfigErrors> {
 
 struct Validator<'a> {
     env: &'a Env,
+    /// Indexes of jobs and watches whose `enabled` is false for this run,
+    /// and the names they had: they do not exist, and naming them is an error.
+    disabled_jobs: BTreeSet<usize>,
+    disabled_watches: BTreeSet<usize>,
+    disabled_names: BTreeSet<String>,
     errs: ConfigErrors,
     /// Names of jobs that failed to parse: references to them are not errors.
     broken_jobs: BTreeSet<String>,
@@ -251,7 +262,34 @@ impl Validator<'_> {
         }
     }
 
-    fn port(&mut self, path: &str, p: i64) -> Option<u16> {
+    /// A whole number given as a number or a string (`"${PORT:-8080}"`),
+    /// read after expansion.
+    fn int(&mut self, path: &str, v: &RawInt) -> Option<i64> {
+        match v {
+            RawInt::Int(n) => Some(*n),
+            RawInt::Text(t) => {
+                let expanded = self.string(path, t)?;
+                match expanded.trim().parse::<i64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        let from = if expanded == *t {
+                            String::new()
+                        } else {
+                            format!(" (from \"{t}\")")
+                        };
+                        self.err(
+                            path,
+                            format!("\"{expanded}\"{from} is not a whole number"),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn port(&mut self, path: &str, v: &RawInt) -> Option<u16> {
+        let p = self.int(path, v)?;
         match u16::try_from(p) {
             Ok(p) if p > 0 => Some(p),
             _ => {
@@ -312,11 +350,13 @@ impl Validator<'_> {
                     );
                     return None;
                 }
-                let mut out = Vec::with_capacity(v.len());
-                for (i, a) in v.iter().enumerate() {
-                    out.push(self.string(&format!("{path}[{i}]"), a)?);
-                }
-                out
+                // Every argument is expanded, so every unset variable is reported.
+                let args: Vec<Option<String>> = v
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| self.string(&format!("{path}[{i}]"), a))
+                    .collect();
+                args.into_iter().collect::<Option<Vec<String>>>()?
             }
         };
         if argv.is_empty() || argv[0].is_empty() {
@@ -326,7 +366,115 @@ impl Validator<'_> {
         Some(Exec { argv })
     }
 
-    fn run(mut self, raw: RawConfig) -> Result<Config, ConfigErrors> {
+    /// Before anything else: decide `enabled`, and expand the names jobs and
+    /// watches are known by (and the `when` sources and reload jobs that name
+    /// them), so every later check sees the names this run will use.
+    fn resolve(&mut self, raw: &mut RawConfig) {
+        for (i, job) in raw.jobs.iter_mut().enumerate() {
+            let p = format!("jobs[{i}]");
+            if job.name.contains('$') {
+                match expand(&job.name, self.env) {
+                    Ok(n) => job.name = n,
+                    Err(e) => {
+                        self.err(format!("{p}.name"), e);
+                        job.name = String::new();
+                    }
+                }
+            }
+            if let Some(e) = &job.enabled {
+                if !self.enabled(&format!("{p}.enabled"), e) {
+                    self.disabled_jobs.insert(i);
+                    self.disabled_names.insert(job.name.clone());
+                    continue;
+                }
+            }
+            if let Some(w) = &mut job.when {
+                let wp = format!("{p}.when");
+                if let Some(src) = &mut w.source {
+                    self.expand_in_place(&format!("{wp}.source"), src);
+                }
+                for (key, list) in [("all", &mut w.all), ("any", &mut w.any)] {
+                    for (k, c) in list.iter_mut().flatten().enumerate() {
+                        if let Some(src) = &mut c.source {
+                            self.expand_in_place(&format!("{wp}.{key}[{k}].source"), src);
+                        }
+                    }
+                }
+            }
+        }
+        // A name used by an enabled job is not "disabled" (two variants of
+        // one job under complementary conditions share it).
+        for (i, job) in raw.jobs.iter().enumerate() {
+            if !self.disabled_jobs.contains(&i) {
+                self.disabled_names.remove(&job.name);
+            }
+        }
+        for (i, w) in raw.watches.iter_mut().enumerate() {
+            let p = format!("watches[{i}]");
+            if w.name.contains('$') {
+                match expand(&w.name, self.env) {
+                    Ok(n) => w.name = n,
+                    Err(e) => {
+                        self.err(format!("{p}.name"), e);
+                        self.disabled_watches.insert(i);
+                        continue;
+                    }
+                }
+            }
+            if let Some(e) = &w.enabled {
+                if !self.enabled(&format!("{p}.enabled"), e) {
+                    self.disabled_watches.insert(i);
+                    self.disabled_names.insert(format!("watch.{}", w.name));
+                }
+            }
+        }
+        for (i, w) in raw.watches.iter().enumerate() {
+            if !self.disabled_watches.contains(&i) {
+                self.disabled_names.remove(&format!("watch.{}", w.name));
+            }
+        }
+        for (i, t) in raw.templates.iter_mut().enumerate() {
+            if let Some(job) = t.reload.as_mut().and_then(|r| r.job.as_mut()) {
+                self.expand_in_place(&format!("templates[{i}].reload.job"), job);
+            }
+        }
+    }
+
+    fn expand_in_place(&mut self, path: &str, s: &mut String) {
+        if s.contains('$') {
+            if let Some(v) = self.string(path, s) {
+                *s = v;
+            }
+        }
+    }
+
+    /// `enabled` as this run reads it; an unreadable value is an error (and
+    /// the job counts as enabled, so its other mistakes are reported too).
+    fn enabled(&mut self, path: &str, e: &RawEnabled) -> bool {
+        let conditions: Vec<(String, &str)> = match e {
+            RawEnabled::Bool(b) => return *b,
+            RawEnabled::One(c) => vec![(path.to_string(), c.as_str())],
+            RawEnabled::All(cs) => cs
+                .iter()
+                .enumerate()
+                .map(|(k, c)| (format!("{path}[{k}]"), c.as_str()))
+                .collect(),
+        };
+        let mut all = true;
+        for (p, c) in conditions {
+            match condition_holds(c, self.env) {
+                Ok(b) => all &= b,
+                Err(msg) => {
+                    self.err(p, msg);
+                    return true;
+                }
+            }
+        }
+        all
+    }
+
+    fn run(mut self, mut raw: RawConfig) -> Result<Config, ConfigErrors> {
+        self.resolve(&mut raw);
         let consul = raw.consul.map(|c| {
             let address = c
                 .address
@@ -387,6 +535,8 @@ impl Validator<'_> {
                         logging.level = lvl.into()
                     }
                     "warning" => logging.level = "warn".into(),
+                    // ContainerPilot's two levels above error.
+                    "fatal" | "panic" => logging.level = "error".into(),
                     _ => self.err(
                         "logging.level",
                         format!("'{level}' is not a level (use trace, debug, info, warn or error)"),
@@ -398,12 +548,27 @@ impl Validator<'_> {
                 .as_deref()
                 .and_then(|v| self.string("logging.format", v))
             {
-                match format.as_str() {
-                    "text" => logging.format = LogFormat::Text,
+                match format.to_ascii_lowercase().as_str() {
+                    // ContainerPilot's name for its default format.
+                    "text" | "default" => logging.format = LogFormat::Text,
                     "json" => logging.format = LogFormat::Json,
                     _ => self.err(
                         "logging.format",
                         format!("'{format}' is not a format (use text or json)"),
+                    ),
+                }
+            }
+            if let Some(output) = l
+                .output
+                .as_deref()
+                .and_then(|v| self.string("logging.output", v))
+            {
+                match output.to_ascii_lowercase().as_str() {
+                    "stderr" => logging.output = LogOutput::Stderr,
+                    "stdout" => logging.output = LogOutput::Stdout,
+                    _ => self.err(
+                        "logging.output",
+                        format!("'{output}' is not an output (use stderr or stdout; to log to a file, redirect pilotfish's output)"),
                     ),
                 }
             }
@@ -426,6 +591,9 @@ impl Validator<'_> {
         // Names first: `when` checks need every job name.
         let mut names = BTreeMap::new();
         for (i, job) in raw.jobs.iter().enumerate() {
+            if self.disabled_jobs.contains(&i) {
+                continue;
+            }
             if job.name.is_empty() {
                 if !self
                     .errs
@@ -450,15 +618,19 @@ impl Validator<'_> {
                 );
             }
         }
-        let healthy_jobs: BTreeSet<String> = raw
-            .jobs
-            .iter()
+        let disabled = &self.disabled_jobs;
+        let enabled_jobs = || {
+            raw.jobs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !disabled.contains(i))
+                .map(|(_, j)| j)
+        };
+        let healthy_jobs: BTreeSet<String> = enabled_jobs()
             .filter(|j| j.health.is_some() || j.port.is_some())
             .map(|j| j.name.clone())
             .collect();
-        let exec_jobs: BTreeSet<String> = raw
-            .jobs
-            .iter()
+        let exec_jobs: BTreeSet<String> = enabled_jobs()
             .filter(|j| j.exec.is_some())
             .map(|j| j.name.clone())
             .collect();
@@ -485,7 +657,7 @@ impl Validator<'_> {
 
         let mut jobs = Vec::new();
         for (i, job) in raw.jobs.into_iter().enumerate() {
-            if job.name.is_empty() {
+            if job.name.is_empty() || self.disabled_jobs.contains(&i) {
                 continue;
             }
             if let Some(j) = self.job(i, job, &known) {
@@ -528,7 +700,7 @@ impl Validator<'_> {
 
     fn telemetry(&mut self, t: RawTelemetry) -> Option<TelemetryConfig> {
         let port = match t.port {
-            Some(p) => self.port("telemetry.port", p),
+            Some(p) => self.port("telemetry.port", &p),
             None => {
                 self.err("telemetry.port", "is required (e.g. port = 9090)");
                 None
@@ -589,8 +761,19 @@ impl Validator<'_> {
                 });
             }
         }
+        let service = match &t.service {
+            None => "pilotfish".to_string(),
+            Some(s) => {
+                let s = self.string("telemetry.service", s).unwrap_or_default();
+                if let Err(e) = check_service_name(&s) {
+                    self.err("telemetry.service", e);
+                }
+                s
+            }
+        };
         Some(TelemetryConfig {
             port: port?,
+            service,
             interfaces,
             tags: t.tags,
             metrics,
@@ -601,6 +784,9 @@ impl Validator<'_> {
         let mut out: Vec<WatchConfig> = Vec::new();
         for (i, w) in raw.into_iter().enumerate() {
             let path = format!("watches[{i}]");
+            if self.disabled_watches.contains(&i) {
+                continue;
+            }
             if w.name.is_empty() {
                 self.err(format!("{path}.name"), "is required");
                 continue;
@@ -908,7 +1094,12 @@ impl Validator<'_> {
                 if r.timeout.is_some() {
                     self.err(format!("{p}.timeout"), "applies to exec only");
                 }
-                if !jobs.contains_key(&job) && !self.broken_jobs.contains(&job) {
+                if self.disabled_names.contains(&job) {
+                    self.err(
+                        format!("{p}.job"),
+                        format!("job \"{job}\" is disabled for this run (its enabled is false); nothing would be reloaded"),
+                    );
+                } else if !jobs.contains_key(&job) && !self.broken_jobs.contains(&job) {
                     self.err(format!("{p}.job"), format!("no job is named \"{job}\""));
                 }
                 let signal = match &r.signal {
@@ -1009,7 +1200,12 @@ impl Validator<'_> {
             })
         );
 
-        let restarts = match raw.restarts {
+        let restarts = match raw.restarts.and_then(|r| match r {
+            RawRestarts::Word(w) if w.contains('$') => self
+                .string(&format!("{p}.restarts"), &w)
+                .map(|w| RawRestarts::Word(w.trim().to_ascii_lowercase())),
+            other => Some(other),
+        }) {
             None if periodic => Restarts::Unlimited,
             None => Restarts::Never,
             Some(RawRestarts::Count(n)) if n >= 0 => {
@@ -1125,7 +1321,7 @@ impl Validator<'_> {
                 if let Err(e) = check_service_name(&name) {
                     self.err(format!("{p}.name"), e);
                 }
-                let port = self.port(&format!("{p}.port"), port);
+                let port = self.port(&format!("{p}.port"), &port);
                 let interfaces = self.interfaces(&format!("{p}.interfaces"), raw.interfaces);
                 let initial_status = raw.initial_status.as_deref().and_then(|s| match s {
                     "passing" => Some(CheckStatus::Passing),
@@ -1316,9 +1512,10 @@ impl Validator<'_> {
                 self.err(
                     format!("{hp}.ttl"),
                     format!(
-                        "ttl ({}) must be longer than interval ({}), or the service flaps to critical between checks",
+                        "ttl ({}) must be longer than interval ({}), or the service flaps to critical between checks; set ttl above the interval, e.g. ttl = \"{}\"",
                         format_duration(ttl),
-                        format_duration(interval)
+                        format_duration(interval),
+                        format_duration(suggested_ttl(interval))
                     ),
                 );
             }
@@ -1435,6 +1632,12 @@ impl Validator<'_> {
         let source_text = c.source.clone().unwrap_or_else(|| "global".into());
         let source = if source_text == "global" {
             Source::Global
+        } else if self.disabled_names.contains(&source_text) {
+            self.err(
+                format!("{path}.source"),
+                format!("\"{source_text}\" is disabled for this run (its enabled is false), so this job would never start; give this job the same enabled condition, or wait for something that runs"),
+            );
+            return None;
         } else if let Some(w) = source_text.strip_prefix("watch.") {
             if !known.watches.contains(w) {
                 self.err(
@@ -1645,6 +1848,52 @@ struct KnownNames<'a> {
     with_exec: &'a BTreeSet<String>,
 }
 
+/// The ttl `config check` proposes for an interval: just above it.
+fn suggested_ttl(interval: Duration) -> Duration {
+    interval + interval.min(Duration::from_secs(1))
+}
+
+/// One `enabled` condition: `[!]VALUE`, `A == B` or `A != B` (operands may be
+/// 'quoted'), split before `${VAR}` expansion so a variable's value can never
+/// change its shape.
+pub fn condition_holds(c: &str, env: &Env) -> Result<bool, String> {
+    for (op, equal) in [("==", true), ("!=", false)] {
+        if let Some((a, b)) = c.split_once(op) {
+            // 'quoted' operands may be empty or hold spaces.
+            let operand = |x: &str| {
+                let x = x.trim();
+                let x = x
+                    .strip_prefix('\'')
+                    .and_then(|x| x.strip_suffix('\''))
+                    .unwrap_or(x);
+                expand(x, env)
+            };
+            return Ok((operand(a)? == operand(b)?) == equal);
+        }
+    }
+    let (negate, body) = match c.trim().strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, c.trim()),
+    };
+    let value = expand(body.trim(), env)?;
+    let b = match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => true,
+        "false" | "no" | "off" | "0" | "" => false,
+        other => {
+            let from = if value == body.trim() {
+                String::new()
+            } else {
+                format!(" (from \"{}\")", body.trim())
+            };
+            return Err(format!(
+                "\"{other}\"{from} is not true or false (use true/false, yes/no, on/off or 1/0; empty is false), or compare it: \"{} == VALUE\"",
+                body.trim()
+            ));
+        }
+    };
+    Ok(b != negate)
+}
+
 /// Job and watch names: used as event sources and in environment variable names.
 fn check_name(name: &str) -> Result<(), String> {
     let ok = name
@@ -1796,7 +2045,7 @@ mod tests {
             health = { exec = "check", interval = "10s", ttl = "5s" }
         "#,
         );
-        assert_eq!(errs, ["jobs[0].health.ttl: ttl (5s) must be longer than interval (10s), or the service flaps to critical between checks"]);
+        assert_eq!(errs, ["jobs[0].health.ttl: ttl (5s) must be longer than interval (10s), or the service flaps to critical between checks; set ttl above the interval, e.g. ttl = \"11s\""]);
     }
 
     #[test]

@@ -208,6 +208,7 @@ pub async fn run(args: RegistratorArgs) -> i32 {
             crate::discovery::server::run::LogFormatArg::Json => LogFormat::Json,
             crate::discovery::server::run::LogFormatArg::Text => LogFormat::Text,
         },
+        ..LoggingConfig::default()
     });
     let shutdown = CancellationToken::new();
     match signals(shutdown.clone()) {

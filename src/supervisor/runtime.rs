@@ -243,7 +243,7 @@ impl Runtime {
                 enable_tag_override: false,
             };
             let reg = Registration::spawn(
-                "pilotfish",
+                &t.service,
                 &svc,
                 config::SERVICE_TTL,
                 false,

@@ -199,6 +199,7 @@ pub async fn run(args: AgentArgs) -> i32 {
             LogFormatArg::Json => LogFormat::Json,
             LogFormatArg::Text => LogFormat::Text,
         },
+        ..LoggingConfig::default()
     };
     let (level, _flush) = crate::logging::init(&logging);
     match serve(&args, cfg, dns, cluster, &level).await {

@@ -66,10 +66,10 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
 use super::raw::{
-    RawConfig, RawConsul, RawControl, RawHealth, RawJob, RawJobLogging, RawLogging, RawMetric,
-    RawRestarts, RawTelemetry, RawTls, RawWatch, RawWhen, StringOrList,
+    RawConfig, RawConsul, RawControl, RawHealth, RawInt, RawJob, RawJobLogging, RawLogging,
+    RawMetric, RawRestarts, RawTelemetry, RawTls, RawWatch, RawWhen, StringOrList,
 };
 
 /// The converted file and everything the user must know about it.
@@ -79,6 +79,10 @@ pub struct Imported {
     pub toml: String,
     /// One line per key not converted or converted with a changed meaning.
     pub notes: Vec<String>,
+    /// What ContainerPilot did implicitly that the file now says explicitly.
+    pub implicit: Vec<String>,
+    /// Which ContainerPilot the file was written for.
+    pub version: Version,
 }
 
 /// Why a file could not be converted at all.
@@ -106,18 +110,158 @@ pub enum ImportError {
     Emit(String),
 }
 
+mod v2;
+mod variants;
+
+/// Which ContainerPilot wrote the file, told by its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `jobs` and `watches`.
+    V3,
+    /// `services`, `backends`, `preStart`, `coprocesses`, `tasks`, ...
+    V2,
+    /// Containerbuddy / ContainerPilot 1.x: 2.x's keys with `onStart`.
+    V1,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Version::V3 => "ContainerPilot 3.x",
+            Version::V2 => "ContainerPilot 2.x",
+            Version::V1 => "ContainerPilot 1.x (Containerbuddy)",
+        })
+    }
+}
+
+/// The version a parsed file is: 3.x keys win; 2.x keys, else 3.x.
+fn detect(top: &[(String, J)]) -> Version {
+    let has = |k: &str| top.iter().any(|(key, _)| key == k);
+    if has("jobs") || has("watches") {
+        Version::V3
+    } else if has("onStart") {
+        Version::V1
+    } else if [
+        "services",
+        "backends",
+        "preStart",
+        "preStop",
+        "postStop",
+        "coprocesses",
+        "tasks",
+        "etcd",
+    ]
+    .iter()
+    .any(|k| has(k))
+    {
+        Version::V2
+    } else {
+        Version::V3
+    }
+}
+
 /// Convert ContainerPilot 3.x configuration text (JSON5 with Go-template actions).
 pub fn import_containerpilot(text: &str) -> Result<Imported, ImportError> {
+    import_containerpilot_with(text, &[])
+}
+
+/// Convert a ContainerPilot 1.x, 2.x or 3.x config (told apart by its keys).
+/// `app` is the command ContainerPilot 1.x/2.x ran as the application (the
+/// arguments after its flags, `containerpilot -config F nginx -g ...`); 3.x
+/// ignored them.
+pub fn import_containerpilot_with(text: &str, app: &[String]) -> Result<Imported, ImportError> {
     check_reserved(text)?;
-    let rendered = render_template(text)?;
+    let pieces = lex(text)?;
+    let had_actions = pieces.iter().any(|p| matches!(p, Piece::Action(_)));
+    let tree = parse_tree(pieces)?;
+    let vars = variants::condition_vars(&tree);
+    let points = if vars.is_empty() {
+        None
+    } else {
+        variants::assignments(&vars)
+    };
+    let Some(points) = points else {
+        // No switches, or too many: one rendering, one branch per `if`.
+        let rendered = render_tree(&tree, had_actions, None);
+        let c = convert(rendered, app)?;
+        return finish(c.version, c.raw, c.notes, c.implicit);
+    };
+    let mut converted = Vec::new();
+    let mut notes = Vec::new();
+    let mut implicit = Vec::new();
+    let mut version = Version::V3;
+    for point in points {
+        let assign = variants::assign(&vars, &point);
+        let rendered = render_tree(&tree, had_actions, Some(&assign));
+        let c = match convert(rendered, app) {
+            Ok(c) => c,
+            // The all-unset rendering must parse; another may not (a branch
+            // with a syntax error ContainerPilot would also have refused).
+            Err(e) if !converted.is_empty() => {
+                notes.push(format!(
+                    "template: with {} the file is not a valid configuration ({e}); that combination was not converted",
+                    variants::describe(&vars, &point)
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if converted.is_empty() {
+            version = c.version;
+        }
+        for n in c.notes {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        for n in c.implicit {
+            if !implicit.contains(&n) {
+                implicit.push(n);
+            }
+        }
+        converted.push(variants::Variant { point, raw: c.raw });
+    }
+    let (raw, merge_notes) = variants::merge(&vars, &converted);
+    let names: Vec<&str> = vars.keys().map(String::as_str).collect();
+    let switched = raw
+        .jobs
+        .iter()
+        .any(|j| j.enabled.is_some())
+        || raw.watches.iter().any(|w| w.enabled.is_some());
+    if switched {
+        notes.push(format!(
+            "template: the file's {{{{ if }}}} conditions read {}; every branch was converted, and each job or watch that differs between them carries an enabled condition that pilotfish evaluates at start (\"${{X:-}} != ''\" holds when X is set and not empty, as {{{{ if .X }}}} did) — `pilotfish config check` shows what runs with your environment",
+            names.join(", ")
+        ));
+    }
+    notes.extend(merge_notes);
+    finish(version, raw, notes, implicit)
+}
+
+/// One rendering converted.
+struct Converted {
+    version: Version,
+    raw: RawConfig,
+    notes: Vec<String>,
+    implicit: Vec<String>,
+}
+
+fn convert(rendered: Rendered, app: &[String]) -> Result<Converted, ImportError> {
     let value: J = json5::from_str(&rendered.text).map_err(|e| syntax_error(&e, &rendered))?;
     let J::Obj(top) = &value else {
         return Err(ImportError::NotAnObject {
             found: value.kind(),
         });
     };
+    let version = detect(top);
     let mut conv = Conv {
         notes: rendered.notes,
+        implicit: Vec::new(),
+        unknown_keys: match version {
+            Version::V3 => "ContainerPilot rejected unknown keys, so this file did not load there as written",
+            Version::V2 => "ContainerPilot 2.2 and later rejected unknown keys (2.0 and 2.1 ignored them)",
+            Version::V1 => "ContainerPilot 1.x ignored unknown keys",
+        },
         actions: rendered.actions,
     };
     if !rendered.unset.is_empty() {
@@ -127,12 +271,44 @@ pub fn import_containerpilot(text: &str) -> Result<Imported, ImportError> {
             vars.join(", ")
         ));
     }
-    let raw = conv.config(top);
+    let raw = match version {
+        Version::V3 => {
+            if !app.is_empty() {
+                conv.notes.push(format!(
+                    "command line: ContainerPilot 3.x ignored the arguments after its flags, so \"{}\" was not converted — a 3.x config names every process as a job",
+                    app.join(" ")
+                ));
+            }
+            conv.config(top)
+        }
+        Version::V2 | Version::V1 => conv.config_v2(top, version, app),
+    };
+    Ok(Converted {
+        version,
+        raw,
+        notes: conv.notes,
+        implicit: conv.implicit,
+    })
+}
+
+fn finish(
+    version: Version,
+    raw: RawConfig,
+    notes: Vec<String>,
+    implicit: Vec<String>,
+) -> Result<Imported, ImportError> {
     let body = toml::to_string(&raw).map_err(|e| ImportError::Emit(e.to_string()))?;
-    let notes = conv.notes;
-    let mut out = String::from(
-        "# Converted from a ContainerPilot 3.x configuration by `pilotfish config import`.\n",
+    let mut out = format!(
+        "# Converted from a {version} configuration by `pilotfish config import`.\n"
     );
+    if !implicit.is_empty() {
+        out.push_str("# What ContainerPilot did without being told, written out here:\n");
+        for n in &implicit {
+            out.push_str("#  - ");
+            out.push_str(n);
+            out.push('\n');
+        }
+    }
     if notes.is_empty() {
         out.push_str("# Nothing was dropped and no meaning changed.\n");
     } else {
@@ -148,7 +324,12 @@ pub fn import_containerpilot(text: &str) -> Result<Imported, ImportError> {
     }
     out.push('\n');
     out.push_str(&body);
-    Ok(Imported { toml: out, notes })
+    Ok(Imported {
+        toml: out,
+        notes,
+        implicit,
+        version,
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -498,11 +679,14 @@ fn convert_pipeline(toks: &[Tok]) -> Option<Conversion> {
     None
 }
 
-/// A value of a condition evaluated with every variable unset.
-fn operand_value(toks: &[Tok]) -> Option<(String, usize)> {
-    if let Some((_, used)) = var_operand(toks) {
-        // `.X | default "d"` as a whole operand is not possible here; plain var = "".
-        return Some((String::new(), used));
+/// Values of the variables a render assumes (absent = unset).
+type Assign = std::collections::BTreeMap<String, String>;
+
+/// A value of a condition's operand under `env`.
+fn operand_value(toks: &[Tok], env: &Assign) -> Option<(String, usize)> {
+    if let Some((name, used)) = var_operand(toks) {
+        // `.X | default "d"` as a whole operand is not possible here.
+        return Some((env.get(&name).cloned().unwrap_or_default(), used));
     }
     let first = toks.first()?;
     literal(first).map(|l| (l, 1))
@@ -514,8 +698,17 @@ fn truthy(s: &str) -> bool {
 
 /// Evaluate an `if`/`with` condition as ContainerPilot would with no variables set.
 fn eval_unset(toks: &[Tok]) -> Option<bool> {
-    if let Some(Conversion::Ref(_, default)) = convert_pipeline(toks) {
-        return Some(default.is_some_and(|d| truthy(&d)));
+    eval_cond(toks, &Assign::new())
+}
+
+/// Evaluate an `if`/`with` condition as ContainerPilot would under `env`
+/// (a variable's value is non-empty text or unset).
+fn eval_cond(toks: &[Tok], env: &Assign) -> Option<bool> {
+    if let Some(Conversion::Ref(name, default)) = convert_pipeline(toks) {
+        return Some(match env.get(&name).filter(|v| !v.is_empty()) {
+            Some(_) => true,
+            None => default.is_some_and(|d| truthy(&d)),
+        });
     }
     if let [one] = toks {
         return literal(one).map(|l| truthy(&l));
@@ -526,7 +719,7 @@ fn eval_unset(toks: &[Tok]) -> Option<bool> {
     let mut values = Vec::new();
     let mut rest = args;
     while !rest.is_empty() {
-        let (v, used) = operand_value(rest)?;
+        let (v, used) = operand_value(rest, env)?;
         values.push(v);
         rest = &rest[used..];
     }
@@ -752,24 +945,25 @@ struct ActionInfo {
     line: usize,
 }
 
-struct Renderer {
+struct Renderer<'a> {
     out: Rendered,
     lex: Lex,
+    /// Some: render the branches these variable values select, without the
+    /// one-branch notes (every branch is emitted, see `variants`).
+    assign: Option<&'a Assign>,
 }
 
-fn render_template(text: &str) -> Result<Rendered, ImportError> {
-    let pieces = lex(text)?;
-    let had_actions = pieces.iter().any(|p| matches!(p, Piece::Action(_)));
-    let tree = parse_tree(pieces)?;
+fn render_tree(tree: &[Node], had_actions: bool, assign: Option<&Assign>) -> Rendered {
     let mut r = Renderer {
         out: Rendered {
             had_actions,
             ..Rendered::default()
         },
         lex: Lex::Normal,
+        assign,
     };
-    r.nodes(&tree);
-    Ok(r.out)
+    r.nodes(tree);
+    r.out
 }
 
 /// Escape text for a JSON5 string delimited by `q`.
@@ -790,7 +984,7 @@ fn escape_json5(s: &str, q: char) -> String {
     out
 }
 
-impl Renderer {
+impl Renderer<'_> {
     fn push(&mut self, s: &str) {
         for c in s.chars() {
             self.lex = self.lex.step(c);
@@ -912,13 +1106,15 @@ impl Renderer {
             BlockKind::If | BlockKind::With => {
                 let mut chosen: Option<usize> = None;
                 let mut undecidable = false;
+                let unset = Assign::new();
+                let env = self.assign.unwrap_or(&unset);
                 for (i, c) in clauses.iter().enumerate() {
                     match &c.cond {
                         None => {
                             chosen = Some(i);
                             break;
                         }
-                        Some(cond) => match eval_unset(cond) {
+                        Some(cond) => match eval_cond(cond, env) {
                             Some(true) => {
                                 chosen = Some(i);
                                 break;
@@ -948,10 +1144,12 @@ impl Renderer {
                     "evaluated as ContainerPilot would with every variable unset"
                 };
                 let dropped_desc: Vec<String> = dropped.iter().map(|c| describe(c)).collect();
-                self.out.notes.push(format!(
+                if self.assign.is_none() || undecidable {
+                    self.out.notes.push(format!(
                     "template line {line}: {head} cannot be converted (pilotfish's config has no conditionals); {why}: {kept}, dropped {} — if that is not the branch you run with, edit the output by hand",
                     if dropped_desc.is_empty() { "nothing".to_string() } else { dropped_desc.join(" and ") },
                 ));
+                }
                 if let Some(i) = chosen {
                     let kept_lines = clauses[i].head.src.matches('\n').count();
                     let before: Vec<&Clause> = clauses[..i].iter().collect();
@@ -1150,6 +1348,10 @@ fn plain(s: &str) -> String {
 
 struct Conv {
     notes: Vec<String>,
+    /// What ContainerPilot did without being told, written out explicitly.
+    implicit: Vec<String>,
+    /// What that version of ContainerPilot did with an unknown key.
+    unknown_keys: &'static str,
     actions: Vec<ActionInfo>,
 }
 
@@ -1239,7 +1441,8 @@ impl Conv {
                     self.note(
                         &join(path, &key),
                         format!(
-                            "unknown key, dropped (ContainerPilot rejected unknown keys, so this file did not load there as written; known keys: {}){suggestion}",
+                            "unknown key, dropped ({}; known keys: {}){suggestion}",
+                            self.unknown_keys,
                             known.join(", ")
                         ),
                     );
@@ -1483,6 +1686,20 @@ impl Conv {
         }
     }
 
+    /// A whole number pilotfish reads after `${VAR}` expansion (ports): a lone
+    /// variable reference stays one, so the value still follows the variable.
+    fn int_ref(&mut self, path: &str, v: &J) -> Option<RawInt> {
+        if let J::Str(s) = v {
+            if let Some((_, name, default)) = self.lone_ref(s) {
+                return Some(RawInt::Text(match default {
+                    Some(d) => format!("${{{name}:-{}}}", d.trim()),
+                    None => format!("${{{name}}}"),
+                }));
+            }
+        }
+        self.int(path, v).map(RawInt::Int)
+    }
+
     fn boolean(&mut self, path: &str, v: &J) -> Option<bool> {
         let parse = |s: &str| match s.trim() {
             "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
@@ -1605,6 +1822,7 @@ impl Conv {
         if let Some(v) = f.get("logging") {
             raw.logging = self.logging(v);
         }
+        self.log_to_stdout(&mut raw);
         if let Some(v) = f.get("stopTimeout") {
             raw.stop_timeout = self.stop_timeout(v);
         }
@@ -1757,6 +1975,11 @@ impl Conv {
             .get("level")
             .and_then(|v| self.string("logging.level", v))
             .map(|l| {
+                if l.contains("${") {
+                    // The variable keeps its name: pilotfish reads the level
+                    // case-insensitively after expansion.
+                    return l;
+                }
                 let lower = l.to_lowercase();
                 match lower.as_str() {
                     "debug" | "info" | "warn" | "error" => lower,
@@ -1786,18 +2009,35 @@ impl Conv {
                     fmt
                 }
             });
-        if let Some(out) = f
+        let output = match f
             .get("output")
             .and_then(|v| self.string("logging.output", v))
         {
-            if out != "stdout" {
+            Some(out) if out == "stdout" || out == "stderr" => Some(out),
+            Some(out) => {
                 self.note(
                     "logging.output",
-                    format!("\"{out}\" not supported (pilotfish has no logging.output; writing to a file and reopening it on SIGUSR1 are gone); dropped — redirect pilotfish's output instead"),
+                    format!("\"{out}\": pilotfish cannot log to a file (writing to a file and reopening it on SIGUSR1 are gone); written as \"stdout\" — redirect pilotfish's output to the file instead"),
                 );
+                Some("stdout".into())
             }
+            None => None,
+        };
+        Some(RawLogging {
+            level,
+            format,
+            output,
+        })
+    }
+
+    /// ContainerPilot's log went to stdout; pilotfish's goes to stderr unless
+    /// told otherwise, so the converted file says stdout.
+    fn log_to_stdout(&mut self, raw: &mut RawConfig) {
+        let logging = raw.logging.get_or_insert_with(RawLogging::default);
+        if logging.output.is_none() {
+            logging.output = Some("stdout".into());
+            self.implicit.push("logging.output = \"stdout\": ContainerPilot wrote its log (and the job output it relayed) to stdout; pilotfish's default is stderr".into());
         }
-        Some(RawLogging { level, format })
     }
 
     fn stop_timeout(&mut self, v: &J) -> Option<String> {
@@ -1846,7 +2086,10 @@ impl Conv {
             &["port", "interfaces", "tags", "metrics"],
             false,
         );
-        let port = f.get("port").and_then(|v| self.int("telemetry.port", v));
+        let port = f
+            .get("port")
+            .and_then(|v| self.int_ref("telemetry.port", v));
+        self.implicit.push("telemetry.service = \"containerpilot\": ContainerPilot registered its telemetry endpoint in Consul as service \"containerpilot\" (pilotfish's default name is \"pilotfish\"), which Prometheus consul_sd_configs may look for".into());
         let interfaces = f
             .get("interfaces")
             .and_then(|v| self.string_or_list("telemetry.interfaces", v));
@@ -1868,6 +2111,7 @@ impl Conv {
         }
         Some(RawTelemetry {
             port,
+            service: Some("containerpilot".into()),
             interfaces,
             tags,
             metrics,
@@ -2144,7 +2388,9 @@ impl Conv {
         if let Some(v) = f.get("health") {
             job.health = self.health(&join(path, "health"), v);
         }
-        job.port = f.get("port").and_then(|v| self.int(&join(path, "port"), v));
+        job.port = f
+            .get("port")
+            .and_then(|v| self.int_ref(&join(path, "port"), v));
         let status_new = f.get("initial_status");
         let status_old = f.get("initialStatus");
         if status_new.is_some() && status_old.is_some() {
@@ -2182,7 +2428,9 @@ impl Conv {
                     .and_then(|v| self.duration(&join(&cp, "deregisterCriticalServiceAfter"), v));
             }
         }
-        if job.port.is_some_and(|p| p != 0) && job.health.is_none() && job.name != "containerpilot"
+        if job.port.as_ref().is_some_and(|p| *p != RawInt::Int(0))
+            && job.health.is_none()
+            && job.name != "containerpilot"
         {
             self.note(&join(path, "health"), "absent although port is set (ContainerPilot refused this: health must be set if 'port' is set); add a health block");
         }
@@ -2414,13 +2662,28 @@ impl Conv {
                 "not supported (pilotfish logs health-check output like job output); dropped",
             );
         }
-        let secs = |s: &Option<String>| s.as_deref().and_then(|s| parse_duration(s).ok());
-        if let (Some(i), Some(t)) = (secs(&h.interval), secs(&h.ttl)) {
-            if t <= i {
-                self.note(&join(path, "ttl"), format!("{} is not longer than interval {}, so Consul can mark the service critical between two passing checks; make ttl longer than interval", h.ttl.as_deref().unwrap_or(""), h.interval.as_deref().unwrap_or("")));
-            }
-        }
+        self.ttl_above_interval(&join(path, "ttl"), &mut h, "interval");
         Some(h)
+    }
+
+    /// A ttl equal to the check interval (`interval`, 2.x's `poll`), which
+    /// ContainerPilot accepted, raised just above it; a shorter one noted.
+    fn ttl_above_interval(&mut self, path: &str, h: &mut RawHealth, word: &str) {
+        let secs = |s: &Option<String>| s.as_deref().and_then(|s| parse_duration(s).ok());
+        let (Some(i), Some(t)) = (secs(&h.interval), secs(&h.ttl)) else {
+            return;
+        };
+        let (ttl, interval) = (
+            h.ttl.clone().unwrap_or_default(),
+            h.interval.clone().unwrap_or_default(),
+        );
+        if t == i {
+            let raised = format_duration(i + i.min(std::time::Duration::from_secs(1)));
+            self.note(path, format!("{ttl} equals {word} {interval}, which ContainerPilot accepted but pilotfish refuses (Consul can mark the service critical between two passing checks); raised to \"{raised}\""));
+            h.ttl = Some(raised);
+        } else if t < i {
+            self.note(path, format!("{ttl} is shorter than {word} {interval}, so Consul marks the service critical between two passing checks (pilotfish refuses this); make ttl longer than {word}"));
+        }
     }
 }
 
@@ -2455,6 +2718,7 @@ fn looks_like_shell(arg: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::RawEnabled;
     use crate::config::env::{expand, Env};
 
     /// Import, check the TOML round-trips into `RawConfig`, return both.
@@ -2537,15 +2801,33 @@ mod tests {
     }
 
     #[test]
-    fn if_is_evaluated_with_every_variable_unset() {
+    fn every_if_branch_becomes_an_enabled_job() {
         let text = "{\n consul: \"c:1\",\n jobs: [{\n name: \"a\",\n {{ if .DEV }}exec: \"dev\",\n{{ else }}exec: \"prod\",{{ end }}\n }, {\n name: \"b\", exec: \"{{ if not .X }}yes{{ else }}no{{ end }}\" }]}";
         let (raw, notes) = conv(text);
-        assert_eq!(argv(&raw.jobs[0].exec), ["prod"]);
-        assert_eq!(argv(&raw.jobs[1].exec), ["yes"]);
-        let n = note(&notes, "template line 5:", "{{ if .DEV }}");
-        assert!(n.contains("kept the branch {{ else }} at line 6"), "{n}");
-        assert!(n.contains("dropped {{ if .DEV }} at line 5"), "{n}");
-        note(&notes, "template line 8:", "{{ if not .X }}");
+        let shown: Vec<(String, Vec<String>, Option<RawEnabled>)> = raw
+            .jobs
+            .iter()
+            .map(|j| (j.name.clone(), argv(&j.exec), j.enabled.clone()))
+            .collect();
+        let on = |s: &str| Some(RawEnabled::One(s.to_string()));
+        assert_eq!(
+            shown,
+            [
+                ("a".into(), vec!["prod".to_string()], on("${DEV:-} == ''")),
+                ("a".into(), vec!["dev".to_string()], on("${DEV:-} != ''")),
+                ("b".into(), vec!["yes".to_string()], on("${X:-} == ''")),
+                ("b".into(), vec!["no".to_string()], on("${X:-} != ''")),
+            ]
+        );
+        note(&notes, "template:", "read DEV, X; every branch was converted");
+        assert!(!notes.iter().any(|n| n.contains("kept the branch")), "{notes:#?}");
+        // What runs follows the environment.
+        for (dev, expect) in [(None, "prod"), (Some("1"), "dev")] {
+            let vars: Vec<(&str, &str)> = dev.map(|d| ("DEV", d)).into_iter().collect();
+            let cfg = crate::config::validate::validate(raw.clone(), &env(&vars)).expect("valid");
+            assert_eq!(cfg.jobs[0].exec.as_ref().map(|e| e.argv.clone()), Some(vec![expect.to_string()]));
+            assert_eq!(cfg.jobs.len(), 2);
+        }
     }
 
     #[test]
@@ -2596,26 +2878,22 @@ mod tests {
     }
 
     #[test]
-    fn bare_variable_in_number_uses_default_or_is_dropped() {
+    fn bare_variable_in_number_stays_a_reference() {
         let (j, notes) = job("{name: \"a\", exec: \"x\", port: {{ .PORT | default 8080 }}, health: {interval: {{ .I | default 10 }}, ttl: 30}}");
-        assert_eq!(j.port, Some(8080));
+        // pilotfish reads a port after expansion: it still follows $PORT.
+        assert_eq!(j.port, Some(RawInt::Text("${PORT:-8080}".into())));
         assert_eq!(
             j.health.and_then(|h| h.interval).as_deref(),
             Some("${I:-10}")
         );
-        note(
-            &notes,
-            "jobs[0].port: template line 1:",
-            "used its default 8080",
-        );
+        assert!(!notes.iter().any(|n| n.starts_with("jobs[0].port")));
         note(
             &notes,
             "jobs[0].health.interval: template line 1:",
             "outside a string",
         );
-        let (j, notes) = job("{name: \"a\", exec: \"x\", port: {{ .PORT }}}");
-        assert_eq!(j.port, None);
-        note(&notes, "jobs[0].port:", "dropped the key");
+        let (j, _) = job("{name: \"a\", exec: \"x\", port: {{ .PORT }}}");
+        assert_eq!(j.port, Some(RawInt::Text("${PORT}".into())));
     }
 
     #[test]
@@ -2733,7 +3011,8 @@ mod tests {
         assert_eq!(l.level.as_deref(), Some("warn"));
         assert_eq!(l.format.as_deref(), Some("text"));
         note(&notes, "logging.format:", "Go-log");
-        note(&notes, "logging.output:", "not supported");
+        note(&notes, "logging.output:", "cannot log to a file");
+        assert_eq!(l.output.as_deref(), Some("stdout"));
         let (raw, notes) =
             conv(r#"{consul: "c:1", logging: {level: "FATAL", format: "JSON", output: "stdout"}}"#);
         let l = raw.logging.expect("logging");
@@ -2772,7 +3051,7 @@ mod tests {
                 {name: "bad", help: "h", type: "meter"}]}}"#,
         );
         let t = raw.telemetry.expect("telemetry");
-        assert_eq!(t.port, Some(9090));
+        assert_eq!(t.port, Some(RawInt::Int(9090)));
         assert_eq!(t.interfaces, Some(StringOrList::One("eth0".into())));
         assert_eq!(t.tags, ["t"]);
         let names: Vec<(&str, &str)> = t
@@ -2962,7 +3241,7 @@ mod tests {
         );
         assert_eq!(j.name, "web");
         assert_eq!(argv(&j.exec), ["srv"]);
-        assert_eq!(j.port, Some(8080));
+        assert_eq!(j.port, Some(RawInt::Int(8080)));
         assert_eq!(j.initial_status.as_deref(), Some("passing"));
         assert_eq!(j.tags, ["a", "b"]);
         assert_eq!(
@@ -2992,9 +3271,13 @@ mod tests {
         note(&notes, "jobs[0].health.ttl:", "accepted only whole seconds");
         note(&notes, "jobs[0].health.logging:", "not supported");
 
-        let (_, notes) =
+        let (j, notes) =
             job(r#"{name: "a", exec: "x", port: 1, health: {exec: "c", interval: 10, ttl: 10}}"#);
-        note(&notes, "jobs[0].health.ttl:", "not longer than interval");
+        note(&notes, "jobs[0].health.ttl:", "equals interval 10s");
+        assert_eq!(
+            j.health.as_ref().and_then(|h| h.ttl.as_deref()),
+            Some("11s")
+        );
         let (_, notes) = job(r#"{name: "containerpilot", port: 9090}"#);
         note(&notes, "jobs[0].name:", "telemetry job");
         assert!(!notes.iter().any(|n| n.contains("health must be set")));
