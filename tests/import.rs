@@ -109,7 +109,11 @@ fn autopilotpattern_consul() {
     // Exactly one note: the conditional became enabled conditions.
     assert_eq!(out.notes.len(), 1, "{:#?}", out.notes);
     assert!(
-        has_note(&out, "template:", "read CONSUL_DEV; every branch was converted"),
+        has_note(
+            &out,
+            "template:",
+            "read CONSUL_DEV; every branch was converted"
+        ),
         "{:#?}",
         out.notes
     );
@@ -138,7 +142,11 @@ fn nginx_with_watch_on_change_sensor_and_telemetry() {
     );
     // Which agent to talk to cannot be switched: the all-unset rendering, noted.
     assert!(
-        has_note(&out, "consul:", "rendered it differently with CONSUL_AGENT set"),
+        has_note(
+            &out,
+            "consul:",
+            "rendered it differently with CONSUL_AGENT set"
+        ),
         "{:#?}",
         out.notes
     );
@@ -331,7 +339,7 @@ fn json5_features_and_template_defaults() {
         "jobs[2].name:",
         "\"/usr/local/bin/cleanup\""
     ));
-    assert_eq!(out.notes.len(), 6, "{:#?}", out.notes);
+    assert_eq!(out.notes.len(), 5, "{:#?}", out.notes);
 
     let config = load_str(&out.toml).unwrap_or_else(|e| panic!("validation: {e}\n{}", out.toml));
     let app = &config.jobs[0];
@@ -356,5 +364,313 @@ fn unconvertible_files_fail_with_the_line() {
     assert!(
         msg.starts_with("line 2:") && msg.contains("{{ end }}"),
         "{msg}"
+    );
+}
+
+/// Validate converted TOML under exactly these variables.
+fn check_with(toml: &str, vars: &[(&str, &str)]) -> Result<pilotfish::config::Config, Vec<String>> {
+    let env = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    pilotfish::config::validate::parse_and_validate(toml, &env).map_err(|e| e.messages())
+}
+
+fn job_names(cfg: &pilotfish::config::Config) -> Vec<&str> {
+    cfg.jobs.iter().map(|j| j.name.as_str()).collect()
+}
+
+#[test]
+fn v3_names_ports_and_levels_follow_the_environment_and_ifs_become_enabled_jobs() {
+    let (out, raw) = import("v3-switches.json5");
+    assert_eq!(out.version, pilotfish::config::import::Version::V3);
+    assert!(out
+        .toml
+        .starts_with("# Converted from a ContainerPilot 3.x configuration"));
+
+    // Item 2, 3, 4: names, ports and levels stay references with their case.
+    let mysql = &raw.jobs[2];
+    assert_eq!(mysql.name, "${SERVICE_NAME:-mysql}");
+    assert_eq!(mysql.port, Some(RawInt::Text("${PORT}".into())));
+    let logging = raw.logging.as_ref().expect("logging");
+    assert_eq!(logging.level.as_deref(), Some("${LOG_LEVEL:-INFO}"));
+    // Item 5: ContainerPilot's "default" format, and a ttl equal to its interval.
+    assert_eq!(logging.format.as_deref(), Some("text"));
+    assert_eq!(
+        mysql.health.as_ref().and_then(|h| h.ttl.as_deref()),
+        Some("6s")
+    );
+    assert!(has_note(&out, "jobs[1].health.ttl:", "raised to \"6s\""));
+    // Item 8: ContainerPilot's stdout, kept explicitly.
+    assert_eq!(logging.output.as_deref(), Some("stdout"));
+    assert!(out
+        .toml
+        .contains("# What ContainerPilot did without being told"));
+
+    // Item 6: both branches of {{ if .CONSUL_AGENT }}, each with its condition.
+    let pre: Vec<&RawJob> = raw.jobs.iter().filter(|j| j.name == "preStart").collect();
+    assert_eq!(pre.len(), 2);
+    assert_eq!(
+        pre[0].enabled,
+        Some(RawEnabled::One("${CONSUL_AGENT:-} == ''".into()))
+    );
+    assert!(pre[0].when.is_none());
+    assert_eq!(
+        pre[1].when.as_ref().and_then(|w| w.source.as_deref()),
+        Some("consul-agent")
+    );
+    assert_eq!(
+        job(&raw, "consul-agent").enabled,
+        Some(RawEnabled::One("${CONSUL_AGENT:-} != ''".into()))
+    );
+    assert!(has_note(&out, "consul:", "CONSUL_AGENT set"));
+
+    // config check without the variable the file has no default for: one
+    // error naming it, and nothing else.
+    let errs = check_with(&out.toml, &[]).expect_err("PORT is unset");
+    assert_eq!(
+        errs,
+        ["jobs[2].port: environment variable PORT is not set (set it, or write ${PORT:-default})"]
+    );
+
+    // With it: the defaults, no agent job, preStart starting at once.
+    let cfg = check_with(&out.toml, &[("PORT", "3306")]).expect("valid");
+    assert_eq!(job_names(&cfg), ["preStart", "mysql", "onchange"]);
+    assert_eq!(cfg.jobs[1].service.as_ref().map(|s| s.port), Some(3306));
+    assert_eq!(cfg.logging.level, "info");
+    assert_eq!(cfg.watches[0].name, "mysql-primary");
+
+    // The image's documented switches: another name, a level in capitals,
+    // and the Consul agent with preStart waiting for it.
+    let cfg = check_with(
+        &out.toml,
+        &[
+            ("PORT", "3307"),
+            ("SERVICE_NAME", "db"),
+            ("LOG_LEVEL", "DEBUG"),
+            ("CONSUL_AGENT", "1"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(
+        job_names(&cfg),
+        ["preStart", "db", "onchange", "consul-agent"]
+    );
+    assert_eq!(cfg.logging.level, "debug");
+    assert_eq!(cfg.watches[0].name, "db-primary");
+    match &cfg.jobs[0].when.trigger {
+        Trigger::All(c) => assert_eq!(c[0].source, Source::Job("consul-agent".into())),
+        other => panic!("preStart should wait for consul-agent: {other:?}"),
+    }
+    match &cfg.jobs[2].when.trigger {
+        Trigger::All(c) => assert_eq!(c[0].source, Source::Watch("db-primary".into())),
+        other => panic!("onchange trigger {other:?}"),
+    }
+
+    // Values that expand to nonsense are reported, every one of them.
+    let errs = check_with(
+        &out.toml,
+        &[
+            ("PORT", "x"),
+            ("SERVICE_NAME", "bad name"),
+            ("LOG_LEVEL", "loud"),
+        ],
+    )
+    .expect_err("invalid");
+    assert!(
+        errs.iter()
+            .any(|e| e == "jobs[2].port: \"x\" (from \"${PORT}\") is not a whole number"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("jobs[2].name: \"bad name\"")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.starts_with("logging.level: 'loud'")),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn v2_services_backends_hooks_coprocesses_tasks_and_sensors() {
+    let text = fixture("v2-app.json");
+    let app = ["/usr/local/bin/app".to_string(), "--serve".to_string()];
+    let out = pilotfish::config::import::import_containerpilot_with(&text, &app).expect("import");
+    assert_eq!(out.version, pilotfish::config::import::Version::V2);
+    assert!(out
+        .toml
+        .starts_with("# Converted from a ContainerPilot 2.x configuration"));
+    assert!(!out.toml.contains("3.x"), "{}", out.toml);
+    // No note calls a 2.x key unknown.
+    assert!(
+        !out.notes.iter().any(|n| n.contains("unknown key")),
+        "{:#?}",
+        out.notes
+    );
+    let raw: RawConfig = toml::from_str(&out.toml).expect("RawConfig");
+    let names: Vec<&str> = raw.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "preStart",
+            "${SERVICE_NAME:-app}",
+            "preStop",
+            "postStop",
+            "onchange-db",
+            "log-shipper",
+            "task-0",
+            "sensor-app-queue-depth"
+        ]
+    );
+    // The application from the command line is the primary job and registers
+    // the first service, checked by its health command every poll.
+    let main = &raw.jobs[1];
+    assert_eq!(argv(&main.exec), ["/usr/local/bin/app", "--serve"]);
+    assert_eq!(main.primary, Some(true));
+    assert_eq!(main.port, Some(RawInt::Text("${PORT:-8080}".into())));
+    assert_eq!(main.tags, ["web", "v2"]);
+    assert_eq!(main.stop_timeout.as_deref(), Some("7s"));
+    assert_eq!(
+        main.when
+            .as_ref()
+            .map(|w| (w.source.as_deref(), w.once.as_deref())),
+        Some((Some("preStart"), Some("exitSuccess")))
+    );
+    let h = main.health.as_ref().expect("health");
+    assert_eq!(
+        argv(&h.exec),
+        ["${MANAGE:-/usr/local/bin/manage.sh}", "health"]
+    );
+    assert_eq!(
+        (h.interval.as_deref(), h.ttl.as_deref()),
+        (Some("1s"), Some("2s"))
+    );
+    // Hooks around it.
+    let stop = job(&raw, "preStop");
+    assert_eq!(
+        stop.when
+            .as_ref()
+            .map(|w| (w.source.as_deref(), w.once.as_deref())),
+        Some((Some("${SERVICE_NAME:-app}"), Some("stopping")))
+    );
+    assert_eq!(
+        job(&raw, "postStop")
+            .when
+            .as_ref()
+            .and_then(|w| w.once.as_deref()),
+        Some("stopped")
+    );
+    // The backend: a watch and a job on its changes.
+    assert_eq!(raw.watches[0].name, "db");
+    assert_eq!(raw.watches[0].interval.as_deref(), Some("3s"));
+    assert_eq!(
+        job(&raw, "onchange-db")
+            .when
+            .as_ref()
+            .map(|w| (w.source.as_deref(), w.each.as_deref())),
+        Some((Some("watch.db"), Some("changed")))
+    );
+    // The coprocess restarts; the task runs every second, bounded.
+    let cop = job(&raw, "log-shipper");
+    assert_eq!(cop.restarts, Some(RawRestarts::Word("unlimited".into())));
+    let task = job(&raw, "task-0");
+    assert_eq!(
+        task.when.as_ref().and_then(|w| w.interval.as_deref()),
+        Some("1s")
+    );
+    assert_eq!(task.timeout.as_deref(), Some("500ms"));
+    // The sensor: a metric and the job that feeds it.
+    let t = raw.telemetry.as_ref().expect("telemetry");
+    assert_eq!(t.service.as_deref(), Some("containerpilot"));
+    assert_eq!(t.metrics[0].name, "app_queue_depth");
+    let sensor = job(&raw, "sensor-app-queue-depth");
+    assert_eq!(sensor.shell, Some(true));
+    assert!(
+        matches!(&sensor.exec, Some(StringOrList::One(s)) if s.contains("\"$PILOTFISH_BIN\" putmetric app_queue_depth="))
+    );
+
+    let cfg = check_with(&out.toml, &[]).expect("valid with every default");
+    assert_eq!(cfg.jobs[1].name, "app");
+    assert_eq!(cfg.jobs[1].service.as_ref().map(|s| s.port), Some(8080));
+    assert!(cfg.jobs[1].primary);
+    assert_eq!(
+        cfg.telemetry.as_ref().map(|t| t.service.as_str()),
+        Some("containerpilot")
+    );
+}
+
+#[test]
+fn v1_on_start_and_a_2x_file_without_its_command_line() {
+    let out = import("v1-onstart.json").0;
+    assert_eq!(out.version, pilotfish::config::import::Version::V1);
+    assert!(
+        has_note(&out, "command line:", "pass it after `--`"),
+        "{:#?}",
+        out.notes
+    );
+    let raw: RawConfig = toml::from_str(&out.toml).expect("RawConfig");
+    // Without the application the service is registered by a job without exec.
+    let nginx = job(&raw, "nginx");
+    assert!(nginx.exec.is_none());
+    assert_eq!(nginx.port, Some(RawInt::Int(80)));
+    assert_eq!(
+        argv(&job(&raw, "preStart").exec),
+        ["/opt/containerbuddy/reload.sh"]
+    );
+    check_with(&out.toml, &[]).expect("valid");
+}
+
+#[test]
+fn every_unset_variable_of_an_exec_array_is_reported() {
+    let errs = check_with(
+        "[[jobs]]\nname = \"a\"\nexec = [\"${A}\", \"--x\", \"${B}\", \"${C:-c}\", \"${D}\"]\n",
+        &[],
+    )
+    .expect_err("unset");
+    assert_eq!(
+        errs,
+        [
+            "jobs[0].exec[0]: environment variable A is not set (set it, or write ${A:-default})",
+            "jobs[0].exec[2]: environment variable B is not set (set it, or write ${B:-default})",
+            "jobs[0].exec[4]: environment variable D is not set (set it, or write ${D:-default})",
+        ]
+    );
+}
+
+#[test]
+fn enabled_reads_booleans_and_comparisons_and_disabled_jobs_are_absent() {
+    let toml = r#"
+[[jobs]]
+name = "agent"
+enabled = "${AGENT:-false}"
+exec = "agent"
+[[jobs]]
+name = "web"
+enabled = ["!${MAINTENANCE:-no}", "${MODE:-} != 'off'"]
+exec = "web"
+[[jobs]]
+name = "after-agent"
+exec = "x"
+when = { source = "agent", once = "exitSuccess" }
+"#;
+    let cfg = check_with(toml, &[("AGENT", "yes")]).expect("valid");
+    assert_eq!(job_names(&cfg), ["agent", "web", "after-agent"]);
+    let cfg = check_with(toml, &[("AGENT", "on"), ("MODE", "off")]).expect("valid");
+    assert_eq!(job_names(&cfg), ["agent", "after-agent"]);
+    // A job waiting for a disabled one would never start: said plainly.
+    let errs = check_with(toml, &[]).expect_err("agent disabled");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("jobs[2].when.source: \"agent\" is disabled for this run"),
+        "{errs:#?}"
+    );
+    let errs = check_with(toml, &[("AGENT", "maybe")]).expect_err("not a boolean");
+    assert!(
+        errs[0].starts_with(
+            "jobs[0].enabled: \"maybe\" (from \"${AGENT:-false}\") is not true or false"
+        ),
+        "{errs:#?}"
     );
 }

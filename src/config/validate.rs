@@ -18,9 +18,9 @@ use super::raw::{
 };
 use super::{
     Backoff, CheckStatus, Condition, Config, ConsulConfig, ControlConfig, Exec, HealthConfig,
-    JobConfig, LogFormat, LogOutput, LoggingConfig, MetricDef, MetricKind, Reload, Restarts, ServiceConfig,
-    Source, TelemetryConfig, TemplateConfig, TlsConfig, Trigger, WatchConfig, WatchTarget, When,
-    DEFAULT_SOCKET, TEMPLATE_WAIT,
+    JobConfig, LogFormat, LogOutput, LoggingConfig, MetricDef, MetricKind, Reload, Restarts,
+    ServiceConfig, Source, TelemetryConfig, TemplateConfig, TlsConfig, Trigger, WatchConfig,
+    WatchTarget, When, DEFAULT_SOCKET, TEMPLATE_WAIT,
 };
 use crate::events::EventKind;
 use crate::interfaces::InterfaceSpec;
@@ -277,10 +277,7 @@ impl Validator<'_> {
                         } else {
                             format!(" (from \"{t}\")")
                         };
-                        self.err(
-                            path,
-                            format!("\"{expanded}\"{from} is not a whole number"),
-                        );
+                        self.err(path, format!("\"{expanded}\"{from} is not a whole number"));
                         None
                     }
                 }

@@ -137,11 +137,19 @@ pub fn discovery_client(config: &Config) -> Result<Option<Client>, String> {
     Client::new(&opts).map(Some).map_err(|e| e.to_string())
 }
 
-/// `PILOTFISH_<JOB>_IP` / `_PORT` for every service job, and
-/// `CONSUL_HTTP_ADDR` (and `CONSUL_HTTP_TOKEN`) naming the agent, for every
-/// job's environment.
+/// `PILOTFISH_<JOB>_IP` / `_PORT` for every service job,
+/// `CONSUL_HTTP_ADDR` (and `CONSUL_HTTP_TOKEN`) naming the agent, and
+/// `PILOTFISH_SOCKET` and `PILOTFISH_BIN` (so `"$PILOTFISH_BIN" putmetric`,
+/// `putenv`, `reload` run by a job reach this supervisor wherever its binary
+/// is), for every job's environment.
 fn discovery_env(config: &Config, client: Option<&Client>) -> Vec<(String, String)> {
-    let mut vars = Vec::new();
+    let mut vars = vec![(
+        "PILOTFISH_SOCKET".to_string(),
+        config.control.socket.display().to_string(),
+    )];
+    if let Ok(me) = std::env::current_exe() {
+        vars.push(("PILOTFISH_BIN".to_string(), me.display().to_string()));
+    }
     if let Some(c) = client {
         vars.push(("CONSUL_HTTP_ADDR".to_string(), c.address().to_string()));
         if let Some(t) = c.token() {

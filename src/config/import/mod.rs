@@ -223,10 +223,7 @@ pub fn import_containerpilot_with(text: &str, app: &[String]) -> Result<Imported
     }
     let (raw, merge_notes) = variants::merge(&vars, &converted);
     let names: Vec<&str> = vars.keys().map(String::as_str).collect();
-    let switched = raw
-        .jobs
-        .iter()
-        .any(|j| j.enabled.is_some())
+    let switched = raw.jobs.iter().any(|j| j.enabled.is_some())
         || raw.watches.iter().any(|w| w.enabled.is_some());
     if switched {
         notes.push(format!(
@@ -258,8 +255,12 @@ fn convert(rendered: Rendered, app: &[String]) -> Result<Converted, ImportError>
         notes: rendered.notes,
         implicit: Vec::new(),
         unknown_keys: match version {
-            Version::V3 => "ContainerPilot rejected unknown keys, so this file did not load there as written",
-            Version::V2 => "ContainerPilot 2.2 and later rejected unknown keys (2.0 and 2.1 ignored them)",
+            Version::V3 => {
+                "ContainerPilot rejected unknown keys, so this file did not load there as written"
+            }
+            Version::V2 => {
+                "ContainerPilot 2.2 and later rejected unknown keys (2.0 and 2.1 ignored them)"
+            }
             Version::V1 => "ContainerPilot 1.x ignored unknown keys",
         },
         actions: rendered.actions,
@@ -298,9 +299,8 @@ fn finish(
     implicit: Vec<String>,
 ) -> Result<Imported, ImportError> {
     let body = toml::to_string(&raw).map_err(|e| ImportError::Emit(e.to_string()))?;
-    let mut out = format!(
-        "# Converted from a {version} configuration by `pilotfish config import`.\n"
-    );
+    let mut out =
+        format!("# Converted from a {version} configuration by `pilotfish config import`.\n");
     if !implicit.is_empty() {
         out.push_str("# What ContainerPilot did without being told, written out here:\n");
         for n in &implicit {
@@ -2190,14 +2190,10 @@ impl Conv {
                 continue;
             };
             let f = self.fields(&path, o, &["name", "interval", "tag", "dc"], false);
-            let Some(name) = f
+            let name = f
                 .get("name")
-                .and_then(|v| self.string(&join(&path, "name"), v))
-            else {
-                self.note(
-                    &path,
-                    "no name (ContainerPilot rejected this watch); dropped",
-                );
+                .and_then(|v| self.string(&join(&path, "name"), v));
+            let Some(name) = self.require(&path, "watch", "name", name) else {
                 continue;
             };
             let interval = f
@@ -2718,8 +2714,8 @@ fn looks_like_shell(arg: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::RawEnabled;
     use crate::config::env::{expand, Env};
+    use crate::config::raw::RawEnabled;
 
     /// Import, check the TOML round-trips into `RawConfig`, return both.
     fn conv(text: &str) -> (RawConfig, Vec<String>) {
@@ -2819,13 +2815,23 @@ mod tests {
                 ("b".into(), vec!["no".to_string()], on("${X:-} != ''")),
             ]
         );
-        note(&notes, "template:", "read DEV, X; every branch was converted");
-        assert!(!notes.iter().any(|n| n.contains("kept the branch")), "{notes:#?}");
+        note(
+            &notes,
+            "template:",
+            "read DEV, X; every branch was converted",
+        );
+        assert!(
+            !notes.iter().any(|n| n.contains("kept the branch")),
+            "{notes:#?}"
+        );
         // What runs follows the environment.
         for (dev, expect) in [(None, "prod"), (Some("1"), "dev")] {
             let vars: Vec<(&str, &str)> = dev.map(|d| ("DEV", d)).into_iter().collect();
             let cfg = crate::config::validate::validate(raw.clone(), &env(&vars)).expect("valid");
-            assert_eq!(cfg.jobs[0].exec.as_ref().map(|e| e.argv.clone()), Some(vec![expect.to_string()]));
+            assert_eq!(
+                cfg.jobs[0].exec.as_ref().map(|e| e.argv.clone()),
+                Some(vec![expect.to_string()])
+            );
             assert_eq!(cfg.jobs.len(), 2);
         }
     }

@@ -44,8 +44,9 @@ fn basename(argv: &Option<StringOrList>) -> Option<String> {
         Some(StringOrList::One(s)) => Some(s),
         None => None,
     }
+    .filter(|a| !a.contains('$'))
     .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
-    .filter(|b| !b.is_empty() && !b.contains('$'))
+    .filter(|b| !b.is_empty())
 }
 
 impl Conv {
@@ -71,14 +72,20 @@ impl Conv {
         let pre_start = match (f.get("preStart"), f.get("onStart")) {
             (Some(v), other) => {
                 if other.is_some() {
-                    self.note("onStart", "ignored: preStart is also set and wins, as in ContainerPilot");
+                    self.note(
+                        "onStart",
+                        "ignored: preStart is also set and wins, as in ContainerPilot",
+                    );
                 }
                 self.hook("preStart", v)
             }
             (None, Some(v)) => {
                 let job = self.hook("onStart", v);
                 if job.is_some() {
-                    self.note("onStart", "the deprecated name of preStart; converted to the job \"preStart\"");
+                    self.note(
+                        "onStart",
+                        "the deprecated name of preStart; converted to the job \"preStart\"",
+                    );
                 }
                 job
             }
@@ -98,7 +105,13 @@ impl Conv {
                 .filter(|(_, v)| **v != J::Null)
                 .collect(),
             Some(other) => {
-                self.note("services", format!("{} is not an array; ContainerPilot silently ignored it, dropped", other.kind()));
+                self.note(
+                    "services",
+                    format!(
+                        "{} is not an array; ContainerPilot silently ignored it, dropped",
+                        other.kind()
+                    ),
+                );
                 Vec::new()
             }
             None => Vec::new(),
@@ -116,7 +129,10 @@ impl Conv {
         let app_name = if app.is_empty() {
             self.note("command line", "ContainerPilot ran the application named after its flags (containerpilot -config FILE APP ARGS...); none was given to the importer, so there is no application job — pass it after `--` (pilotfish config import FILE -- nginx -g 'daemon off;') or add the job by hand");
             if stop_timeout.is_some() {
-                self.note("stopTimeout", "applied to the application, which was not given; dropped");
+                self.note(
+                    "stopTimeout",
+                    "applied to the application, which was not given; dropped",
+                );
             }
             None
         } else {
@@ -147,7 +163,9 @@ impl Conv {
 
         for (key, event) in [("preStop", "stopping"), ("postStop", "stopped")] {
             let Some(v) = f.get(key) else { continue };
-            let Some(mut j) = self.hook(key, v) else { continue };
+            let Some(mut j) = self.hook(key, v) else {
+                continue;
+            };
             j.name = key.into();
             j.when = Some(match (&app_name, key) {
                 (Some(app), _) => RawWhen {
@@ -201,10 +219,33 @@ impl Conv {
         raw
     }
 
+    /// A key ContainerPilot required: None (noted) when it is missing.
+    pub(super) fn require<T>(
+        &mut self,
+        path: &str,
+        what: &str,
+        key: &str,
+        v: Option<T>,
+    ) -> Option<T> {
+        if v.is_none() {
+            self.note(
+                path,
+                format!("no {key} (ContainerPilot rejected this {what}); dropped"),
+            );
+        }
+        v
+    }
+
     /// An array's objects (ContainerPilot dropped a non-array silently).
     fn items<'j>(&mut self, key: &str, v: &'j J) -> Vec<&'j [(String, J)]> {
         let J::Arr(items) = v else {
-            self.note(key, format!("{} is not an array; ContainerPilot silently ignored it, dropped", v.kind()));
+            self.note(
+                key,
+                format!(
+                    "{} is not an array; ContainerPilot silently ignored it, dropped",
+                    v.kind()
+                ),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -246,25 +287,43 @@ impl Conv {
         let f = self.fields(
             path,
             o,
-            &["name", "port", "poll", "ttl", "health", "timeout", "interfaces", "tags", "consul"],
+            &[
+                "name",
+                "port",
+                "poll",
+                "ttl",
+                "health",
+                "timeout",
+                "interfaces",
+                "tags",
+                "consul",
+            ],
             false,
         );
-        let Some(name) = f.get("name").and_then(|v| self.string(&join(path, "name"), v)) else {
-            self.note(path, "no name (ContainerPilot rejected this service); dropped");
-            return None;
-        };
+        let name = f
+            .get("name")
+            .and_then(|v| self.string(&join(path, "name"), v));
+        let name = self.require(path, "service", "name", name)?;
         let mut job = RawJob {
             name,
             ..RawJob::default()
         };
-        job.port = f.get("port").and_then(|v| self.int_ref(&join(path, "port"), v));
+        job.port = f
+            .get("port")
+            .and_then(|v| self.int_ref(&join(path, "port"), v));
         if job.port.is_none() {
             self.note(&join(path, "port"), "absent (ContainerPilot rejected a service without port); the job will not register until you add one");
         }
         let mut health = RawHealth {
-            interval: f.get("poll").and_then(|v| self.seconds(&join(path, "poll"), v)),
-            ttl: f.get("ttl").and_then(|v| self.seconds(&join(path, "ttl"), v)),
-            timeout: f.get("timeout").and_then(|v| self.duration(&join(path, "timeout"), v)),
+            interval: f
+                .get("poll")
+                .and_then(|v| self.seconds(&join(path, "poll"), v)),
+            ttl: f
+                .get("ttl")
+                .and_then(|v| self.seconds(&join(path, "ttl"), v)),
+            timeout: f
+                .get("timeout")
+                .and_then(|v| self.duration(&join(path, "timeout"), v)),
             ..RawHealth::default()
         };
         match f.get("health") {
@@ -283,7 +342,12 @@ impl Conv {
         if let Some(v) = f.get("consul") {
             let cp = join(path, "consul");
             if let Some(co) = self.object(&cp, v) {
-                let cf = self.fields(&cp, co, &["enableTagOverride", "deregisterCriticalServiceAfter"], false);
+                let cf = self.fields(
+                    &cp,
+                    co,
+                    &["enableTagOverride", "deregisterCriticalServiceAfter"],
+                    false,
+                );
                 job.enable_tag_override = cf
                     .get("enableTagOverride")
                     .and_then(|v| self.boolean(&join(&cp, "enableTagOverride"), v));
@@ -300,18 +364,29 @@ impl Conv {
         let items = self.items("backends", v);
         for (i, o) in items.into_iter().enumerate() {
             let path = format!("backends[{i}]");
-            let f = self.fields(&path, o, &["name", "poll", "onChange", "tag", "timeout"], false);
-            let Some(name) = f.get("name").and_then(|v| self.string(&join(&path, "name"), v)) else {
-                self.note(&path, "no name (ContainerPilot rejected this backend); dropped");
+            let f = self.fields(
+                &path,
+                o,
+                &["name", "poll", "onChange", "tag", "timeout"],
+                false,
+            );
+            let name = f
+                .get("name")
+                .and_then(|v| self.string(&join(&path, "name"), v));
+            let Some(name) = self.require(&path, "backend", "name", name) else {
                 continue;
             };
-            let interval = f.get("poll").and_then(|v| self.seconds(&join(&path, "poll"), v));
+            let interval = f
+                .get("poll")
+                .and_then(|v| self.seconds(&join(&path, "poll"), v));
             if let Some(iv) = &interval {
                 self.note(&join(&path, "poll"), format!("ContainerPilot asked Consul every {iv}; pilotfish uses blocking queries and sees a change at once, so it is now the minimum time between two onChange runs"));
             }
             raw.watches.push(RawWatch {
                 name: name.clone(),
-                tag: f.get("tag").and_then(|v| self.string(&join(&path, "tag"), v)),
+                tag: f
+                    .get("tag")
+                    .and_then(|v| self.string(&join(&path, "tag"), v)),
                 interval,
                 ..RawWatch::default()
             });
@@ -334,10 +409,10 @@ impl Conv {
 
     fn coprocess(&mut self, path: &str, o: &[(String, J)], pre_start: bool) -> Option<RawJob> {
         let f = self.fields(path, o, &["command", "name", "restarts"], false);
-        let Some(exec) = f.get("command").and_then(|v| self.exec(&join(path, "command"), v).0) else {
-            self.note(path, "no command (ContainerPilot rejected this coprocess); dropped");
-            return None;
-        };
+        let exec = f
+            .get("command")
+            .and_then(|v| self.exec(&join(path, "command"), v).0);
+        let exec = self.require(path, "coprocess", "command", exec)?;
         let name = f
             .get("name")
             .and_then(|v| self.string(&join(path, "name"), v))
@@ -359,14 +434,14 @@ impl Conv {
 
     fn task(&mut self, path: &str, index: usize, o: &[(String, J)]) -> Option<RawJob> {
         let f = self.fields(path, o, &["command", "frequency", "timeout", "name"], false);
-        let Some(exec) = f.get("command").and_then(|v| self.exec(&join(path, "command"), v).0) else {
-            self.note(path, "no command (ContainerPilot rejected this task); dropped");
-            return None;
-        };
-        let Some(frequency) = f.get("frequency").and_then(|v| self.duration(&join(path, "frequency"), v)) else {
-            self.note(path, "no frequency (ContainerPilot rejected this task); dropped");
-            return None;
-        };
+        let exec = f
+            .get("command")
+            .and_then(|v| self.exec(&join(path, "command"), v).0);
+        let exec = self.require(path, "task", "command", exec)?;
+        let frequency = f
+            .get("frequency")
+            .and_then(|v| self.duration(&join(path, "frequency"), v));
+        let frequency = self.require(path, "task", "frequency", frequency)?;
         let name = f
             .get("name")
             .and_then(|v| self.string(&join(path, "name"), v))
@@ -392,7 +467,12 @@ impl Conv {
 
     fn telemetry_v2(&mut self, v: &J, jobs: &mut Vec<RawJob>) -> Option<RawTelemetry> {
         let o = self.object("telemetry", v)?;
-        let f = self.fields("telemetry", o, &["port", "interfaces", "tags", "sensors"], false);
+        let f = self.fields(
+            "telemetry",
+            o,
+            &["port", "interfaces", "tags", "sensors"],
+            false,
+        );
         let port = match f.get("port") {
             Some(v) => self.int_ref("telemetry.port", v),
             None => Some(crate::config::raw::RawInt::Int(9090)), // 2.x's default
@@ -430,7 +510,16 @@ impl Conv {
         let f = self.fields(
             path,
             o,
-            &["namespace", "subsystem", "name", "help", "type", "poll", "check", "timeout"],
+            &[
+                "namespace",
+                "subsystem",
+                "name",
+                "help",
+                "type",
+                "poll",
+                "check",
+                "timeout",
+            ],
             false,
         );
         let shape: Vec<(String, J)> = o
@@ -443,18 +532,22 @@ impl Conv {
             .cloned()
             .collect();
         let metric = self.metric(path, &J::Obj(shape))?;
-        let check = f.get("check").and_then(|v| self.exec(&join(path, "check"), v).0);
-        let poll = f.get("poll").and_then(|v| self.seconds(&join(path, "poll"), v));
+        let check = f
+            .get("check")
+            .and_then(|v| self.exec(&join(path, "check"), v).0);
+        let poll = f
+            .get("poll")
+            .and_then(|v| self.seconds(&join(path, "poll"), v));
         let (Some(StringOrList::Many(argv)), Some(poll)) = (check, poll) else {
             self.note(path, format!("needs check and poll to be measured (ContainerPilot rejected it otherwise); metric {} declared, nothing updates it", metric.name));
             return Some((metric, None));
         };
         let command = shell_words::join(&argv);
-        self.note(path, format!("ContainerPilot ran check every poll and read the number it printed; pilotfish has no such protocol, so job \"sensor-{}\" runs it and passes the output to `pilotfish putmetric`", metric.name));
+        self.note(path, format!("ContainerPilot ran check every poll and read the number it printed; pilotfish has no such protocol, so job \"{}\" runs it and passes the output to `pilotfish putmetric` (\"$PILOTFISH_BIN\", which pilotfish sets for its jobs)", sensor_job_name(&metric.name)));
         let job = RawJob {
-            name: format!("sensor-{}", metric.name.replace('_', "-")),
+            name: sensor_job_name(&metric.name),
             exec: Some(StringOrList::One(format!(
-                "pilotfish putmetric {}=\"$({command})\"",
+                "\"$PILOTFISH_BIN\" putmetric {}=\"$({command})\"",
                 metric.name
             ))),
             shell: Some(true),
@@ -491,4 +584,9 @@ fn dedupe_names(conv: &mut Conv, jobs: &mut [RawJob]) {
         }
         seen.push(job.name.clone());
     }
+}
+
+/// The periodic job that measures a 2.x sensor (job names use `-`, not `_`).
+fn sensor_job_name(metric: &str) -> String {
+    format!("sensor-{}", metric.replace('_', "-"))
 }

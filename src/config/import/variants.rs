@@ -89,7 +89,9 @@ fn collect_cond(toks: &[Tok], out: &mut BTreeMap<String, BTreeSet<String>>) {
     while i < toks.len() {
         match var_operand(&toks[i..]) {
             Some((name, used)) => {
-                out.entry(name).or_default().extend(literals.iter().cloned());
+                out.entry(name)
+                    .or_default()
+                    .extend(literals.iter().cloned());
                 i += used;
             }
             None => i += 1,
@@ -155,16 +157,27 @@ pub(super) struct Variant {
 /// Jobs and watches of every rendering, each distinct version once per
 /// `enabled` conjunction, in file order; the rest comes from the first
 /// (all-unset) rendering. Returns the notes on what could not be switched.
-pub(super) fn merge(vars: &BTreeMap<String, Vec<String>>, variants: &[Variant]) -> (RawConfig, Vec<String>) {
+pub(super) fn merge(
+    vars: &BTreeMap<String, Vec<String>>,
+    variants: &[Variant],
+) -> (RawConfig, Vec<String>) {
     let Some(base) = variants.first() else {
         return (RawConfig::default(), Vec::new());
     };
     let mut notes = Vec::new();
     let mut raw = base.raw.clone();
-    raw.jobs = merge_items(vars, variants, |r| &r.jobs, |j: &mut RawJob, e| j.enabled = e);
-    raw.watches = merge_items(vars, variants, |r| &r.watches, |w: &mut RawWatch, e| {
-        w.enabled = e
-    });
+    raw.jobs = merge_items(
+        vars,
+        variants,
+        |r| &r.jobs,
+        |j: &mut RawJob, e| j.enabled = e,
+    );
+    raw.watches = merge_items(
+        vars,
+        variants,
+        |r| &r.watches,
+        |w: &mut RawWatch, e| w.enabled = e,
+    );
     for v in &variants[1..] {
         let differs: Vec<&str> = [
             ("consul", v.raw.consul != base.raw.consul),
@@ -315,7 +328,11 @@ mod tests {
                 .collect();
             let holding = conj
                 .iter()
-                .filter(|terms| terms.iter().all(|t| condition_holds(t, &env).expect("valid")))
+                .filter(|terms| {
+                    terms
+                        .iter()
+                        .all(|t| condition_holds(t, &env).expect("valid"))
+                })
                 .count();
             let expected = usize::from(points.contains(&p));
             assert_eq!(holding, expected, "{p:?} under {conj:?}");
@@ -332,9 +349,21 @@ mod tests {
         let all = assignments(&two).expect("few");
         // Every subset of a few shapes: a rectangle, a diagonal, a complement.
         check(&two, all.iter().filter(|p| p[0] == 1).cloned().collect());
-        check(&two, all.iter().filter(|p| p[0] == 1 && p[1] == 1).cloned().collect());
+        check(
+            &two,
+            all.iter()
+                .filter(|p| p[0] == 1 && p[1] == 1)
+                .cloned()
+                .collect(),
+        );
         check(&two, all.iter().filter(|p| p[1] != 1).cloned().collect());
-        check(&two, all.iter().filter(|p| (p[0] == 1) != (p[1] == 0)).cloned().collect());
+        check(
+            &two,
+            all.iter()
+                .filter(|p| (p[0] == 1) != (p[1] == 0))
+                .cloned()
+                .collect(),
+        );
     }
 
     #[test]
