@@ -202,6 +202,7 @@ pub fn service(name: &str, entries: &Value, index: u64, watch: &str) -> Value {
         "title": format!("Service {name}"),
         "nav_services": true,
         "name": name,
+        "count": instances.len(),
         "instances": instances,
         "watch": watch,
         "index": index,
