@@ -324,13 +324,18 @@ pub async fn serve(
         .route("/metrics", get(metrics_page))
         .route("/status", get(status_page))
         // The jobs page (`crate::ui::jobs`), read-only.
-        .route("/", get(|| async { axum::response::Redirect::permanent("/ui/") }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
         .route("/ui/", get(jobs_page))
         .route(
             "/ui/assets/{name}",
-            get(|axum::extract::Path(name): axum::extract::Path<String>| async move {
-                crate::ui::asset(&name).unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
-            }),
+            get(
+                |axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    crate::ui::asset(&name).unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
+                },
+            ),
         )
         .fallback(|| async {
             (

@@ -77,7 +77,10 @@ pub fn cross_origin_write(req: &Request) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return false;
     };
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
     let origin_host = origin
         .to_str()
         .ok()
@@ -387,11 +390,7 @@ async fn read_page(api: &Api, path: &str, filter: &str) -> Result<Page, Refused>
             } else {
                 StatusCode::OK
             };
-            Ok((
-                "node",
-                status,
-                view::node(name, &node, &checks, index, &q),
-            ))
+            Ok(("node", status, view::node(name, &node, &checks, index, &q)))
         }
         ("kv", key) if key.is_empty() || key.ends_with('/') => {
             let q = format!("/v1/kv/{}?keys&separator=/", encode(key, true));
@@ -470,7 +469,10 @@ mod tests {
             }
             b.body(Body::empty()).unwrap()
         };
-        assert!(!cross_origin_write(&req(Method::PUT, None)), "a Consul client");
+        assert!(
+            !cross_origin_write(&req(Method::PUT, None)),
+            "a Consul client"
+        );
         assert!(!cross_origin_write(&req(
             Method::PUT,
             Some("http://127.0.0.1:8500")

@@ -91,25 +91,31 @@ struct Instance<'a> {
 }
 
 fn instances(cat: &Catalog) -> Vec<Instance<'_>> {
-    let checks = list(&cat.checks);
+    // (node, service ID) → its checks' statuses; service ID "" = the node's.
+    let mut by_owner: std::collections::HashMap<(&str, &str), Vec<&str>> =
+        std::collections::HashMap::new();
+    for c in list(&cat.checks) {
+        by_owner
+            .entry((text(&c["Node"]), text(&c["ServiceID"])))
+            .or_default()
+            .push(text(&c["Status"]));
+    }
     let mut out = Vec::new();
     for (node, ns) in &cat.services {
-        let on_node: Vec<&Value> = checks.iter().filter(|c| text(&c["Node"]) == node).collect();
-        for s in ns["Services"].as_object().into_iter().flatten().map(|(_, s)| s) {
-            let id = text(&s["ID"]);
-            let status = worst(
-                on_node
-                    .iter()
-                    .filter(|c| {
-                        let sid = text(&c["ServiceID"]);
-                        sid.is_empty() || sid == id
-                    })
-                    .map(|c| text(&c["Status"])),
-            );
-            out.push(Instance {
-                service: s,
-                status,
-            });
+        let node_checks = by_owner
+            .get(&(node.as_str(), ""))
+            .map_or(&[][..], Vec::as_slice);
+        for s in ns["Services"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, s)| s)
+        {
+            let own = by_owner
+                .get(&(node.as_str(), text(&s["ID"])))
+                .map_or(&[][..], Vec::as_slice);
+            let status = worst(node_checks.iter().chain(own).copied());
+            out.push(Instance { service: s, status });
         }
     }
     out
@@ -389,11 +395,7 @@ pub fn sessions(list_: &Value, index: u64, watch: &str) -> Value {
         .map(|s| {
             let mut checks: Vec<Value> = list(&s["NodeChecks"]).to_vec();
             checks.extend(list(&s["Checks"]).iter().cloned());
-            checks.extend(
-                list(&s["ServiceChecks"])
-                    .iter()
-                    .map(|c| c["ID"].clone()),
-            );
+            checks.extend(list(&s["ServiceChecks"]).iter().map(|c| c["ID"].clone()));
             checks.dedup();
             let delay_ms = s["LockDelay"].as_u64().unwrap_or(0) / 1_000_000;
             json!({
@@ -538,11 +540,15 @@ mod tests {
         assert_eq!(rows[1]["name"], "web");
         assert_eq!(rows[1]["tags"], json!(["a", "b"]));
         assert_eq!(
-            (&rows[1]["passing"], &rows[1]["critical"], &rows[1]["status"]),
+            (
+                &rows[1]["passing"],
+                &rows[1]["critical"],
+                &rows[1]["status"]
+            ),
             (&json!(1), &json!(1), &json!("critical"))
         );
         assert_eq!(rows[0]["status"], "warning");
-        let filtered = services(&catalog(), "B");
+        let filtered = services(&catalog(), "A");
         assert_eq!(filtered["services"].as_array().unwrap().len(), 1, "by tag");
     }
 
@@ -560,10 +566,16 @@ mod tests {
         let page = kv_folder("a/", &json!(["a/", "a/b/", "a/k y"]), 3, "/w");
         let e = page["entries"].as_array().unwrap();
         assert_eq!(e.len(), 2);
-        assert_eq!((&e[0]["name"], &e[0]["folder"]), (&json!("b/"), &json!(true)));
+        assert_eq!(
+            (&e[0]["name"], &e[0]["folder"]),
+            (&json!("b/"), &json!(true))
+        );
         assert_eq!(e[1]["href"], "/ui/kv/a/k%20y");
         let key = kv_key("a/k", &json!({"Value": "aGk=", "ModifyIndex": 5}));
-        assert_eq!((&key["value"], &key["binary"]), (&json!("hi"), &json!(false)));
+        assert_eq!(
+            (&key["value"], &key["binary"]),
+            (&json!("hi"), &json!(false))
+        );
         assert_eq!(key["parent_href"], "/ui/kv/a/");
     }
 }

@@ -33,6 +33,7 @@ if os.environ.get("CONSUL_HTTP_ADDR"):
 
 XSS_SCRIPT = "<script>window.__xss=1</script>"
 XSS_IMG = '<img src=x onerror="window.__xss=2">'
+XSS_KEY = "<svg onload=window.__xss=3>"
 
 
 def binary():
@@ -325,7 +326,7 @@ def test_catalog_text_is_shown_never_run(base, node, browser):
     s, b, _ = api(base, "PUT", "/v1/agent/check/fail/xss-check?note=" +
                   urllib.request.quote(XSS_IMG))
     assert s == 200, b
-    api(base, "PUT", "/v1/kv/ui-xss/" + urllib.request.quote("<b>key</b>"), XSS_SCRIPT)
+    api(base, "PUT", "/v1/kv/ui-xss/" + urllib.request.quote(XSS_KEY, safe=""), XSS_SCRIPT)
     api(base, "PUT", "/v1/kv/ui-xss/img", XSS_IMG)
 
     browser.get(base + "/ui/services")
@@ -341,9 +342,9 @@ def test_catalog_text_is_shown_never_run(base, node, browser):
     assert XSS_SCRIPT in main_text(browser)
     no_injection(browser)
     browser.get(base + "/ui/kv/ui-xss/")
-    assert "<b>key</b>" in main_text(browser)
+    assert XSS_KEY in main_text(browser)
     no_injection(browser)
-    for key, value in [("ui-xss/%3Cb%3Ekey%3C%2Fb%3E", XSS_SCRIPT), ("ui-xss/img", XSS_IMG)]:
+    for key, value in [("ui-xss/" + urllib.request.quote(XSS_KEY, safe=""), XSS_SCRIPT), ("ui-xss/img", XSS_IMG)]:
         browser.get(base + "/ui/kv/" + key)
         area = WebDriverWait(browser, 5).until(lambda d: d.find_element(By.ID, "kv-value"))
         assert area.get_attribute("value") == value
