@@ -336,9 +336,11 @@ async fn page(State(server): State<Server>, req: Request) -> Response {
             data["agent"] = common;
             render(template, status, &data)
         }
+        // 200, as Consul's UI shell: an HTTP check against the agent's own
+        // address (`/` follows to here) stays passing with ACLs on.
         Err(Refused::Denied) => render(
             "message",
-            StatusCode::FORBIDDEN,
+            StatusCode::OK,
             &json!({
                 "agent": common,
                 "title": "Token required",

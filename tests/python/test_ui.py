@@ -107,7 +107,8 @@ def browser():
 
 
 def main_text(browser):
-    return browser.find_element(By.TAG_NAME, "main").text
+    # In one step: a live update may replace <main> or a list at any time.
+    return browser.execute_script("return document.querySelector('main').innerText")
 
 
 def wait_text(browser, text, timeout=5.0):
@@ -371,6 +372,11 @@ def test_token_prompt_with_acls(browser):
         form = WebDriverWait(browser, 5).until(
             lambda d: d.find_element(By.ID, "token-form") if d.find_element(By.ID, "token-form").is_displayed() else None)
         assert "ui-private" not in browser.page_source
+        # The prompt page answers 200 (an HTTP check on `/` stays passing);
+        # the data needs the token.
+        s, body, _ = api(a.base, "GET", "/ui/services")
+        assert s == 200 and b"token-form" in body and b"ui-private" not in body
+        assert api(a.base, "GET", "/v1/catalog/services")[0] == 403
         form.find_element(By.ID, "token").send_keys("wrong")
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait_text(browser, "That token was refused.")

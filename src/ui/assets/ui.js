@@ -123,7 +123,7 @@
     var err = $("#token-error");
     function tryToken(first) {
       return fetchPage().then(function (p) {
-        if (p.status === 403 && $("#token-form", p.doc)) {
+        if ($("#token-form", p.doc)) {
           form.hidden = false;
           if (!first) say(err, "That token was refused.", true);
           $("#token").focus();
