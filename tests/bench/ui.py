@@ -90,12 +90,54 @@ def demo(base):
     put(base, "/v1/session/create", {"Name": "web-leader-election", "TTL": "30s"})
 
 
+KEY = "cGlsb3RmaXNoLXRlc3QtY2x1c3Rlci1rZXktMzJieXQ="
+
+
+def three_servers(binary, tmp):
+    """Servers node-1..3 on 127.0.0.61-63 (the same ports), joined."""
+    ports = [free_port() for _ in range(3)]
+    ips = ["127.0.0.6%d" % i for i in (1, 2, 3)]
+    procs = []
+    for i, ip in enumerate(ips):
+        procs.append(subprocess.Popen(
+            [binary, "agent", "--server", "--bootstrap-expect", "3", "--node", "node-%d" % (i + 1),
+             "--data-dir", os.path.join(tmp, str(i)), "--bind", ip, "--client", ip,
+             "--http-port", str(ports[0]), "--dns-port", str(ports[1]),
+             "--server-port", str(ports[2]), "--encrypt", KEY]
+            + sum((["--retry-join", j] for j in ips), []),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    base = "http://%s:%d" % (ips[0], ports[0])
+    end = time.time() + 60
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(base + "/v1/status/peers", timeout=1) as r:
+                if len(json.loads(r.read())) == 3:
+                    with urllib.request.urlopen(base + "/v1/status/leader", timeout=1) as r:
+                        if json.loads(r.read()):
+                            return procs, base
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("no 3-server cluster")
+
+
 def screenshots(binary, out):
+    import tempfile
     os.makedirs(out, exist_ok=True)
-    proc, base = start(binary, "node-1")
+    tmp = tempfile.mkdtemp()
+    procs, base = three_servers(binary, tmp)
     d = browser()
     try:
         demo(base)
+        # One server down: the cluster page shows it failed.
+        procs[2].kill()
+        procs[2].wait()
+        end = time.time() + 30
+        while time.time() < end:
+            with urllib.request.urlopen(base + "/v1/agent/members") as r:
+                if any(m["Status"] == 4 for m in json.loads(r.read())):
+                    break
+            time.sleep(0.2)
         for name, path in [("services", "/ui/services"), ("service", "/ui/services/web"),
                            ("kv", "/ui/kv/config/"), ("kv-edit", "/ui/kv/config/web/feature_flags"),
                            ("cluster", "/ui/cluster"), ("nodes", "/ui/nodes")]:
@@ -112,8 +154,10 @@ def screenshots(binary, out):
             print("wrote", os.path.join(out, name + ".png"))
     finally:
         d.quit()
-        proc.terminate()
-        proc.wait()
+        for p in procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def first_render(binary, services=500, runs=7):
