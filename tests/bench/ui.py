@@ -45,16 +45,24 @@ def start(binary, node):
          "--http-port", str(port), "--dns-port", str(free_port()),
          "--server-port", str(free_port())],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.time() + 20
+    wait_for_leader(base, peers=1, limit=20)
+    return proc, base
+
+
+def wait_for_leader(base, peers, limit):
+    """Until `base` knows a leader and `peers` raft peers."""
+    end = time.time() + limit
     while time.time() < end:
         try:
+            with urllib.request.urlopen(base + "/v1/status/peers", timeout=1) as r:
+                known = len(json.loads(r.read()))
             with urllib.request.urlopen(base + "/v1/status/leader", timeout=1) as r:
-                if json.loads(r.read()):
-                    return proc, base
+                if known >= peers and json.loads(r.read()):
+                    return
         except OSError:
             pass
-        time.sleep(0.05)
-    raise RuntimeError("agent did not start")
+        time.sleep(0.1)
+    raise RuntimeError("%s: no leader with %d peers within %ds" % (base, peers, limit))
 
 
 def browser(width=1280, height=800):
@@ -107,18 +115,8 @@ def three_servers(binary, tmp):
             + sum((["--retry-join", j] for j in ips), []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     base = "http://%s:%d" % (ips[0], ports[0])
-    end = time.time() + 60
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(base + "/v1/status/peers", timeout=1) as r:
-                if len(json.loads(r.read())) == 3:
-                    with urllib.request.urlopen(base + "/v1/status/leader", timeout=1) as r:
-                        if json.loads(r.read()):
-                            return procs, base
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("no 3-server cluster")
+    wait_for_leader(base, peers=3, limit=60)
+    return procs, base
 
 
 def screenshots(binary, out):
