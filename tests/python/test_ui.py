@@ -470,3 +470,39 @@ def test_jobs_page_on_the_telemetry_port(browser):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+# ----------------------------------------------------------------- cluster
+
+
+def test_cluster_page_shows_a_failed_server_live(browser):
+    """Three servers (tests/bench/ui.py starts them); one is killed while the
+    page is open: it turns failed without a reload."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "pilotfish_bench_ui", os.path.join(REPO, "tests", "bench", "ui.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tmp = tempfile.mkdtemp()
+    procs, base = bench.three_servers(binary(), tmp)
+    try:
+        browser.get(base + "/ui/cluster")
+        text = main_text(browser)
+        for n in ("node-1", "node-2", "node-3"):
+            assert n in text
+        assert "failed" not in text and text.count("alive") == 3
+        assert browser.find_element(By.CSS_SELECTOR, ".raft-state").text in ("Leader", "Follower")
+        browser.execute_script("window.__same_page = true")
+        time.sleep(0.3)
+        procs[2].kill()
+        procs[2].wait()
+        WebDriverWait(browser, 30, poll_frequency=0.1).until(
+            lambda d: "failed" in main_text(d))
+        assert browser.execute_script("return window.__same_page === true")
+        rows = browser.find_elements(By.XPATH, "//tr[td/a[text()='node-3']]")
+        assert "failed" in rows[-1].text  # the members table, after the servers
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
