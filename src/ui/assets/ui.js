@@ -62,10 +62,12 @@
           var next = Number(r.headers.get("X-Consul-Index")) || 0;
           if (next < index) next = 0; // Consul's rule: an index going backwards resets
           if (next === index) return again(0);
-          index = next;
           return fetchPage().then(function (p) {
             var fresh = p.doc.getElementById(el.id);
-            if (p.status !== 200 || !fresh) return again(0);
+            // Not rendered (no leader during an election, say): keep the
+            // old index, so the next query answers at once, and back off.
+            if (p.status !== 200 || !fresh) throw new Error("the agent answered " + p.status);
+            index = next;
             var node = document.importNode(fresh, true);
             el.replaceWith(node);
             el = node;
