@@ -208,7 +208,10 @@ pub fn service(name: &str, entries: &Value, index: u64, watch: &str) -> Value {
         "title": format!("Service {name}"),
         "nav_services": true,
         "name": name,
-        "count": instances.len(),
+        "count": match instances.len() {
+            1 => "1 instance".to_string(),
+            n => format!("{n} instances"),
+        },
         "instances": instances,
         "watch": watch,
         "index": index,
