@@ -17,6 +17,7 @@ pub mod signals;
 pub mod supervisor;
 pub mod telemetry;
 pub mod template;
+pub mod ui;
 
 /// The version printed by `pilotfish version` and reported in `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

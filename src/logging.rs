@@ -15,9 +15,19 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 use crate::config::{LogFormat, LogOutput, LoggingConfig};
 
 /// Changes the level of the installed subscriber.
+#[derive(Clone, Debug)]
 pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
 
 impl LevelHandle {
+    /// The most verbose level in effect (`info`, `debug`, ...).
+    pub fn current(&self) -> String {
+        self.0
+            .with_current(|f| f.max_level_hint())
+            .ok()
+            .flatten()
+            .map_or_else(|| "off".to_string(), |l| l.to_string().to_lowercase())
+    }
+
     pub fn set(&self, level: &str) {
         if let Err(e) = self.0.modify(|f| *f = EnvFilter::new(filter_for(level))) {
             tracing::warn!("cannot change the log level: {e}");

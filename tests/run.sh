@@ -14,11 +14,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # haproxy (real HAProxy for the template tests) with socat to talk to its
 # admin socket by hand when one fails, wrk (tests/bench/template.py's load),
 # busybox-static (the one binary of the image tests/registrator.rs imports
-# into Docker: no image can be pulled) and debootstrap (images/build.sh's
-# base image).
+# into Docker: no image can be pulled), debootstrap (images/build.sh's
+# base image), and chromium with chromium-driver and python3-selenium: the
+# web UI's tests in a real headless browser (tests/python/test_ui.py).
 # Installed with apt-get when missing and root.
 need=()
-for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base haproxy socat wrk busybox-static debootstrap; do
+for pkg in util-linux procps gcc curl openssl bind9-dnsutils python3 python3-venv python3-pytest python3-consul iptables dnsmasq-base haproxy socat wrk busybox-static debootstrap chromium chromium-driver python3-selenium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

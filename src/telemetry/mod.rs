@@ -323,10 +323,24 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_page))
         .route("/status", get(status_page))
+        // The jobs page (`crate::ui::jobs`), read-only.
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
+        .route("/ui/", get(jobs_page))
+        .route(
+            "/ui/assets/{name}",
+            get(
+                |axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    crate::ui::asset(&name).unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
+                },
+            ),
+        )
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found; try /metrics or /status\n",
+                "not found; try /metrics, /status or /ui/\n",
             )
         })
         .with_state(TelemetryState { handle, requests });
@@ -348,19 +362,28 @@ async fn metrics_page(State(state): State<TelemetryState>) -> Response {
 }
 
 async fn status_page(State(state): State<TelemetryState>) -> Response {
+    match snapshot(&state).await {
+        Some(snapshot) => Json(snapshot).into_response(),
+        None => shutting_down(),
+    }
+}
+
+async fn jobs_page(State(state): State<TelemetryState>) -> Response {
+    match snapshot(&state).await {
+        Some(snapshot) => crate::ui::jobs::page(&snapshot),
+        None => shutting_down(),
+    }
+}
+
+/// The supervisor's status; `None` once it has stopped answering.
+async fn snapshot(state: &TelemetryState) -> Option<crate::control::StatusSnapshot> {
     let (reply, answer) = oneshot::channel();
-    if state
+    state
         .requests
         .send(ControlRequest::Status { reply })
         .await
-        .is_err()
-    {
-        return shutting_down();
-    }
-    match answer.await {
-        Ok(snapshot) => Json(snapshot).into_response(),
-        Err(_) => shutting_down(),
-    }
+        .ok()?;
+    answer.await.ok()
 }
 
 fn shutting_down() -> Response {

@@ -86,6 +86,10 @@ pub struct ClusterConfig {
     /// and a lone server): the key every cluster-port request and answer
     /// is authenticated with.
     pub key: Option<raft::network::ClusterKey>,
+    /// `--ui`/`--no-ui`: serve the web UI at `/ui/` (`crate::ui`).
+    pub ui: bool,
+    /// The log level's handle, for `/v1/agent/self`'s `DebugConfig.LogLevel`.
+    pub log_level: Option<crate::logging::LevelHandle>,
 }
 
 impl ClusterConfig {

@@ -146,6 +146,12 @@ pub struct AgentArgs {
     /// (a Go duration); a request head must be complete within 10 s.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub http_idle_timeout: String,
+    /// Serve the web UI at /ui/ (the default for --dev and servers).
+    #[arg(long, conflicts_with = "no_ui")]
+    pub ui: bool,
+    /// Don't serve the web UI (`GET /` then says so).
+    #[arg(long)]
+    pub no_ui: bool,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
@@ -382,6 +388,9 @@ pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
         tls,
         acl_token: acl_token.as_deref().map(|t| Arc::new(SecretCheck::new(t))),
         key: None,
+        // Consul's ui_config.enabled: on for -dev and servers.
+        ui: !args.no_ui && (args.ui || args.dev || args.server),
+        log_level: None,
     };
     let authenticated = key.is_some() || cluster.tls.is_some();
     let alone = args.dev || (cluster.bootstraps_alone() && cluster.retry_join.is_empty());
@@ -546,9 +555,10 @@ async fn serve(
     args: &AgentArgs,
     cfg: ServerConfig,
     dns: DnsConfig,
-    cluster: ClusterConfig,
+    mut cluster: ClusterConfig,
     level: &crate::logging::LevelHandle,
 ) -> anyhow::Result<()> {
+    cluster.log_level = Some(level.clone());
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -683,7 +683,10 @@ async fn agent_self(State(server): State<Server>, opts: QueryOptions) -> Respons
             // Not in Consul >= 1.0; Patroni's adjust_ttl reads it (int ns).
             "SessionTTLMin": 10_000_000_000u64,
         },
-        "DebugConfig": {},
+        "DebugConfig": match &server.cluster().log_level {
+            Some(level) => json!({"LogLevel": level.current()}),
+            None => json!({}),
+        },
         "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
         "Member": member(&me, Status::Alive, false),
         "Stats": stats,

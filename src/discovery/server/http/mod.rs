@@ -29,8 +29,23 @@ use tokio_util::task::TaskTracker;
 
 use super::{Consistency, Server};
 
-/// The whole API.
+/// The whole API, with the web UI (`crate::ui`) when `--ui` is on and
+/// `GET /` (a redirect to it, or a line saying it is off).
 pub fn router(server: Server) -> Router {
+    api_routes()
+        .merge(crate::ui::routes(server.cluster().ui))
+        .fallback(|| async { query::ApiError::not_found("") })
+        .with_state(server)
+}
+
+/// The API alone: what the UI's pages read through [`call`].
+pub(crate) fn api_router(server: Server) -> Router {
+    api_routes()
+        .fallback(|| async { query::ApiError::not_found("") })
+        .with_state(server)
+}
+
+fn api_routes() -> Router<Server> {
     Router::new()
         .merge(kv::routes())
         .merge(txn::routes())
@@ -41,8 +56,16 @@ pub fn router(server: Server) -> Router {
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(snapshot::routes())
-        .fallback(|| async { query::ApiError::not_found("") })
-        .with_state(server)
+}
+
+/// One request through the API as a client's would go (ACL token,
+/// consistency, headers): how the UI's pages read the state.
+pub(crate) async fn call(
+    server: &Server,
+    app: &Router,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    guard(server.clone(), app.clone(), req).await
 }
 
 /// Endpoints whose GETs are queries of the replicated state (consistency
@@ -62,7 +85,7 @@ fn has_flag(query: &str, name: &str) -> bool {
 }
 
 /// The token of a request: `X-Consul-Token`, `Authorization: Bearer` or `?token=`.
-fn token(req: &axum::extract::Request) -> Option<String> {
+pub(crate) fn token(req: &axum::extract::Request) -> Option<String> {
     let h = req.headers();
     h.get("x-consul-token")
         .and_then(|v| v.to_str().ok())
@@ -99,10 +122,20 @@ async fn guard(
     use axum::response::IntoResponse;
 
     let path = req.uri().path();
+    // The UI's pages ask for the token themselves and read through the
+    // API, which checks it (`crate::ui`).
+    let open = path.starts_with("/v1/status/") || crate::ui::is_page(path);
     if let Some(master) = &server.cluster().acl_token {
-        if !path.starts_with("/v1/status/") && !token(&req).is_some_and(|t| master.matches(&t)) {
+        if !open && !token(&req).is_some_and(|t| master.matches(&t)) {
             return query::ApiError::forbidden().into_response();
         }
+    }
+    if crate::ui::cross_origin_write(&req) {
+        return query::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "Permission denied: cross-origin write refused",
+        )
+        .into_response();
     }
     let read = matches!(
         *req.method(),
