@@ -342,6 +342,17 @@ fn malformed_filters_and_unknown_selectors_are_consuls_500s() {
             "{path} {filter}"
         );
     }
+    // Nesting: 32 levels of `not` and parentheses are served; thousands
+    // are refused (500) instead of exhausting a worker's stack.
+    let deep = format!("{}Service == db{}", "not (not (".repeat(8), "))".repeat(8));
+    let (status, body, _) = get(&agent, "/v1/agent/services", &deep);
+    assert_eq!((status, body.as_str()), (200, "{}"));
+    let deeper = format!("/v1/agent/services?filter={}a==1", "(".repeat(6000));
+    let (status, _, body) = agent.request("GET", &deeper, b"").unwrap();
+    assert_eq!(status, 500);
+    assert!(text(&body).contains("nests too deeply"), "{}", text(&body));
+    assert_eq!(get(&agent, "/v1/agent/services", "").0, 200);
+
     // The answer is plain text, as Consul's.
     let (_, headers, _) = agent
         .request("GET", "/v1/agent/services?filter=foo", b"")
