@@ -10,6 +10,7 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use super::agent::only;
+use super::filter::{self, Filter, Schema};
 use super::query::{check_datacenter, json, ApiError, QueryOptions, Rendered};
 use super::wire;
 use crate::discovery::api::agent::decode;
@@ -73,15 +74,51 @@ async fn datacenters(State(server): State<Server>, opts: QueryOptions) -> Respon
 
 async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let filter = Filter::from_query(&opts, Schema::ServiceNode)?;
+    let dc = server.config().datacenter.clone();
     let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/services", ""));
     drop(opts);
     Ok(blocking
         .answer(
             &server,
             |s| s.catalog_index(),
-            move |s| Rendered::json(&s.catalog_services().0, pretty),
+            move |s| match &filter {
+                None => Rendered::json(&s.catalog_services().0, pretty),
+                Some(f) => Rendered::json(&filtered_services(s, f, &dc), pretty),
+            },
         )
         .await)
+}
+
+/// `catalog/services` with a filter: Consul tests each instance (a
+/// `ServiceNode`, as `catalog/service/:s` shows it) and then groups the
+/// instances left by name, their tags united; a name none is left of
+/// is not listed.
+fn filtered_services(
+    s: &crate::discovery::server::state::State,
+    f: &Filter,
+    dc: &str,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    s.catalog_services()
+        .0
+        .into_keys()
+        .filter_map(|name| {
+            let mut rows: Vec<CatalogService> = s
+                .catalog_service(&name, &[])
+                .0
+                .iter()
+                .map(|i| wire::catalog_service(i, dc))
+                .collect();
+            f.retain(&mut rows);
+            if rows.is_empty() {
+                return None;
+            }
+            let mut tags: Vec<String> = rows.into_iter().flat_map(|r| r.service_tags).collect();
+            tags.sort();
+            tags.dedup();
+            Some((name, tags))
+        })
+        .collect()
 }
 
 async fn missing_service() -> ApiError {
@@ -98,6 +135,7 @@ async fn service(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let filter = Filter::from_query(&opts, Schema::ServiceNode)?;
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
     let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/service", &name));
@@ -110,10 +148,11 @@ async fn service(
             move |s| s.service_index(&probe_name),
             move |s| {
                 let (instances, _) = s.catalog_service(&name, &tags);
-                let rows: Vec<CatalogService> = instances
+                let mut rows: Vec<CatalogService> = instances
                     .iter()
                     .map(|i| wire::catalog_service(i, &dc))
                     .collect();
+                filter::retain(filter.as_ref(), &mut rows);
                 Rendered::json(&rows, pretty)
             },
         )
@@ -122,6 +161,7 @@ async fn service(
 
 async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let filter = Filter::from_query(&opts, Schema::Node)?;
     let dc = server.config().datacenter.clone();
     let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/nodes", ""));
     drop(opts);
@@ -131,7 +171,8 @@ async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Respo
             |s| s.catalog_index(),
             move |s| {
                 let (nodes, _) = s.catalog_nodes();
-                let rows: Vec<Node> = nodes.iter().map(|n| wire::node(n, &dc)).collect();
+                let mut rows: Vec<Node> = nodes.iter().map(|n| wire::node(n, &dc)).collect();
+                filter::retain(filter.as_ref(), &mut rows);
                 Rendered::json(&rows, pretty)
             },
         )
@@ -139,12 +180,14 @@ async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Respo
 }
 
 /// Unknown node ⇒ `null` with 200 (the Go api and consul-template expect it).
+/// A filter tests the node's services.
 async fn node(
     State(server): State<Server>,
     Path(name): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let filter = Filter::from_query(&opts, Schema::Service)?;
     let dc = server.config().datacenter.clone();
     let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/node", &name));
     drop(opts);
@@ -154,7 +197,11 @@ async fn node(
             |s| s.catalog_index(),
             move |s| {
                 let (ns, _) = s.catalog_node(&name);
-                Rendered::json(&ns.map(|ns| wire::node_services(&ns, &dc)), pretty)
+                let mut ns = ns.map(|ns| wire::node_services(&ns, &dc));
+                if let (Some(ns), Some(f)) = (ns.as_mut(), filter.as_ref()) {
+                    f.retain_values(&mut ns.services);
+                }
+                Rendered::json(&ns, pretty)
             },
         )
         .await)

@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::agent::only;
+use super::filter::{self, Filter, Schema};
 use super::query::{ApiError, QueryOptions, Rendered};
 use super::wire;
 use crate::discovery::api::health::{HealthCheck, ServiceEntry};
@@ -49,6 +50,7 @@ async fn service(
         .bool_param("passing")
         .map_err(|_| ApiError::bad_request("Invalid value for ?passing"))?
         .unwrap_or(false);
+    let filter = Filter::from_query(&opts, Schema::ServiceEntry)?;
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/service", &name));
@@ -61,18 +63,25 @@ async fn service(
             move |s| s.service_index(&probe_name),
             move |s| {
                 let (entries, _) = s.health_service(&name, &tags, passing);
-                let rows: Vec<ServiceEntry> = entries
+                let mut rows: Vec<ServiceEntry> = entries
                     .iter()
                     .map(|e| wire::service_entry(e, &dc))
                     .collect();
+                filter::retain(filter.as_ref(), &mut rows);
                 Rendered::json(&rows, pretty)
             },
         )
         .await)
 }
 
-fn wire(checks: Vec<crate::discovery::server::state::checks::HealthCheck>) -> Vec<HealthCheck> {
-    checks.iter().map(HealthCheck::from).collect()
+/// The checks as Consul serves them, less those `filter` drops.
+fn wire(
+    checks: Vec<crate::discovery::server::state::checks::HealthCheck>,
+    filter: Option<&Filter>,
+) -> Vec<HealthCheck> {
+    let mut rows: Vec<HealthCheck> = checks.iter().map(HealthCheck::from).collect();
+    filter::retain(filter, &mut rows);
+    rows
 }
 
 async fn service_checks(
@@ -81,6 +90,7 @@ async fn service_checks(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let filter = Filter::from_query(&opts, Schema::HealthCheck)?;
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/checks", &name));
     drop(opts);
     let probe_name = name.clone();
@@ -88,7 +98,12 @@ async fn service_checks(
         .answer(
             &server,
             move |s| s.service_index(&probe_name),
-            move |s| Rendered::json(&wire(s.health_service_checks(&name).0), pretty),
+            move |s| {
+                Rendered::json(
+                    &wire(s.health_service_checks(&name).0, filter.as_ref()),
+                    pretty,
+                )
+            },
         )
         .await)
 }
@@ -99,13 +114,14 @@ async fn node_checks(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let filter = Filter::from_query(&opts, Schema::HealthCheck)?;
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/node", &node));
     drop(opts);
     Ok(blocking
         .answer(
             &server,
             |s| s.catalog_index(),
-            move |s| Rendered::json(&wire(s.health_node(&node).0), pretty),
+            move |s| Rendered::json(&wire(s.health_node(&node).0, filter.as_ref()), pretty),
         )
         .await)
 }
@@ -116,7 +132,9 @@ async fn state(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
-    let filter = StatusFilter::parse(&state)
+    // Consul creates the filter before it reads the state's checks.
+    let filter = Filter::from_query(&opts, Schema::HealthCheck)?;
+    let status = StatusFilter::parse(&state)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid state: {state}")))?;
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/state", &state));
     drop(opts);
@@ -124,7 +142,7 @@ async fn state(
         .answer(
             &server,
             |s| s.catalog_index(),
-            move |s| Rendered::json(&wire(s.health_state(filter).0), pretty),
+            move |s| Rendered::json(&wire(s.health_state(status).0, filter.as_ref()), pretty),
         )
         .await)
 }

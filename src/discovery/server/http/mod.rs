@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod conn;
+pub mod filter;
 pub mod health;
 pub mod kv;
 pub mod operator;
