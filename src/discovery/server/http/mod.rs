@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod conn;
+pub mod event;
 pub mod health;
 pub mod kv;
 pub mod operator;
@@ -41,6 +42,7 @@ pub fn router(server: Server) -> Router {
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(snapshot::routes())
+        .merge(event::routes())
         .fallback(|| async { query::ApiError::not_found("") })
         .with_state(server)
 }
@@ -99,6 +101,8 @@ async fn guard(
     use axum::response::IntoResponse;
 
     let path = req.uri().path();
+    // Consul's event list sends its index alone, without leader headers.
+    let leader_headers = !path.starts_with("/v1/event/");
     if let Some(master) = &server.cluster().acl_token {
         if !path.starts_with("/v1/status/") && !token(&req).is_some_and(|t| master.matches(&t)) {
             return query::ApiError::forbidden().into_response();
@@ -136,7 +140,7 @@ async fn guard(
         Ok(resp) => resp,
         Err(never) => match never {},
     };
-    if resp.headers().contains_key("x-consul-index") {
+    if leader_headers && resp.headers().contains_key("x-consul-index") {
         let (known, contact) = server.leader_status();
         let h = resp.headers_mut();
         h.insert(
