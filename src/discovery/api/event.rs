@@ -1,7 +1,8 @@
 //! Consul wire types for `/v1/event`: `UserEvent` as `event/fire` answers it
 //! and `event/list` lists it (`Payload` base64 or `null`), and the index
 //! Consul derives from an event's ID (`uuidToUint64`, the Go client's
-//! `Event.IDToIndex`).
+//! `Event.IDToIndex`), and the event filters' regex dialect (Go's RE2
+//! syntax, with Go's error texts), which the agent and the CLI both check.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,47 @@ pub fn id_to_index(id: &str) -> u64 {
         (Ok(l), Ok(u)) => l ^ u,
         _ => 0,
     }
+}
+
+/// Compile a filter as Go's `regexp.Compile` would, with Go's error text
+/// (`error parsing regexp: missing closing ]: `[a``) for the syntax errors
+/// both grammars share (RE2's).
+pub fn compile(re: &str) -> Result<regex::Regex, String> {
+    use regex_syntax::ast::ErrorKind as K;
+    if let Err(e) = regex_syntax::ast::parse::Parser::new().parse(re) {
+        let span = e.span();
+        let (start, end) = (span.start.offset, span.end.offset);
+        let frag = |from: usize, to: usize| re.get(from..to).unwrap_or(re).to_string();
+        let (code, expr) = match e.kind() {
+            K::ClassUnclosed => ("missing closing ]", frag(start, re.len())),
+            K::GroupUnclosed => ("missing closing )", re.to_string()),
+            K::GroupUnopened => ("unexpected )", re.to_string()),
+            K::RepetitionMissing => ("missing argument to repetition operator", frag(start, end)),
+            K::RepetitionCountInvalid
+            | K::RepetitionCountDecimalEmpty
+            | K::RepetitionCountUnclosed => ("invalid repeat count", frag(start, end)),
+            K::EscapeUnexpectedEof => ("trailing backslash at end of expression", String::new()),
+            K::EscapeUnrecognized | K::EscapeHexEmpty | K::EscapeHexInvalid => {
+                ("invalid escape sequence", frag(start, end))
+            }
+            K::ClassRangeInvalid => ("invalid character class range", frag(start, end)),
+            K::GroupNameDuplicate { .. }
+            | K::GroupNameEmpty
+            | K::GroupNameInvalid
+            | K::GroupNameUnexpectedEof => ("invalid named capture", frag(start, end)),
+            _ => ("invalid or unsupported Perl syntax", frag(start, end)),
+        };
+        return Err(format!("error parsing regexp: {code}: `{expr}`"));
+    }
+    regex::Regex::new(re).map_err(|e| {
+        let first = e.to_string();
+        let detail = first
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        format!("error parsing regexp: {detail}: `{re}`")
+    })
 }
 
 #[cfg(test)]

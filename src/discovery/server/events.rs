@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use super::cluster::Status;
 use super::Server;
-use crate::discovery::api::event::UserEvent;
+use crate::discovery::api::event::{compile, UserEvent};
 
 /// Events an agent keeps for `event/list` (Consul's `eventBuf`).
 pub const RING: usize = 256;
@@ -240,47 +240,6 @@ pub fn validate(ev: &UserEvent, clock: u64) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Compile a filter as Go's `regexp.Compile` would, with Go's error text
-/// (`error parsing regexp: missing closing ]: `[a``) for the syntax errors
-/// both grammars share (RE2's).
-pub fn compile(re: &str) -> Result<regex::Regex, String> {
-    use regex_syntax::ast::ErrorKind as K;
-    if let Err(e) = regex_syntax::ast::parse::Parser::new().parse(re) {
-        let span = e.span();
-        let (start, end) = (span.start.offset, span.end.offset);
-        let frag = |from: usize, to: usize| re.get(from..to).unwrap_or(re).to_string();
-        let (code, expr) = match e.kind() {
-            K::ClassUnclosed => ("missing closing ]", frag(start, re.len())),
-            K::GroupUnclosed => ("missing closing )", re.to_string()),
-            K::GroupUnopened => ("unexpected )", re.to_string()),
-            K::RepetitionMissing => ("missing argument to repetition operator", frag(start, end)),
-            K::RepetitionCountInvalid
-            | K::RepetitionCountDecimalEmpty
-            | K::RepetitionCountUnclosed => ("invalid repeat count", frag(start, end)),
-            K::EscapeUnexpectedEof => ("trailing backslash at end of expression", String::new()),
-            K::EscapeUnrecognized | K::EscapeHexEmpty | K::EscapeHexInvalid => {
-                ("invalid escape sequence", frag(start, end))
-            }
-            K::ClassRangeInvalid => ("invalid character class range", frag(start, end)),
-            K::GroupNameDuplicate { .. }
-            | K::GroupNameEmpty
-            | K::GroupNameInvalid
-            | K::GroupNameUnexpectedEof => ("invalid named capture", frag(start, end)),
-            _ => ("invalid or unsupported Perl syntax", frag(start, end)),
-        };
-        return Err(format!("error parsing regexp: {code}: `{expr}`"));
-    }
-    regex::Regex::new(re).map_err(|e| {
-        let first = e.to_string();
-        let detail = first
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim_start_matches("error: ");
-        format!("error parsing regexp: {detail}: `{re}`")
-    })
 }
 
 /// The sizes of the two msgpack encodings serf's limit applies to.
