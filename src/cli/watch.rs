@@ -102,9 +102,11 @@ fn parse(args: &WatchArgs) -> Result<Watch, String> {
         None | Some("") => None,
         Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Some(true),
         Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Some(false),
-        Some(v) => return Err(format!(
+        Some(v) => {
+            return Err(format!(
             "Failed to parse passingonly flag: strconv.ParseBool: parsing \"{v}\": invalid syntax"
-        )),
+        ))
+        }
     };
     let given: [(&str, bool); 7] = [
         ("key", nonempty(&args.key).is_some()),
