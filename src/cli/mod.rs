@@ -114,10 +114,11 @@ pub enum ConsulCommand {
     /// Join NAME again while the agent knows no other alive server.
     Rejoin(rejoin::RejoinArgs),
     /// Fire a user event to the cluster's agents, as `consul event`.
-    Event(event::EventArgs),
+    // Boxed: their flags would make every command as large.
+    Event(Box<event::EventArgs>),
     /// Run a handler on every change of a key, prefix, service, ... or event,
     /// as `consul watch`.
-    Watch(watch::WatchArgs),
+    Watch(Box<watch::WatchArgs>),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -220,8 +221,8 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
             command: SnapshotCommand::Backup(args),
         } => backup::run(args).await,
         ConsulCommand::Rejoin(args) => rejoin::run(args).await,
-        ConsulCommand::Event(args) => event::run(args).await,
-        ConsulCommand::Watch(args) => watch::run(args).await,
+        ConsulCommand::Event(args) => event::run(*args).await,
+        ConsulCommand::Watch(args) => watch::run(*args).await,
         ConsulCommand::Keygen => keygen(),
         ConsulCommand::Check { command } => {
             let (ok, line) = check::run(command).await;
