@@ -8,7 +8,8 @@
 //! client agents alike, each call on its own task so a dead member costs
 //! nothing). Repair rides on the probes every agent already sends every
 //! member each 500 ms: a probe carries the event clock and the IDs of the
-//! events the prober received within [`REPAIR_WINDOW`], and the answer
+//! events the prober received within [`REPAIR_WINDOW`] (at most the newest
+//! `REPAIR_MAX`), and the answer
 //! carries the answerer's events of that window the prober lacks. So an
 //! agent that was unreachable for a while (paused, partitioned, its pushes
 //! lost) gets what it missed within a probe of being reachable again, as
@@ -44,6 +45,9 @@ pub const VERSION: u64 = 1;
 const REMOTE_EXEC: &str = "_rexec";
 /// Events received this recently are offered to members that lack them.
 pub const REPAIR_WINDOW: Duration = Duration::from_secs(30);
+/// At most this many events are offered for repair (the newest): four
+/// rings' worth, which bounds what a probe carries after a flood.
+const REPAIR_MAX: usize = 4 * RING;
 /// How long an event's ID is remembered so a repair cannot deliver it twice.
 const SEEN_FOR: Duration = Duration::from_secs(600);
 /// At most this many remembered IDs (the oldest are forgotten first).
@@ -100,6 +104,9 @@ impl Book {
             .front()
             .is_some_and(|(at, _)| now.duration_since(*at) > REPAIR_WINDOW)
         {
+            self.recent.pop_front();
+        }
+        while self.recent.len() > REPAIR_MAX {
             self.recent.pop_front();
         }
         while let Some((at, id)) = self.seen.front() {
@@ -478,6 +485,13 @@ mod tests {
         let later = now + REPAIR_WINDOW + Duration::from_secs(1);
         assert!(a.missing(&Digest::default(), later).is_empty());
         assert!(!a.receive(&ev, later), "still remembered as seen");
+        // A flood: only the newest REPAIR_MAX are offered.
+        for i in 0..REPAIR_MAX + 10 {
+            assert!(b.receive(&event(&format!("f{i}"), 5), later));
+        }
+        let ids = b.digest(later).ids;
+        assert_eq!(ids.len(), REPAIR_MAX);
+        assert_eq!(ids[0], "f10");
     }
 
     #[test]
