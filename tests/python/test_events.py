@@ -57,16 +57,20 @@ def test_an_empty_list_has_index_1(c):
 
 
 def test_filters_are_applied_by_the_receiving_agent(c):
+    """The node filter against the agent's name; the service filter against
+    its service IDs (Consul scans its local services by ID), the tag filter
+    against that service's tags."""
+    node = c.agent.self()["Config"]["NodeName"]
     sid = unique("evsvc")
     c.agent.service.register("evsvc", service_id=sid, tags=["blue", "v1"])
     try:
         kept = [
-            c.event.fire(unique("node"), node="^pytest-node$"),
+            c.event.fire(unique("node"), node="^%s$" % node),
             c.event.fire(unique("svc"), service="^%s$" % sid),
             c.event.fire(unique("tag"), service="^evsvc-", tag="^v1$"),
         ]
         dropped = [
-            c.event.fire(unique("node"), node="^someone-else$"),
+            c.event.fire(unique("node"), node="^%s-else$" % node),
             c.event.fire(unique("svc"), service="^no-such-service$"),
             c.event.fire(unique("tag"), service="^evsvc-", tag="^v2$"),
         ]
