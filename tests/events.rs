@@ -326,12 +326,13 @@ fn events_reach_every_agent_with_consuls_filters_shapes_and_ring() {
     assert_eq!(events[0]["NodeFilter"], "s");
     let out = Command::new(BIN)
         .args([
+            // Consul's own spelling of the flags works too.
             "event",
-            "--http-addr",
+            "-http-addr",
             &servers[1].to_string(),
-            "--name",
+            "-name",
             "x",
-            "--tag",
+            "-tag",
             "t",
         ])
         .output()
@@ -531,8 +532,8 @@ fn watch_runs_its_handler_on_every_change_with_the_json_on_stdin() {
 
     // Without a handler: the data printed once, indented, and the watch ends.
     let out = Command::new(BIN)
-        .args(["watch", "--http-addr", &agent.http.to_string()])
-        .args(["--type", "key", "--key", "app/config"])
+        .args(["watch", "-http-addr", &agent.http.to_string()])
+        .args(["-type", "key", "-key=app/config"])
         .output()
         .unwrap();
     assert!(

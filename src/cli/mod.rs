@@ -24,6 +24,7 @@ use crate::discovery::server::http::snapshot;
 pub mod backup;
 pub mod check;
 pub mod event;
+pub mod go_flags;
 pub mod rejoin;
 pub mod watch;
 
