@@ -116,7 +116,10 @@ fn main() -> ExitCode {
             return exit(status);
         }
     }
-    let cli = Cli::parse();
+    // `event` and `watch` also take Consul's single-dash flags.
+    let cli = Cli::parse_from(pilotfish::cli::go_flags::consul_style(
+        std::env::args_os().collect(),
+    ));
     match cli.command {
         Command::Run { config } => run(config),
         Command::Template { config, once, dry } => template(config, once, dry),

@@ -1,6 +1,6 @@
 //! Consul-style CLI commands over the HTTP API: `info`, `members`, `join`,
 //! `leave`, `force-leave`, `kv get|put|delete`, `catalog services`,
-//! `snapshot save|restore`. Like the `consul` CLI they
+//! `snapshot save|restore`, `event`, `watch`. Like the `consul` CLI they
 //! are plain HTTP clients of `--http-addr` / `$CONSUL_HTTP_ADDR` (host:port or
 //! a URL; default 127.0.0.1:8500) with the token from `$CONSUL_HTTP_TOKEN`,
 //! through `discovery::client` and its typed answers, and they print exactly
@@ -23,7 +23,10 @@ use crate::discovery::server::http::snapshot;
 
 pub mod backup;
 pub mod check;
+pub mod event;
+pub mod go_flags;
 pub mod rejoin;
+pub mod watch;
 
 /// Where the agent is.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,6 +114,12 @@ pub enum ConsulCommand {
     },
     /// Join NAME again while the agent knows no other alive server.
     Rejoin(rejoin::RejoinArgs),
+    /// Fire a user event to the cluster's agents, as `consul event`.
+    // Boxed: their flags would make every command as large.
+    Event(Box<event::EventArgs>),
+    /// Run a handler on every change of a key, prefix, service, ... or event,
+    /// as `consul watch`.
+    Watch(Box<watch::WatchArgs>),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -213,6 +222,8 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
             command: SnapshotCommand::Backup(args),
         } => backup::run(args).await,
         ConsulCommand::Rejoin(args) => rejoin::run(args).await,
+        ConsulCommand::Event(args) => event::run(*args).await,
+        ConsulCommand::Watch(args) => watch::run(*args).await,
         ConsulCommand::Keygen => keygen(),
         ConsulCommand::Check { command } => {
             let (ok, line) = check::run(command).await;

@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod event;
 pub mod gofmt;
 pub mod health;
 pub mod kv;

@@ -9,7 +9,11 @@
 //! - `retry` — what a long-running caller needs around it: the blocking-query
 //!   index rules, backoff with jitter, and an outage that is logged once.
 
+mod checks;
+mod event;
 pub mod retry;
+
+pub use event::Fire;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -134,6 +134,12 @@ pub struct Gossip {
     /// The sender belongs to a raft cluster (has a membership).
     pub initialized: bool,
     pub members: Vec<(MemberInfo, Status)>,
+    /// The sender's user-event clock and recent event IDs (`events`).
+    #[serde(default)]
+    pub events: super::events::Digest,
+    /// In an answer: the answerer's recent events the prober lacks.
+    #[serde(default)]
+    pub missing_events: Vec<crate::discovery::api::event::UserEvent>,
 }
 
 /// A member announcing its own leave, or a force-leave spreading.
@@ -337,6 +343,8 @@ impl Server {
             from: self.members().me().clone(),
             initialized: self.raft_initialized(),
             members: self.members().all(self.leaving()),
+            events: self.event_digest(),
+            missing_events: Vec::new(),
         }
     }
 
@@ -344,7 +352,10 @@ impl Server {
     pub(crate) fn answer_gossip(&self, g: &Gossip) -> Gossip {
         self.members().heard_from(&g.from, g.initialized);
         self.members().merge(&g.members);
-        self.gossip()
+        self.heard_events(&g.events, &g.missing_events);
+        let mut answer = self.gossip();
+        answer.missing_events = self.events_missing(&g.events);
+        answer
     }
 
     /// A member announced its leave.
@@ -375,6 +386,7 @@ impl Server {
             .await?;
         self.members().heard_from(&answer.from, answer.initialized);
         self.members().merge(&answer.members);
+        self.heard_events(&answer.events, &answer.missing_events);
         Ok(())
     }
 

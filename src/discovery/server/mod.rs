@@ -18,6 +18,7 @@ pub mod checks;
 pub mod cluster;
 mod consistency;
 pub mod dns;
+pub mod events;
 pub mod http;
 pub mod raft;
 mod replica;
@@ -194,6 +195,8 @@ struct Inner {
     members: cluster::Members,
     /// This agent's own registrations and TTL heartbeats (`checks`).
     agent_local: Arc<checks::AgentLocal>,
+    /// User events: this agent's ring buffer and what it gossips (`events`).
+    events: events::Events,
     /// The first storage failure, which stops raft.
     fault: raft::Fault,
 }
@@ -328,6 +331,7 @@ impl Server {
                 last_contact: Mutex::new(None),
                 members,
                 agent_local: Arc::default(),
+                events: events::Events::default(),
                 fault,
             }),
         };

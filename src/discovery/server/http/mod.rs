@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod conn;
+pub mod event;
 pub mod filter;
 pub mod health;
 pub mod kv;
@@ -57,6 +58,7 @@ fn api_routes() -> Router<Server> {
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(snapshot::routes())
+        .merge(event::routes())
 }
 
 /// One request through the API as a client's would go (ACL token,
@@ -126,6 +128,8 @@ async fn guard(
     // The UI's pages ask for the token themselves and read through the
     // API, which checks it (`crate::ui`).
     let open = path.starts_with("/v1/status/") || crate::ui::is_page(path);
+    // Consul's event list sends its index alone, without leader headers.
+    let leader_headers = !path.starts_with("/v1/event/");
     if let Some(master) = &server.cluster().acl_token {
         if !open && !token(&req).is_some_and(|t| master.matches(&t)) {
             return query::ApiError::forbidden().into_response();
@@ -170,7 +174,7 @@ async fn guard(
         Ok(resp) => resp,
         Err(never) => match never {},
     };
-    if resp.headers().contains_key("x-consul-index") {
+    if leader_headers && resp.headers().contains_key("x-consul-index") {
         let (known, contact) = server.leader_status();
         let h = resp.headers_mut();
         h.insert(

@@ -493,6 +493,7 @@ fn routes(server: Server) -> Router {
         .route(&format!("{PREFIX}/read-index"), post(read_index))
         .route(&format!("{PREFIX}/gossip"), post(gossip))
         .route(&format!("{PREFIX}/leave"), post(leave))
+        .route(&format!("{PREFIX}/event"), post(event))
         .route(&format!("{PREFIX}/remove"), post(remove))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
@@ -552,6 +553,15 @@ async fn gossip(State(server): State<Server>, Json(g): Json<Gossip>) -> Json<Gos
 
 async fn leave(State(server): State<Server>, Json(l): Json<Leave>) -> Json<()> {
     server.heard_leave(&l);
+    Json(())
+}
+
+/// A user event pushed by the agent that fired it (`events`).
+async fn event(
+    State(server): State<Server>,
+    Json(ev): Json<crate::discovery::api::event::UserEvent>,
+) -> Json<()> {
+    server.receive_event(&ev);
     Json(())
 }
 
