@@ -969,4 +969,70 @@ mod tests {
         assert_eq!(split_host_port("[::1]:8301", 8300), ("::1".into(), 8301));
         assert_eq!(split_host_port("::1", 8300), ("::1".into(), 8300));
     }
+
+    #[test]
+    fn an_alive_server_gets_its_node_addresses_consul_service_and_passing_serf_health() {
+        let me = info("s1", 1);
+        assert!(me.server);
+        let Some(Command::Register(reg)) = alive_member_command(&me, None, None) else {
+            panic!("a new member is registered");
+        };
+        assert_eq!(reg.tagged_addresses["wan_ipv4"], me.addr.to_string());
+        assert_eq!(reg.tagged_addresses.len(), 4);
+        let service = reg.service.clone().unwrap();
+        assert_eq!((service.id.as_str(), service.port), ("consul", me.port));
+        assert_eq!(service.meta["raft_version"], "3");
+        // Registered and passing: nothing to do.
+        let mut node = super::super::state::catalog::Node {
+            name: reg.node.clone(),
+            id: reg.node_id.clone(),
+            address: reg.address.clone(),
+            tagged_addresses: reg.tagged_addresses.clone(),
+            meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            create_index: 1,
+            modify_index: 1,
+        };
+        let have = NodeServices {
+            node: node.clone(),
+            services: vec![service.clone()],
+        };
+        assert_eq!(
+            alive_member_command(&me, Some(&have), Some(CheckStatus::Passing)),
+            None
+        );
+        assert!(matches!(
+            alive_member_command(&me, Some(&have), Some(CheckStatus::Critical)),
+            Some(Command::UpdateCheck {
+                status: CheckStatus::Passing,
+                ..
+            })
+        ));
+        // The service lost (a restored snapshot): put back without touching the node.
+        let bare = NodeServices {
+            node: node.clone(),
+            services: Vec::new(),
+        };
+        let Some(Command::Register(r)) = alive_member_command(&me, Some(&bare), None) else {
+            panic!("the consul service is registered again");
+        };
+        assert!(r.skip_node_update && r.service.is_some());
+        // A new address: the node is updated, its other meta kept.
+        node.address = "10.9.9.9".into();
+        let moved = NodeServices {
+            node,
+            services: vec![service],
+        };
+        let Some(Command::Register(r)) = alive_member_command(&me, Some(&moved), None) else {
+            panic!("the node is registered again");
+        };
+        assert!(!r.skip_node_update);
+        assert_eq!(r.node_meta["rack"], "r1");
+        // A client agent has no consul service.
+        let mut client = info("c1", 1);
+        client.server = false;
+        let Some(Command::Register(r)) = alive_member_command(&client, None, None) else {
+            panic!("a new client is registered");
+        };
+        assert!(r.service.is_none());
+    }
 }

@@ -1332,6 +1332,46 @@ mod tests {
         assert_eq!(c.lookups, Lookups::default(), "nothing left behind");
     }
 
+    /// A service's extras go through a snapshot and back; a service
+    /// without them stores none, as an earlier build did.
+    #[test]
+    fn service_extras_round_trip_and_plain_services_store_none() {
+        let mut c = Catalog::default();
+        let mut s = svc("g1", "gw", &[], 443);
+        s.extras = ServiceExtras {
+            kind: "mesh-gateway".into(),
+            tagged_addresses: BTreeMap::from([(
+                "wan".to_string(),
+                ServiceAddress {
+                    address: "198.51.100.1".into(),
+                    port: 443,
+                },
+            )]),
+            locality: Some(Locality {
+                region: "eu".into(),
+                zone: String::new(),
+            }),
+            ..ServiceExtras::default()
+        }
+        .boxed();
+        c.register(2, reg("n1", Some(s.clone()), vec![])).unwrap();
+        c.register(3, reg("n1", Some(svc("p1", "plain", &[], 80)), vec![]))
+            .unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let services = &v["nodes"]["n1"]["services"];
+        assert!(services["p1"].get("extras").is_none(), "{services}");
+        assert_eq!(services["g1"]["extras"]["kind"], "mesh-gateway");
+        let back: Catalog = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.service("n1", "g1").unwrap().extras, s.extras);
+        assert_eq!(back.service("n1", "p1").unwrap().extras, None);
+        assert_eq!(ServiceExtras::default().boxed(), None);
+        // Same extras again: no change, no index bump.
+        c.register(4, reg("n1", Some(s), vec![])).unwrap();
+        assert_eq!(c.service_index("gw"), 2);
+    }
+
     /// A catalog saved before the lookups existed loads, answers from
     /// rebuilt lookups, and saves byte for byte as it was.
     #[test]
