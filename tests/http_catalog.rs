@@ -772,7 +772,6 @@ async fn service_fields_render_per_endpoint_as_consul_does() {
             "Meta",
             "ModifyIndex",
             "PeerName",
-            "Port",
             "Proxy",
             "Service",
             "Tags",
@@ -793,6 +792,9 @@ async fn service_fields_render_per_endpoint_as_consul_does() {
         node["Services"]["plain"], *health,
         "catalog/node shows NodeService"
     );
+    // `Port` is `omitempty` there, and only there.
+    assert_eq!(agent["Port"], 0);
+    assert_eq!(row["ServicePort"], 0);
 
     // Every field set, through the agent (python-consul's lower-case keys):
     // kept as given, the agent's own tagged addresses added for an IPv6

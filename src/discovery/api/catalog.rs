@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::null_as_default;
 
@@ -425,8 +425,40 @@ pub struct ServiceAddress {
 pub struct NodeServices {
     #[serde(rename = "Node")]
     pub node: Node,
-    #[serde(rename = "Services", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Services",
+        deserialize_with = "null_as_default",
+        serialize_with = "node_services_form"
+    )]
     pub services: BTreeMap<String, AgentService>,
+}
+
+/// Serialize a service as Consul's `NodeService` (`catalog/node`, health
+/// entries): the `AgentService` fields, but `Port` left out when 0 (it is
+/// `omitempty` there). Only a port-less service takes the slower path.
+pub fn node_service_form<S: Serializer>(s: &AgentService, ser: S) -> Result<S::Ok, S::Error> {
+    if s.port != 0 {
+        return s.serialize(ser);
+    }
+    let mut v = serde_json::to_value(s).map_err(serde::ser::Error::custom)?;
+    if let Some(fields) = v.as_object_mut() {
+        fields.remove("Port");
+    }
+    v.serialize(ser)
+}
+
+/// A map of services, each as [`node_service_form`] writes it.
+fn node_services_form<S: Serializer>(
+    m: &BTreeMap<String, AgentService>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    struct NodeForm<'a>(&'a AgentService);
+    impl Serialize for NodeForm<'_> {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            node_service_form(self.0, ser)
+        }
+    }
+    ser.collect_map(m.iter().map(|(k, v)| (k, NodeForm(v))))
 }
 
 // ----- request bodies (keys normalised by `agent::decode`) -----

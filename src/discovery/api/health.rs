@@ -176,7 +176,11 @@ pub fn definition_value(text: &str) -> serde_json::Value {
 pub struct ServiceEntry {
     #[serde(rename = "Node", deserialize_with = "null_as_default")]
     pub node: Node,
-    #[serde(rename = "Service", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Service",
+        deserialize_with = "null_as_default",
+        serialize_with = "super::catalog::node_service_form"
+    )]
     pub service: AgentService,
     #[serde(rename = "Checks", deserialize_with = "null_as_default")]
     pub checks: Vec<HealthCheck>,
