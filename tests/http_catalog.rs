@@ -715,3 +715,164 @@ async fn deregister_critical_service_after_removes_the_service() {
     );
     assert_eq!(a.get("/v1/catalog/service/job").await.json(), json!([]));
 }
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    k.sort_unstable();
+    k
+}
+
+#[tokio::test]
+async fn service_fields_render_per_endpoint_as_consul_does() {
+    let a = start(false).await;
+    // A plain service: what each endpoint shows of the fields it left out.
+    a.put_ok(
+        "/v1/agent/service/register",
+        r#"{"Name":"plain","Check":null,"Checks":null}"#,
+    )
+    .await;
+    let agent = a.get("/v1/agent/service/plain").await.json();
+    assert_eq!(
+        keys(&agent),
+        [
+            "Address",
+            "Datacenter",
+            "EnableTagOverride",
+            "ID",
+            "Meta",
+            "Port",
+            "Service",
+            "Tags",
+            "Weights"
+        ],
+        "{agent}"
+    );
+    assert_eq!(agent["Weights"], json!({"Passing": 1, "Warning": 1}));
+    let row = &a.get("/v1/catalog/service/plain").await.json()[0];
+    assert_eq!(row["ServiceKind"], "");
+    assert_eq!(row["ServiceSocketPath"], "");
+    assert_eq!(row["ServiceTaggedAddresses"], json!({}));
+    assert_eq!(row["ServiceLocality"], Value::Null);
+    assert_eq!(
+        row["ServiceProxy"],
+        json!({"Mode": "", "MeshGateway": {}, "Expose": {}})
+    );
+    assert_eq!(row["ServiceConnect"], json!({}));
+    assert_eq!(row["ServiceWeights"], json!({"Passing": 1, "Warning": 1}));
+    let health = &a.get("/v1/health/service/plain").await.json()[0]["Service"];
+    assert_eq!(
+        keys(health),
+        [
+            "Address",
+            "Connect",
+            "CreateIndex",
+            "EnableTagOverride",
+            "ID",
+            "Meta",
+            "ModifyIndex",
+            "PeerName",
+            "Proxy",
+            "Service",
+            "Tags",
+            "Weights"
+        ],
+        "{health}"
+    );
+    assert_eq!(
+        health["Proxy"],
+        json!({"Mode": "", "MeshGateway": {}, "Expose": {}})
+    );
+    assert_eq!(
+        (&health["Connect"], &health["PeerName"]),
+        (&json!({}), &json!(""))
+    );
+    let node = a.get("/v1/catalog/node/n1").await.json();
+    assert_eq!(
+        node["Services"]["plain"], *health,
+        "catalog/node shows NodeService"
+    );
+    // `Port` is `omitempty` there, and only there.
+    assert_eq!(agent["Port"], 0);
+    assert_eq!(row["ServicePort"], 0);
+
+    // Every field set, through the agent (python-consul's lower-case keys):
+    // kept as given, the agent's own tagged addresses added for an IPv6
+    // service address.
+    let gw = r#"{"name":"gw","id":"gw-1","kind":"mesh-gateway","address":"2001:db8::5","port":8443,
+            "socket_path":"/run/gw.sock","tagged_addresses":{"wan":{"address":"198.51.100.1","port":443}},
+            "weights":{"passing":3,"warning":2},"locality":{"region":"eu","zone":"eu-1"},
+            "proxy":{"mode":"transparent","mesh_gateway":{"mode":"local"},
+                     "expose":{"checks":true,"paths":[{"path":"/health","listener_port":21500,"local_path_port":8080}]}}}"#;
+    a.put_ok("/v1/agent/service/register", gw).await;
+    let agent = a.get("/v1/agent/service/gw-1").await.json();
+    assert_eq!(agent["Kind"], "mesh-gateway");
+    assert_eq!(agent["SocketPath"], "/run/gw.sock");
+    assert_eq!(agent["Weights"], json!({"Passing": 3, "Warning": 2}));
+    assert_eq!(agent["Locality"], json!({"Region": "eu", "Zone": "eu-1"}));
+    assert_eq!(
+        agent["TaggedAddresses"],
+        json!({
+            "wan": {"Address": "198.51.100.1", "Port": 443},
+            "lan_ipv6": {"Address": "2001:db8::5", "Port": 8443},
+            "wan_ipv6": {"Address": "2001:db8::5", "Port": 8443},
+        })
+    );
+    let proxy = json!({
+        "Mode": "transparent", "MeshGateway": {"Mode": "local"},
+        "Expose": {"Checks": true, "Paths": [{"ListenerPort": 21500, "Path": "/health", "LocalPathPort": 8080}]},
+    });
+    assert_eq!(agent["Proxy"], proxy, "a gateway shows its proxy");
+    let row = &a.get("/v1/catalog/service/gw").await.json()[0];
+    assert_eq!(row["ServiceKind"], "mesh-gateway");
+    assert_eq!(row["ServiceSocketPath"], "/run/gw.sock");
+    assert_eq!(row["ServiceProxy"], proxy);
+    assert_eq!(row["ServiceTaggedAddresses"], agent["TaggedAddresses"]);
+    assert_eq!(row["ServiceLocality"], agent["Locality"]);
+    let health = &a.get("/v1/health/service/gw").await.json()[0]["Service"];
+    assert_eq!(health["Kind"], "mesh-gateway");
+    assert_eq!(health["Proxy"], proxy);
+    assert_eq!(health["TaggedAddresses"], agent["TaggedAddresses"]);
+
+    // Re-registering the same definition changes nothing (no index bump).
+    let before = a.get("/v1/catalog/service/gw").await.index.unwrap();
+    a.put_ok("/v1/agent/service/register", gw).await;
+    assert_eq!(a.get("/v1/agent/service/gw-1").await.json(), agent);
+    assert_eq!(a.get("/v1/catalog/service/gw").await.index.unwrap(), before);
+}
+
+#[tokio::test]
+async fn the_server_is_the_consul_service_with_tagged_addresses() {
+    let a = start(false).await;
+    let services = a.get("/v1/catalog/services").await.json();
+    assert_eq!(services, json!({"consul": []}));
+    let rows = a.get("/v1/catalog/service/consul").await.json();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    let row = &rows[0];
+    assert_eq!(
+        (&row["Node"], &row["ServiceID"], &row["ServicePort"]),
+        (&json!("n1"), &json!("consul"), &json!(8300))
+    );
+    assert_eq!(row["ServiceAddress"], "");
+    assert_eq!(row["ServiceMeta"]["version"], "1.0.0");
+    assert_eq!(
+        row["TaggedAddresses"],
+        json!({"lan": "127.0.0.1", "lan_ipv4": "127.0.0.1", "wan": "127.0.0.1", "wan_ipv4": "127.0.0.1"})
+    );
+    let entries = a.passing("consul").await;
+    assert_eq!(entries.len(), 1);
+    let checks: Vec<&Value> = entries[0]["Checks"].as_array().unwrap().iter().collect();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0]["CheckID"], "serfHealth");
+    // The agent's own maps leave it out, as Consul's do.
+    assert_eq!(a.get("/v1/agent/services").await.json(), json!({}));
+    assert_eq!(a.get("/v1/agent/service/consul").await.status, 404);
+    let me = a.get("/v1/agent/self").await.json();
+    assert_eq!(me["Stats"]["agent"]["services"], "0");
+    // Agent registrations keep the node's tagged addresses.
+    a.put_ok("/v1/agent/service/register", r#"{"Name":"web","Port":80}"#)
+        .await;
+    let node = a.get("/v1/catalog/node/n1").await.json();
+    assert_eq!(node["Node"]["TaggedAddresses"]["wan_ipv4"], "127.0.0.1");
+    assert_eq!(keys(&node["Services"]), ["consul", "web"]);
+}

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::catalog::{ConnectProxy, Locality, ServiceAddress, ServiceConnect};
 use super::gofmt::{format_duration, parse_duration};
 use super::health::HealthCheckDefinition;
 use super::null_as_default;
@@ -30,6 +31,8 @@ const USER_MAPS: &[&str] = &[
     "taggedaddresses",
     "servicetaggedaddresses",
     "header",
+    // A proxy's (and an upstream's) opaque `Config`.
+    "config",
 ];
 
 /// Fold object keys the way Consul's decoder matches them (see module docs).
@@ -37,6 +40,8 @@ pub fn normalize_keys(v: Value) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.into_iter()
+                // Go's `null` (a nil pointer, slice or map) is an absent field.
+                .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| {
                     let nk: String = k
                         .chars()
@@ -101,6 +106,28 @@ pub struct ServiceDefinition {
     pub check: Option<CheckDefinition>,
     #[serde(rename(serialize = "Checks"), skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckDefinition>>,
+    #[serde(rename(serialize = "Kind"), skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(
+        rename(serialize = "TaggedAddresses", deserialize = "taggedaddresses"),
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tagged_addresses: Option<BTreeMap<String, ServiceAddress>>,
+    #[serde(
+        rename(serialize = "SocketPath", deserialize = "socketpath"),
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub socket_path: Option<String>,
+    #[serde(rename(serialize = "Proxy"), skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ConnectProxy>,
+    /// `Connect`; a `SidecarService` in it is accepted and ignored.
+    #[serde(rename(serialize = "Connect"), skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ServiceConnect>,
+    #[serde(
+        rename(serialize = "Locality"),
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub locality: Option<Locality>,
 }
 
 impl ServiceDefinition {

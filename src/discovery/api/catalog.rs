@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::null_as_default;
 
@@ -56,6 +56,9 @@ impl Default for Weights {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentService {
+    /// `""` for a typical service (left out then).
+    #[serde(rename = "Kind", skip_serializing_if = "String::is_empty")]
+    pub kind: String,
     #[serde(rename = "ID")]
     pub id: String,
     #[serde(rename = "Service")]
@@ -78,6 +81,277 @@ pub struct AgentService {
     pub create_index: Option<u64>,
     #[serde(rename = "ModifyIndex", skip_serializing_if = "Option::is_none")]
     pub modify_index: Option<u64>,
+    #[serde(
+        rename = "TaggedAddresses",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    #[serde(rename = "SocketPath", skip_serializing_if = "String::is_empty")]
+    pub socket_path: String,
+    /// The agent form shows it for proxies and gateways only, the catalog
+    /// and health forms always (consul-breadth.md §3.4).
+    #[serde(rename = "Proxy", skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ConnectProxy>,
+    /// The agent form shows it only for a Connect-native service, the
+    /// catalog and health forms always.
+    #[serde(rename = "Connect", skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ServiceConnect>,
+    #[serde(rename = "Locality", skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+    /// `""` in the catalog and health forms, left out by the agent.
+    #[serde(rename = "PeerName", skip_serializing_if = "Option::is_none")]
+    pub peer_name: Option<String>,
+}
+
+/// A service's `Locality`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Locality {
+    #[serde(
+        rename = "Region",
+        alias = "region",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub region: String,
+    #[serde(
+        rename = "Zone",
+        alias = "zone",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub zone: String,
+}
+
+/// A service's `Connect`: only `Native` is kept (a `SidecarService` in a
+/// registration is not registered; see `ServiceConnectBody`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceConnect {
+    #[serde(rename = "Native", alias = "native", skip_serializing_if = "is_false")]
+    pub native: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
+/// A service's `Proxy` (Consul's `ConnectProxyConfig`), as Consul renders
+/// it: `Mode`, `MeshGateway` and `Expose` always, the rest when set. The
+/// aliases read the keys `agent::decode` folds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectProxy {
+    #[serde(
+        rename = "DestinationServiceName",
+        alias = "destinationservicename",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub destination_service_name: String,
+    #[serde(
+        rename = "DestinationServiceID",
+        alias = "destinationserviceid",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub destination_service_id: String,
+    #[serde(
+        rename = "LocalServiceAddress",
+        alias = "localserviceaddress",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub local_service_address: String,
+    #[serde(
+        rename = "LocalServicePort",
+        alias = "localserviceport",
+        skip_serializing_if = "is_zero"
+    )]
+    pub local_service_port: u16,
+    #[serde(
+        rename = "LocalServiceSocketPath",
+        alias = "localservicesocketpath",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub local_service_socket_path: String,
+    #[serde(rename = "Mode", alias = "mode")]
+    pub mode: String,
+    #[serde(
+        rename = "Config",
+        alias = "config",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub config: BTreeMap<String, serde_json::Value>,
+    #[serde(
+        rename = "Upstreams",
+        alias = "upstreams",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub upstreams: Vec<Upstream>,
+    #[serde(
+        rename = "MeshGateway",
+        alias = "meshgateway",
+        deserialize_with = "null_as_default"
+    )]
+    pub mesh_gateway: MeshGateway,
+    #[serde(
+        rename = "Expose",
+        alias = "expose",
+        deserialize_with = "null_as_default"
+    )]
+    pub expose: Expose,
+    #[serde(
+        rename = "TransparentProxy",
+        alias = "transparentproxy",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub transparent_proxy: Option<TransparentProxy>,
+}
+
+/// `MeshGateway` (`{}` when its mode is the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MeshGateway {
+    #[serde(
+        rename = "Mode",
+        alias = "mode",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub mode: String,
+}
+
+/// `Expose` (`{}` when nothing is exposed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Expose {
+    #[serde(rename = "Checks", alias = "checks", skip_serializing_if = "is_false")]
+    pub checks: bool,
+    #[serde(
+        rename = "Paths",
+        alias = "paths",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub paths: Vec<ExposePath>,
+}
+
+/// One of `Expose.Paths`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExposePath {
+    #[serde(
+        rename = "ListenerPort",
+        alias = "listenerport",
+        skip_serializing_if = "is_zero"
+    )]
+    pub listener_port: u16,
+    #[serde(
+        rename = "Path",
+        alias = "path",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub path: String,
+    #[serde(
+        rename = "LocalPathPort",
+        alias = "localpathport",
+        skip_serializing_if = "is_zero"
+    )]
+    pub local_path_port: u16,
+    #[serde(
+        rename = "Protocol",
+        alias = "protocol",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub protocol: String,
+}
+
+/// `TransparentProxy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransparentProxy {
+    #[serde(
+        rename = "OutboundListenerPort",
+        alias = "outboundlistenerport",
+        skip_serializing_if = "is_zero"
+    )]
+    pub outbound_listener_port: u16,
+    #[serde(
+        rename = "DialedDirectly",
+        alias = "dialeddirectly",
+        skip_serializing_if = "is_false"
+    )]
+    pub dialed_directly: bool,
+}
+
+/// One of a proxy's `Upstreams`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Upstream {
+    #[serde(
+        rename = "DestinationType",
+        alias = "destinationtype",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub destination_type: String,
+    #[serde(
+        rename = "DestinationNamespace",
+        alias = "destinationnamespace",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub destination_namespace: String,
+    #[serde(
+        rename = "DestinationPeer",
+        alias = "destinationpeer",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub destination_peer: String,
+    #[serde(rename = "DestinationName", alias = "destinationname")]
+    pub destination_name: String,
+    #[serde(
+        rename = "Datacenter",
+        alias = "datacenter",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub datacenter: String,
+    #[serde(
+        rename = "LocalBindAddress",
+        alias = "localbindaddress",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub local_bind_address: String,
+    #[serde(
+        rename = "LocalBindPort",
+        alias = "localbindport",
+        skip_serializing_if = "is_zero"
+    )]
+    pub local_bind_port: u16,
+    #[serde(
+        rename = "LocalBindSocketPath",
+        alias = "localbindsocketpath",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub local_bind_socket_path: String,
+    #[serde(
+        rename = "Config",
+        alias = "config",
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub config: BTreeMap<String, serde_json::Value>,
+    #[serde(
+        rename = "MeshGateway",
+        alias = "meshgateway",
+        deserialize_with = "null_as_default"
+    )]
+    pub mesh_gateway: MeshGateway,
+}
+
+/// The proxy kinds and gateways, for which the agent form shows `Proxy`.
+pub fn is_proxy_kind(kind: &str) -> bool {
+    kind == "connect-proxy" || kind.ends_with("-gateway")
 }
 
 /// One row of `/v1/catalog/service/<name>`.
@@ -123,6 +397,11 @@ pub struct CatalogService {
     pub service_proxy: serde_json::Value,
     #[serde(rename = "ServiceConnect")]
     pub service_connect: serde_json::Value,
+    #[serde(rename = "ServiceSocketPath")]
+    pub service_socket_path: String,
+    /// `null` when unset, as Consul shows it.
+    #[serde(rename = "ServiceLocality")]
+    pub service_locality: Option<Locality>,
     #[serde(rename = "CreateIndex")]
     pub create_index: u64,
     #[serde(rename = "ModifyIndex")]
@@ -146,8 +425,40 @@ pub struct ServiceAddress {
 pub struct NodeServices {
     #[serde(rename = "Node")]
     pub node: Node,
-    #[serde(rename = "Services", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Services",
+        deserialize_with = "null_as_default",
+        serialize_with = "node_services_form"
+    )]
     pub services: BTreeMap<String, AgentService>,
+}
+
+/// Serialize a service as Consul's `NodeService` (`catalog/node`, health
+/// entries): the `AgentService` fields, but `Port` left out when 0 (it is
+/// `omitempty` there). Only a port-less service takes the slower path.
+pub fn node_service_form<S: Serializer>(s: &AgentService, ser: S) -> Result<S::Ok, S::Error> {
+    if s.port != 0 {
+        return s.serialize(ser);
+    }
+    let mut v = serde_json::to_value(s).map_err(serde::ser::Error::custom)?;
+    if let Some(fields) = v.as_object_mut() {
+        fields.remove("Port");
+    }
+    v.serialize(ser)
+}
+
+/// A map of services, each as [`node_service_form`] writes it.
+fn node_services_form<S: Serializer>(
+    m: &BTreeMap<String, AgentService>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    struct NodeForm<'a>(&'a AgentService);
+    impl Serialize for NodeForm<'_> {
+        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+            node_service_form(self.0, ser)
+        }
+    }
+    ser.collect_map(m.iter().map(|(k, v)| (k, NodeForm(v))))
 }
 
 // ----- request bodies (keys normalised by `agent::decode`) -----
@@ -171,6 +482,18 @@ pub struct CatalogServiceBody {
     pub enable_tag_override: Option<bool>,
     #[serde(default)]
     pub weights: Option<super::agent::WeightsBody>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default, rename = "taggedaddresses")]
+    pub tagged_addresses: Option<BTreeMap<String, ServiceAddress>>,
+    #[serde(default, rename = "socketpath")]
+    pub socket_path: Option<String>,
+    #[serde(default)]
+    pub proxy: Option<ConnectProxy>,
+    #[serde(default)]
+    pub connect: Option<ServiceConnect>,
+    #[serde(default)]
+    pub locality: Option<Locality>,
     /// The CAS index of a `/v1/txn` service op.
     #[serde(default, rename = "modifyindex")]
     pub modify_index: Option<u64>,

@@ -12,38 +12,97 @@ use super::null_as_default;
 /// Consul's `HealthCheckDefinition`: how an agent check runs. Durations are
 /// Go duration strings (`"10s"`, `"1m0s"`), as Consul prints them. Stored as
 /// the state's opaque `definition` text and served verbatim as `Definition`.
+/// The lower-case aliases read a catalog registration's `Definition`, whose
+/// keys `agent::decode` folded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheckDefinition {
-    #[serde(rename = "HTTP", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "HTTP",
+        alias = "http",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub http: String,
-    #[serde(rename = "Header", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Header",
+        alias = "header",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub header: BTreeMap<String, Vec<String>>,
-    #[serde(rename = "Method", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Method",
+        alias = "method",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub method: String,
-    #[serde(rename = "Body", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Body",
+        alias = "body",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub body: String,
-    #[serde(rename = "TLSSkipVerify", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "TLSSkipVerify",
+        alias = "tlsskipverify",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub tls_skip_verify: bool,
-    #[serde(rename = "TCP", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "TCP",
+        alias = "tcp",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub tcp: String,
-    #[serde(rename = "ScriptArgs", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "ScriptArgs",
+        alias = "scriptargs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub script_args: Vec<String>,
-    #[serde(rename = "GRPC", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "GRPC",
+        alias = "grpc",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub grpc: String,
     #[serde(
         rename = "DockerContainerID",
+        alias = "dockercontainerid",
         default,
         skip_serializing_if = "String::is_empty"
     )]
     pub docker_container_id: String,
-    #[serde(rename = "Interval", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Interval",
+        alias = "interval",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interval: String,
-    #[serde(rename = "Timeout", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "Timeout",
+        alias = "timeout",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub timeout: String,
-    #[serde(rename = "TTL", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "TTL",
+        alias = "ttl",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ttl: String,
     #[serde(
         rename = "DeregisterCriticalServiceAfter",
+        alias = "deregistercriticalserviceafter",
         default,
         skip_serializing_if = "String::is_empty"
     )]
@@ -117,7 +176,11 @@ pub fn definition_value(text: &str) -> serde_json::Value {
 pub struct ServiceEntry {
     #[serde(rename = "Node", deserialize_with = "null_as_default")]
     pub node: Node,
-    #[serde(rename = "Service", deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "Service",
+        deserialize_with = "null_as_default",
+        serialize_with = "super::catalog::node_service_form"
+    )]
     pub service: AgentService,
     #[serde(rename = "Checks", deserialize_with = "null_as_default")]
     pub checks: Vec<HealthCheck>,

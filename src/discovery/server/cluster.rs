@@ -15,8 +15,9 @@
 //! - The leader's reconciliation (Consul's `reconcileMember`): alive servers
 //!   that are not voters are added (as learner, then voter); servers that
 //!   left are removed from the voters; the catalog follows the members
-//!   (alive: node registered with a passing `serfHealth`; failed: critical;
-//!   left: deregistered).
+//!   (alive: node registered with its tagged addresses, a server with its
+//!   `consul` service, and a passing `serfHealth`; failed: critical; left:
+//!   deregistered with its services).
 //! - `--retry-join`: resolve each name to all its addresses on every
 //!   attempt and probe them until one answers.
 //!
@@ -33,10 +34,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::http::agent::CONSUL_VERSION;
 use super::raft::network::CallError;
 use super::raft::{raft_id, NodeId, Peer};
-use super::state::catalog::{Deregistration, Registration};
+use super::state::catalog::{Deregistration, NodeServices, Registration, Service};
 use super::state::checks::CheckStatus;
+use super::state::session::SERF_HEALTH;
 use super::state::Command;
 use super::{ClusterConfig, Server, ServerConfig};
 
@@ -321,19 +324,97 @@ impl Members {
     }
 }
 
-/// The catalog registration of a member's node (serfHealth is added by the
+/// The service every server is registered as (Consul's `consul`, ID and
+/// name alike).
+pub const CONSUL_SERVICE: &str = "consul";
+
+/// A node's `TaggedAddresses` as Consul's agent sets them: `lan` and `wan`
+/// (pilotfish advertises one address for both) and the `_ipv4` or `_ipv6`
+/// pair of its family.
+pub fn node_tagged_addresses(addr: IpAddr) -> BTreeMap<String, String> {
+    let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+    ["lan", "wan"]
+        .into_iter()
+        .flat_map(|side| [side.to_string(), format!("{side}_{family}")])
+        .map(|key| (key, addr.to_string()))
+        .collect()
+}
+
+/// A server's `consul` service, as Consul's leader registers it: the
+/// server's RPC port (here the cluster port), no tags, no address (the
+/// node's is used), the serf and raft versions in `Meta`, no check of its
+/// own (its health is the node's `serfHealth`).
+pub fn consul_service(port: u16) -> Service {
+    let meta = [
+        ("non_voter", "false"),
+        ("raft_version", "3"),
+        ("read_replica", "false"),
+        ("serf_protocol_current", "2"),
+        ("serf_protocol_max", "5"),
+        ("serf_protocol_min", "1"),
+        ("version", CONSUL_VERSION),
+    ];
+    Service {
+        meta: meta
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Service::new(CONSUL_SERVICE, CONSUL_SERVICE, port)
+    }
+}
+
+/// The catalog registration of a member's node, with its tagged addresses
+/// and, for a server, its `consul` service (serfHealth is added by the
 /// state machine for a new node).
-pub fn node_registration(name: &str, node_id: &str, addr: IpAddr) -> Registration {
+pub fn node_registration(info: &MemberInfo) -> Registration {
     Registration {
-        node: name.to_string(),
-        node_id: node_id.to_string(),
-        address: addr.to_string(),
-        tagged_addresses: Default::default(),
+        node: info.name.clone(),
+        node_id: info.node_id.clone(),
+        address: info.addr.to_string(),
+        tagged_addresses: node_tagged_addresses(info.addr),
         node_meta: Default::default(),
         skip_node_update: false,
-        service: None,
+        service: info.server.then(|| consul_service(info.port)),
         checks: Vec::new(),
     }
+}
+
+/// What the catalog must be told to hold `info` as an alive member: its
+/// node (address and tagged addresses; other node meta is kept), its
+/// `consul` service if it is a server, a passing `serfHealth`.
+fn alive_member_command(
+    info: &MemberInfo,
+    node: Option<&NodeServices>,
+    serf: Option<CheckStatus>,
+) -> Option<Command> {
+    let mut want = node_registration(info);
+    let Some(have) = node else {
+        return Some(Command::Register(want));
+    };
+    let node_current = have.node.address == want.address
+        && have.node.id == want.node_id
+        && have.node.tagged_addresses == want.tagged_addresses;
+    let service_current = match &want.service {
+        None => true,
+        Some(s) => have.services.iter().any(|h| {
+            *s == Service {
+                create_index: 0,
+                modify_index: 0,
+                ..h.clone()
+            }
+        }),
+    };
+    if !node_current || !service_current {
+        want.node_meta = have.node.meta.clone();
+        want.skip_node_update = node_current;
+        return Some(Command::Register(want));
+    }
+    (serf != Some(CheckStatus::Passing)).then(|| Command::UpdateCheck {
+        node: info.name.clone(),
+        check_id: SERF_HEALTH.to_string(),
+        status: CheckStatus::Passing,
+        output: SERF_ALIVE_OUTPUT.to_string(),
+    })
 }
 
 impl Server {
@@ -782,37 +863,19 @@ async fn reconcile(server: &Server) {
         members.iter().map(|m| (m.info.clone(), m.status)).collect();
     all.push((server.members().me().clone(), Status::Alive));
     for (info, status) in all {
-        let (address, serf) = server.read(|s| {
+        let (node, serf) = server.read(|s| {
             (
-                s.catalog_node(&info.name).0.map(|ns| ns.node.address),
-                s.check(&info.name, super::state::session::SERF_HEALTH)
-                    .map(|c| c.status),
+                s.catalog_node(&info.name).0,
+                s.check(&info.name, SERF_HEALTH).map(|c| c.status),
             )
         });
-        let present = address.is_some();
+        let present = node.is_some();
         let cmd = match status {
-            Status::Alive | Status::Leaving => {
-                if !present || address.as_deref() != Some(info.addr.to_string().as_str()) {
-                    Some(Command::Register(node_registration(
-                        &info.name,
-                        &info.node_id,
-                        info.addr,
-                    )))
-                } else if serf != Some(CheckStatus::Passing) {
-                    Some(Command::UpdateCheck {
-                        node: info.name.clone(),
-                        check_id: super::state::session::SERF_HEALTH.to_string(),
-                        status: CheckStatus::Passing,
-                        output: SERF_ALIVE_OUTPUT.to_string(),
-                    })
-                } else {
-                    None
-                }
-            }
+            Status::Alive | Status::Leaving => alive_member_command(&info, node.as_ref(), serf),
             Status::Failed => {
                 (present && serf != Some(CheckStatus::Critical)).then(|| Command::UpdateCheck {
                     node: info.name.clone(),
-                    check_id: super::state::session::SERF_HEALTH.to_string(),
+                    check_id: SERF_HEALTH.to_string(),
                     status: CheckStatus::Critical,
                     output: SERF_FAILED_OUTPUT.to_string(),
                 })
@@ -917,5 +980,71 @@ mod tests {
         assert_eq!(split_host_port("consul", 8300), ("consul".into(), 8300));
         assert_eq!(split_host_port("[::1]:8301", 8300), ("::1".into(), 8301));
         assert_eq!(split_host_port("::1", 8300), ("::1".into(), 8300));
+    }
+
+    #[test]
+    fn an_alive_server_gets_its_node_addresses_consul_service_and_passing_serf_health() {
+        let me = info("s1", 1);
+        assert!(me.server);
+        let Some(Command::Register(reg)) = alive_member_command(&me, None, None) else {
+            panic!("a new member is registered");
+        };
+        assert_eq!(reg.tagged_addresses["wan_ipv4"], me.addr.to_string());
+        assert_eq!(reg.tagged_addresses.len(), 4);
+        let service = reg.service.clone().unwrap();
+        assert_eq!((service.id.as_str(), service.port), ("consul", me.port));
+        assert_eq!(service.meta["raft_version"], "3");
+        // Registered and passing: nothing to do.
+        let mut node = super::super::state::catalog::Node {
+            name: reg.node.clone(),
+            id: reg.node_id.clone(),
+            address: reg.address.clone(),
+            tagged_addresses: reg.tagged_addresses.clone(),
+            meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            create_index: 1,
+            modify_index: 1,
+        };
+        let have = NodeServices {
+            node: node.clone(),
+            services: vec![service.clone()],
+        };
+        assert_eq!(
+            alive_member_command(&me, Some(&have), Some(CheckStatus::Passing)),
+            None
+        );
+        assert!(matches!(
+            alive_member_command(&me, Some(&have), Some(CheckStatus::Critical)),
+            Some(Command::UpdateCheck {
+                status: CheckStatus::Passing,
+                ..
+            })
+        ));
+        // The service lost (a restored snapshot): put back without touching the node.
+        let bare = NodeServices {
+            node: node.clone(),
+            services: Vec::new(),
+        };
+        let Some(Command::Register(r)) = alive_member_command(&me, Some(&bare), None) else {
+            panic!("the consul service is registered again");
+        };
+        assert!(r.skip_node_update && r.service.is_some());
+        // A new address: the node is updated, its other meta kept.
+        node.address = "10.9.9.9".into();
+        let moved = NodeServices {
+            node,
+            services: vec![service],
+        };
+        let Some(Command::Register(r)) = alive_member_command(&me, Some(&moved), None) else {
+            panic!("the node is registered again");
+        };
+        assert!(!r.skip_node_update);
+        assert_eq!(r.node_meta["rack"], "r1");
+        // A client agent has no consul service.
+        let mut client = info("c1", 1);
+        client.server = false;
+        let Some(Command::Register(r)) = alive_member_command(&client, None, None) else {
+            panic!("a new client is registered");
+        };
+        assert!(r.service.is_none());
     }
 }

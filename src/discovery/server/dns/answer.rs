@@ -29,7 +29,7 @@ const MAX_UDP_ANSWER_LIMIT: usize = 8;
 /// Consul names at most this many servers in an NS answer.
 const MAX_NAMESERVERS: usize = 3;
 
-/// A server agent as the NS records and `consul.service` name it.
+/// A server agent as the NS records name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerNode {
     pub name: String,
@@ -281,7 +281,7 @@ impl Answer {
 }
 
 /// Answer `lookup` of type `qtype`; `owner` is the question name as asked,
-/// `servers` the alive server agents (NS records, `consul.service`).
+/// `servers` the alive server agents (NS records).
 #[allow(clippy::too_many_arguments)] // each is one independent input of a pure function
 pub fn lookup(
     state: &State,
@@ -304,17 +304,9 @@ pub fn lookup(
             Answer::records(answers, Vec::new())
         }
         Lookup::Node { name } => node(state, zone, name, qtype, owner),
-        Lookup::Service { name, tag } => service(
-            state,
-            zone,
-            cache,
-            servers,
-            name,
-            tag.as_deref(),
-            qtype,
-            owner,
-            rng,
-        ),
+        Lookup::Service { name, tag } => {
+            service(state, zone, cache, name, tag.as_deref(), qtype, owner, rng)
+        }
     }
 }
 
@@ -512,36 +504,20 @@ fn instances(state: &State, zone: &Zone, name: &str, tag: Option<&str>) -> Vec<I
         .collect()
 }
 
-/// `consul.service` names the servers when no agent registered it.
-fn server_instances(servers: &[ServerNode]) -> Arc<[Instance]> {
-    servers
-        .iter()
-        .map(|s| Instance {
-            node: s.name.clone(),
-            node_address: s.addr.to_string(),
-            service_address: String::new(),
-            port: s.port,
-            weight: 1,
-        })
-        .collect()
-}
-
 #[allow(clippy::too_many_arguments)] // the inputs of `lookup`, passed on
 fn service(
     state: &State,
     zone: &Zone,
     cache: &InstanceCache,
-    servers: &[ServerNode],
     name: &str,
     tag: Option<&str>,
     qtype: RecordType,
     owner: &Name,
     rng: &mut impl Rng,
 ) -> Answer {
-    let mut all = cache.get(state, zone, name, tag);
-    if all.is_empty() && tag.is_none() && name == "consul" {
-        all = server_instances(servers);
-    }
+    // `consul.service` too: the leader keeps every server in the catalog
+    // as service `consul`, so DNS answers what the catalog holds.
+    let all = cache.get(state, zone, name, tag);
     if all.is_empty() {
         return Answer::nxdomain();
     }
@@ -713,6 +689,7 @@ mod tests {
                     weights: Weights::default(),
                     create_index: 0,
                     modify_index: 0,
+                    ..Default::default()
                 }),
                 checks: Vec::new(),
             };
@@ -859,6 +836,7 @@ mod tests {
                 weights: Weights::default(),
                 create_index: 0,
                 modify_index: 0,
+                ..Default::default()
             });
             state
                 .apply(i as u64 + 1, 1, Command::Register(reg))

@@ -202,7 +202,6 @@ impl ConsulDns {
         let lookup = name::parse(&labels, &self.zone.datacenter.to_ascii_lowercase());
         let servers = match &lookup {
             name::Lookup::Apex => self.servers(),
-            name::Lookup::Service { name, tag: None } if name == "consul" => self.servers(),
             _ => Vec::new(),
         };
         let mut rng = rand::rng();

@@ -28,7 +28,9 @@ use crate::discovery::api::agent::{
 use crate::discovery::api::catalog::AgentService;
 use crate::discovery::api::gofmt::{format_duration, go_quote};
 use crate::discovery::server::checks::{truncate_ttl_output, AgentLocal};
-use crate::discovery::server::cluster::{resolve_targets, split_host_port, MemberInfo, Status};
+use crate::discovery::server::cluster::{
+    resolve_targets, split_host_port, MemberInfo, Status, CONSUL_SERVICE,
+};
 use crate::discovery::server::state::catalog::{Deregistration, Registration, Service};
 use crate::discovery::server::state::checks::{CheckStatus, HealthCheck};
 use crate::discovery::server::state::session::SERF_HEALTH;
@@ -126,7 +128,7 @@ fn local_registration(
         node: cfg.node.clone(),
         node_id: String::new(),
         address: cfg.advertise.to_string(),
-        tagged_addresses: BTreeMap::new(),
+        tagged_addresses: crate::discovery::server::cluster::node_tagged_addresses(cfg.advertise),
         node_meta: BTreeMap::new(),
         skip_node_update: true,
         service,
@@ -206,7 +208,7 @@ async fn service_register(
             &id,
         )?);
     }
-    let service = Service {
+    let mut service = Service {
         id: id.clone(),
         name,
         tags: def.tags.clone().unwrap_or_default(),
@@ -214,10 +216,18 @@ async fn service_register(
         port: def.port.unwrap_or(0),
         meta: def.meta.clone().unwrap_or_default(),
         enable_tag_override: def.enable_tag_override.unwrap_or(false),
-        weights: def.weights.map(wire::weights).unwrap_or_default(),
-        create_index: 0,
-        modify_index: 0,
+        weights: wire::agent_weights(def.weights).map_err(ApiError::bad_request)?,
+        extras: wire::service_extras(
+            def.kind,
+            def.tagged_addresses,
+            def.socket_path,
+            def.proxy,
+            def.connect,
+            def.locality,
+        ),
+        ..Service::default()
     };
+    wire::default_tagged_addresses(&mut service);
     let new_ids: BTreeSet<String> = checks.iter().map(|c| c.check_id.clone()).collect();
     let mut reg = local_registration(&server, Some(service), checks);
     reg.bound()?;
@@ -288,7 +298,7 @@ async fn service_get(
     let dc = server.config().datacenter.clone();
     this_node_services(&server)
         .iter()
-        .find(|s| s.id == id)
+        .find(|s| s.id == id && s.id != CONSUL_SERVICE)
         .map(|s| json(&wire::agent_service(s, Some(&dc)), &opts))
         .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))
 }
@@ -298,7 +308,7 @@ async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Re
     let dc = server.config().datacenter.clone();
     let mut map: BTreeMap<String, AgentService> = this_node_services(&server)
         .iter()
-        .filter(|s| s.id != "consul")
+        .filter(|s| s.id != CONSUL_SERVICE)
         .map(|s| (s.id.clone(), wire::agent_service(s, Some(&dc))))
         .collect();
     if let Some(f) = filter {
@@ -607,7 +617,13 @@ async fn agent_self(State(server): State<Server>, opts: QueryOptions) -> Respons
     let cfg = server.config();
     let node = cfg.node.clone();
     let (n_services, n_checks, n_ttl, n_scripts) = server.read(|s| {
-        let services = s.catalog_node(&node).0.map_or(0, |ns| ns.services.len());
+        // The servers' `consul` service is the leader's, not this agent's.
+        let services = s.catalog_node(&node).0.map_or(0, |ns| {
+            ns.services
+                .iter()
+                .filter(|s| s.id != CONSUL_SERVICE)
+                .count()
+        });
         let checks = s.health_node(&node).0;
         let count = |t: &str| checks.iter().filter(|c| c.check_type == t).count();
         (

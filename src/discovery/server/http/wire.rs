@@ -12,11 +12,14 @@ use crate::discovery::api::agent::{
     AgentCheck, CheckDefinition, CheckDefinitionError, WeightsBody,
 };
 use crate::discovery::api::catalog::{
-    self as api_catalog, AgentService, CatalogCheckBody, CatalogDeregistration,
-    CatalogRegistration, CatalogService, CatalogServiceBody, NodeServices,
+    self as api_catalog, is_proxy_kind, AgentService, CatalogCheckBody, CatalogDeregistration,
+    CatalogRegistration, CatalogService, CatalogServiceBody, ConnectProxy, Locality, NodeServices,
+    ServiceAddress, ServiceConnect,
 };
 use crate::discovery::api::gofmt::base64_encode;
-use crate::discovery::api::health::{self as api_health, definition_value, ServiceEntry};
+use crate::discovery::api::health::{
+    self as api_health, definition_value, HealthCheckDefinition, ServiceEntry,
+};
 use crate::discovery::api::kv::KvPair;
 use crate::discovery::api::session::{CreateError, ServiceCheck, SessionCreate, SessionEntry};
 use crate::discovery::server::state::catalog as state;
@@ -49,10 +52,25 @@ impl From<state::Weights> for api_catalog::Weights {
     }
 }
 
+/// A stored service's `Proxy` (Consul's empty one when none was given).
+pub fn proxy(s: &state::Service) -> ConnectProxy {
+    serde_json::from_str(&s.extras().proxy).unwrap_or_default()
+}
+
+fn locality(l: &state::Locality) -> Locality {
+    Locality {
+        region: l.region.clone(),
+        zone: l.zone.clone(),
+    }
+}
+
 /// The agent form of a service (`/v1/agent/services`,
-/// `/v1/agent/service/<id>`): no raft indexes.
+/// `/v1/agent/service/<id>`): no raft indexes; `Proxy` for proxies and
+/// gateways only, `Connect` only when native (consul-breadth.md §3.4).
 pub fn agent_service(s: &state::Service, datacenter: Option<&str>) -> AgentService {
+    let x = s.extras();
     AgentService {
+        kind: x.kind.clone(),
         id: s.id.clone(),
         service: s.name.clone(),
         tags: s.tags.clone(),
@@ -64,14 +82,36 @@ pub fn agent_service(s: &state::Service, datacenter: Option<&str>) -> AgentServi
         datacenter: datacenter.map(String::from),
         create_index: None,
         modify_index: None,
+        tagged_addresses: x
+            .tagged_addresses
+            .iter()
+            .map(|(k, a)| {
+                let a = ServiceAddress {
+                    address: a.address.clone(),
+                    port: a.port,
+                };
+                (k.clone(), a)
+            })
+            .collect(),
+        socket_path: x.socket_path.clone(),
+        proxy: is_proxy_kind(&x.kind).then(|| proxy(s)),
+        connect: x.connect_native.then_some(ServiceConnect { native: true }),
+        locality: x.locality.as_ref().map(locality),
+        peer_name: None,
     }
 }
 
-/// The catalog/health/txn form of a service, with raft indexes.
+/// The catalog/health/txn form of a service (Consul's `NodeService`), with
+/// raft indexes, `Proxy`, `Connect` and `PeerName` always shown.
 pub fn service_with_indexes(s: &state::Service) -> AgentService {
     AgentService {
         create_index: Some(s.create_index),
         modify_index: Some(s.modify_index),
+        proxy: Some(proxy(s)),
+        connect: Some(ServiceConnect {
+            native: s.extras().connect_native,
+        }),
+        peer_name: Some(String::new()),
         ..agent_service(s, None)
     }
 }
@@ -79,7 +119,8 @@ pub fn service_with_indexes(s: &state::Service) -> AgentService {
 /// One row of `/v1/catalog/service/<name>`.
 pub fn catalog_service(i: &state::ServiceInstance, datacenter: &str) -> CatalogService {
     let (n, s) = (&i.node, &i.service);
-    let empty = || serde_json::Value::Object(Default::default());
+    let node_form = service_with_indexes(s);
+    let value = |v: Option<serde_json::Value>| v.unwrap_or_default();
     CatalogService {
         id: n.id.clone(),
         node: n.name.clone(),
@@ -87,18 +128,20 @@ pub fn catalog_service(i: &state::ServiceInstance, datacenter: &str) -> CatalogS
         datacenter: datacenter.to_string(),
         tagged_addresses: n.tagged_addresses.clone(),
         node_meta: n.meta.clone(),
-        service_kind: String::new(),
+        service_kind: s.extras().kind.clone(),
         service_id: s.id.clone(),
         service_name: s.name.clone(),
         service_tags: s.tags.clone(),
         service_address: s.address.clone(),
-        service_tagged_addresses: BTreeMap::new(),
+        service_tagged_addresses: node_form.tagged_addresses,
         service_weights: s.weights.into(),
         service_meta: s.meta.clone(),
         service_port: s.port,
         service_enable_tag_override: s.enable_tag_override,
-        service_proxy: empty(),
-        service_connect: empty(),
+        service_proxy: value(serde_json::to_value(node_form.proxy).ok()),
+        service_connect: value(serde_json::to_value(node_form.connect).ok()),
+        service_socket_path: s.extras().socket_path.clone(),
+        service_locality: node_form.locality,
         create_index: s.create_index,
         modify_index: s.modify_index,
     }
@@ -212,13 +255,101 @@ impl From<&Session> for SessionEntry {
 
 // ----- requests: wire → state -----
 
-/// A request's `Weights`; Consul's defaults: Passing 1 (and at least 1),
-/// Warning 1.
-pub fn weights(w: WeightsBody) -> state::Weights {
+/// A request's `Weights` as Go decodes them (a field left out is 0).
+fn given_weights(w: WeightsBody) -> state::Weights {
     state::Weights {
-        passing: w.passing.unwrap_or(1).max(1),
-        warning: w.warning.unwrap_or(1),
+        passing: w.passing.unwrap_or(0),
+        warning: w.warning.unwrap_or(0),
     }
+}
+
+/// Consul's `ValidateWeights`, with its texts.
+fn validate_weights(w: state::Weights) -> Result<state::Weights, &'static str> {
+    if w.passing < 1 {
+        Err("Passing must be greater than 0")
+    } else if w.passing > 65535 || w.warning > 65535 {
+        Err("DNS Weight must be between 0 and 65535")
+    } else {
+        Ok(w)
+    }
+}
+
+/// An agent registration's `Weights`: none ⇒ Consul's `{1,1}`; invalid ones
+/// are refused (400 `Invalid Weights: ...`).
+pub fn agent_weights(w: Option<WeightsBody>) -> Result<state::Weights, String> {
+    match w {
+        None => Ok(state::Weights::default()),
+        Some(w) => validate_weights(given_weights(w)).map_err(|e| format!("Invalid Weights: {e}")),
+    }
+}
+
+/// A catalog registration's `Weights`: kept only when valid, else `{1,1}`
+/// (Consul's `ToServiceNode`; the Go client sends `{0,0}` when unset).
+pub fn weights(w: Option<WeightsBody>) -> state::Weights {
+    w.map(given_weights)
+        .and_then(|w| validate_weights(w).ok())
+        .unwrap_or_default()
+}
+
+/// The fields of a service body that pilotfish keeps but does not act on
+/// (`Kind`, `TaggedAddresses`, `SocketPath`, `Proxy`, `Connect`,
+/// `Locality`), as the state stores them.
+pub fn service_extras(
+    kind: Option<String>,
+    tagged: Option<BTreeMap<String, ServiceAddress>>,
+    socket_path: Option<String>,
+    proxy: Option<ConnectProxy>,
+    connect: Option<ServiceConnect>,
+    locality: Option<Locality>,
+) -> Option<Box<state::ServiceExtras>> {
+    state::ServiceExtras {
+        kind: kind.unwrap_or_default(),
+        tagged_addresses: tagged
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, a)| {
+                let a = state::ServiceAddress {
+                    address: a.address,
+                    port: a.port,
+                };
+                (k, a)
+            })
+            .collect(),
+        socket_path: socket_path.unwrap_or_default(),
+        // Serialising plain strings, numbers and maps cannot fail.
+        proxy: proxy
+            .map(|p| serde_json::to_string(&p).unwrap_or_default())
+            .unwrap_or_default(),
+        connect_native: connect.is_some_and(|c| c.native),
+        locality: locality
+            .filter(|l| !l.region.is_empty() || !l.zone.is_empty())
+            .map(|l| state::Locality {
+                region: l.region,
+                zone: l.zone,
+            }),
+    }
+    .boxed()
+}
+
+/// What an agent adds to a service registered at an IP address (Consul's
+/// `addServiceInternal`): `lan_ipv4`/`wan_ipv4` (or the `_ipv6` pair) =
+/// the service's address and port, unless given.
+pub fn default_tagged_addresses(s: &mut state::Service) {
+    let Ok(ip) = s.address.parse::<std::net::IpAddr>() else {
+        return;
+    };
+    let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    let mut extras = s.extras.take().map(|b| *b).unwrap_or_default();
+    for side in ["lan", "wan"] {
+        extras
+            .tagged_addresses
+            .entry(format!("{side}_{family}"))
+            .or_insert_with(|| state::ServiceAddress {
+                address: s.address.clone(),
+                port: s.port,
+            });
+    }
+    s.extras = extras.boxed();
 }
 
 /// An agent check's initial status (`Status`, default critical).
@@ -251,9 +382,17 @@ pub fn service(body: CatalogServiceBody) -> state::Service {
         port: body.port.unwrap_or(0),
         meta: body.meta.unwrap_or_default(),
         enable_tag_override: body.enable_tag_override.unwrap_or(false),
-        weights: body.weights.map(weights).unwrap_or_default(),
+        weights: weights(body.weights),
         create_index: 0,
         modify_index: body.modify_index.unwrap_or(0),
+        extras: service_extras(
+            body.kind,
+            body.tagged_addresses,
+            body.socket_path,
+            body.proxy,
+            body.connect,
+            body.locality,
+        ),
     }
 }
 
@@ -275,7 +414,13 @@ pub fn check(body: CatalogCheckBody, node: &str) -> Result<HealthCheck, CatalogB
     hc.service_id = body.service_id.unwrap_or_default();
     hc.check_type = body.check_type.unwrap_or_default();
     hc.definition = match body.definition {
-        Some(v @ serde_json::Value::Object(_)) => v.to_string(),
+        // Stored with Consul's spelling of the keys `decode` folded.
+        Some(v @ serde_json::Value::Object(_)) => {
+            match serde_json::from_value::<HealthCheckDefinition>(v.clone()) {
+                Ok(d) => d.to_stored(),
+                Err(_) => v.to_string(),
+            }
+        }
         _ => String::new(),
     };
     hc.modify_index = body.modify_index.unwrap_or(0);

@@ -64,7 +64,7 @@ impl Default for Weights {
 }
 
 /// A service instance on a node (`AgentService`). Indexes are ignored on input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// Defaults to `name` when empty.
     pub id: String,
@@ -78,6 +78,64 @@ pub struct Service {
     pub weights: Weights,
     pub create_index: u64,
     pub modify_index: u64,
+    /// The fields pilotfish keeps but does not act on; `None` when all are
+    /// empty. Added later: absent in snapshots and log entries of earlier
+    /// builds, left out of the JSON when `None`, so a catalog without them
+    /// serializes as before. Boxed, as most services have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras: Option<Box<ServiceExtras>>,
+}
+
+/// A service's `Kind`, `TaggedAddresses`, `SocketPath`, `Proxy`,
+/// `Connect.Native` and `Locality`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceExtras {
+    /// `Kind`: `""` (a typical service), `connect-proxy`, `mesh-gateway`, ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// `TaggedAddresses`: name → address and port.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    /// `SocketPath`: a Unix socket instead of address and port.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub socket_path: String,
+    /// `Proxy` as the JSON text of the wire's proxy object, `""` when none;
+    /// kept opaque like a check's definition.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub proxy: String,
+    /// `Connect.Native`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub connect_native: bool,
+    /// `Locality` (`Region`, `Zone`), `None` when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
+}
+
+impl ServiceExtras {
+    /// `None` when every field is empty, so a plain service stores none.
+    pub fn boxed(self) -> Option<Box<ServiceExtras>> {
+        (self != ServiceExtras::default()).then(|| Box::new(self))
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One of a service's `TaggedAddresses`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+/// A service's `Locality`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Locality {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
 }
 
 impl Service {
@@ -93,11 +151,11 @@ impl Service {
             meta: BTreeMap::new(),
             enable_tag_override: false,
             weights: Weights::default(),
-            create_index: 0,
-            modify_index: 0,
+            ..Service::default()
         }
     }
 
+    /// Equal but for the raft indexes.
     fn same_as(&self, o: &Service) -> bool {
         self.id == o.id
             && self.name == o.name
@@ -107,6 +165,20 @@ impl Service {
             && self.meta == o.meta
             && self.enable_tag_override == o.enable_tag_override
             && self.weights == o.weights
+            && self.extras == o.extras
+    }
+
+    /// The extras, or all-empty ones.
+    pub fn extras(&self) -> &ServiceExtras {
+        static NONE: ServiceExtras = ServiceExtras {
+            kind: String::new(),
+            tagged_addresses: BTreeMap::new(),
+            socket_path: String::new(),
+            proxy: String::new(),
+            connect_native: false,
+            locality: None,
+        };
+        self.extras.as_deref().unwrap_or(&NONE)
     }
 
     /// Every wanted tag is present, case-insensitively (`?tag=` is an AND).
@@ -939,6 +1011,23 @@ impl Service {
         for tag in &self.tags {
             check_len("Service tag", tag, TAG_MAX_LEN)?;
         }
+        let x = self.extras();
+        check_len("Service kind", &x.kind, NAME_MAX_LEN)?;
+        check_len("Service socket path", &x.socket_path, NAME_MAX_LEN)?;
+        check_len("Service proxy", &x.proxy, DEFINITION_MAX_LEN)?;
+        check_count(
+            "Service tagged addresses",
+            x.tagged_addresses.len(),
+            TAGGED_ADDRESSES_MAX,
+        )?;
+        for (k, v) in &x.tagged_addresses {
+            check_len("Tagged address key", k, NAME_MAX_LEN)?;
+            check_len("Tagged address", &v.address, NAME_MAX_LEN)?;
+        }
+        if let Some(l) = &x.locality {
+            check_len("Service locality region", &l.region, NAME_MAX_LEN)?;
+            check_len("Service locality zone", &l.zone, NAME_MAX_LEN)?;
+        }
         check_meta(&self.meta, false).map_err(LimitError::ServiceMeta)
     }
 }
@@ -1241,6 +1330,46 @@ mod tests {
         c.deregister(9, &d("n1", None, None));
         c.deregister(10, &d("n2", None, None));
         assert_eq!(c.lookups, Lookups::default(), "nothing left behind");
+    }
+
+    /// A service's extras go through a snapshot and back; a service
+    /// without them stores none, as an earlier build did.
+    #[test]
+    fn service_extras_round_trip_and_plain_services_store_none() {
+        let mut c = Catalog::default();
+        let mut s = svc("g1", "gw", &[], 443);
+        s.extras = ServiceExtras {
+            kind: "mesh-gateway".into(),
+            tagged_addresses: BTreeMap::from([(
+                "wan".to_string(),
+                ServiceAddress {
+                    address: "198.51.100.1".into(),
+                    port: 443,
+                },
+            )]),
+            locality: Some(Locality {
+                region: "eu".into(),
+                zone: String::new(),
+            }),
+            ..ServiceExtras::default()
+        }
+        .boxed();
+        c.register(2, reg("n1", Some(s.clone()), vec![])).unwrap();
+        c.register(3, reg("n1", Some(svc("p1", "plain", &[], 80)), vec![]))
+            .unwrap();
+        let text = serde_json::to_string(&c).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let services = &v["nodes"]["n1"]["services"];
+        assert!(services["p1"].get("extras").is_none(), "{services}");
+        assert_eq!(services["g1"]["extras"]["kind"], "mesh-gateway");
+        let back: Catalog = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.service("n1", "g1").unwrap().extras, s.extras);
+        assert_eq!(back.service("n1", "p1").unwrap().extras, None);
+        assert_eq!(ServiceExtras::default().boxed(), None);
+        // Same extras again: no change, no index bump.
+        c.register(4, reg("n1", Some(s), vec![])).unwrap();
+        assert_eq!(c.service_index("gw"), 2);
     }
 
     /// A catalog saved before the lookups existed loads, answers from

@@ -1072,6 +1072,7 @@ mod tests {
             weights: Weights::default(),
             create_index: 0,
             modify_index: 0,
+            ..Default::default()
         };
         for (i, name) in [(2, "a"), (3, "b")] {
             let Command::Register(mut r) = node_reg("n1", vec![]) else {

@@ -456,6 +456,7 @@ mod tests {
             weights: Default::default(),
             create_index: 0,
             modify_index,
+            ..Default::default()
         }
     }
 
