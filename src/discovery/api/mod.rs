@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod gofmt;
 pub mod health;
 pub mod kv;
+pub mod operator;
 pub mod session;
 pub mod txn;
 

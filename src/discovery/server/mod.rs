@@ -19,6 +19,7 @@ pub mod cluster;
 mod consistency;
 pub mod dns;
 pub mod http;
+pub mod operator;
 pub mod raft;
 mod replica;
 pub mod run;
@@ -192,6 +193,8 @@ struct Inner {
     agent_local: Arc<checks::AgentLocal>,
     /// The first storage failure, which stops raft.
     fault: raft::Fault,
+    /// Autopilot's `StableSince` of each server.
+    stability: operator::Stability,
 }
 
 /// Milliseconds since the Unix epoch: the time stamped into commands.
@@ -272,6 +275,11 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let dir = cfg.data_dir.as_deref();
         let node_uuid = node_id(dir).map_err(ServerError::Store)?;
+        if let (Some(dir), Some(ring)) = (dir, &cluster.key) {
+            if ring.list().is_some() {
+                operator::load_keyring(dir, ring).map_err(ServerError::Store)?;
+            }
+        }
         let id = raft::raft_id(&node_uuid);
         let shared = Shared::new();
         let log = raft::log_store::LogStore::open(dir).map_err(ServerError::Store)?;
@@ -325,6 +333,7 @@ impl Server {
                 members,
                 agent_local: Arc::default(),
                 fault,
+                stability: operator::Stability::default(),
             }),
         };
         let node = Arc::downgrade(&server.inner);
