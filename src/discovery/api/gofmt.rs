@@ -280,4 +280,3 @@ mod tests {
         assert_eq!(go_quote("\u{1}\u{7f}é"), "\"\\x01\\x7fé\"");
     }
 }
-
