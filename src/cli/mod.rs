@@ -23,6 +23,7 @@ use crate::discovery::server::http::snapshot;
 
 pub mod backup;
 pub mod check;
+pub mod inspect;
 pub mod rejoin;
 
 /// Where the agent is.
@@ -132,6 +133,8 @@ pub enum SnapshotCommand {
     },
     /// Save a backup into DIR under a timestamped name; keep the newest N.
     Backup(backup::BackupArgs),
+    /// Print a snapshot file's metadata and its records by type.
+    Inspect(inspect::InspectArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -212,6 +215,9 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Backup(args),
         } => backup::run(args).await,
+        ConsulCommand::Snapshot {
+            command: SnapshotCommand::Inspect(args),
+        } => inspect::run(&args).map(Out::ok),
         ConsulCommand::Rejoin(args) => rejoin::run(args).await,
         ConsulCommand::Keygen => keygen(),
         ConsulCommand::Check { command } => {

@@ -19,6 +19,7 @@ pub mod health;
 pub mod kv;
 pub mod operator;
 pub mod session;
+pub mod snapshot;
 pub mod txn;
 
 use serde::{Deserialize, Deserializer};
