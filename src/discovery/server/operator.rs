@@ -306,8 +306,15 @@ impl Server {
             }
             tracing::info!("autopilot: attempting removal of failed server node {name}");
             self.force_leave(name);
-            if let Err(e) = self.remove_server(c.id).await {
-                tracing::warn!("autopilot: removing failed server {name}: {e}");
+            // Bounded: without a quorum the change never commits, and the
+            // leader's loop must go on (check-quorum makes it step down).
+            match tokio::time::timeout(super::HOLD, self.remove_server(c.id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("autopilot: removing failed server {name}: {e}"),
+                Err(_) => tracing::warn!(
+                    "autopilot: removing failed server {name}: not committed within {:?}",
+                    super::HOLD
+                ),
             }
         }
     }
