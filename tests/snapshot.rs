@@ -1,7 +1,10 @@
-//! `pilotfish snapshot save|restore` and `GET|PUT /v1/snapshot` against the
-//! real binary: a saved state comes back after deletes and overwrites, a
-//! damaged file is refused without changing anything, and a restore sent to
-//! a follower is applied by every server of a 3-server cluster.
+//! `pilotfish snapshot save|restore|inspect` and `GET|PUT /v1/snapshot`
+//! against the real binary: the archive is Consul's (gzip'd tar of
+//! `meta.json`, `state.bin`, `SHA256SUMS`), a saved state comes back after
+//! deletes and overwrites, a damaged archive or file is refused without
+//! changing anything (Consul's texts for the archive), the older
+//! `pilotfish-snapshot` file still restores, and a restore sent to a
+//! follower is applied by every server of a 3-server cluster.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -9,6 +12,7 @@
 #[allow(dead_code, unused_imports)]
 mod common;
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -53,6 +57,74 @@ fn saved_index(o: &Output) -> u64 {
         .unwrap_or_else(|| panic!("unexpected output {:?}", out(o)))
         .parse()
         .unwrap()
+}
+
+/// An archive's members in order: name, mode and content.
+fn members(archive: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mode = e.header().mode().unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (name, mode, data)
+        })
+        .collect()
+}
+
+fn member<'a>(m: &'a [(String, u32, Vec<u8>)], name: &str) -> &'a [u8] {
+    &m.iter().find(|(n, _, _)| n == name).unwrap().2
+}
+
+/// Pack members into a gzip'd tar, as another tool would.
+fn pack(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut t = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, data) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        t.append(&h, *data).unwrap();
+    }
+    t.into_inner().unwrap().finish().unwrap()
+}
+
+fn sha256(data: &[u8]) -> String {
+    pilotfish::discovery::server::http::snapshot::sha256_hex(data)
+}
+
+/// The older `pilotfish-snapshot` file of an archive's state.
+fn old_format(archive: &[u8]) -> Vec<u8> {
+    let m = members(archive);
+    let meta: Value = serde_json::from_slice(member(&m, "meta.json")).unwrap();
+    let state = member(&m, "state.bin");
+    let mut file = format!(
+        "pilotfish-snapshot format=1 index={} length={} sha256={}\n",
+        meta["Index"],
+        state.len(),
+        sha256(state)
+    )
+    .into_bytes();
+    file.extend_from_slice(state);
+    file
+}
+
+/// `PUT /v1/snapshot` with `body`: the status and the answer's text.
+async fn restore_body(a: &Agent, http: &reqwest::Client, body: Vec<u8>) -> (StatusCode, String) {
+    let r = http
+        .put(a.url("/v1/snapshot"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
 }
 
 async fn put(http: &reqwest::Client, url: String, body: &str) {
@@ -122,8 +194,10 @@ async fn a_saved_state_comes_back_after_deletes_and_overwrites() {
         0o600,
         "KV values are private"
     );
-    let head = std::fs::read(&file).unwrap();
-    assert!(head.starts_with(format!("pilotfish-snapshot format=1 index={index} ").as_bytes()));
+    let saved_file = std::fs::read(&file).unwrap();
+    let m = members(&saved_file);
+    let meta: Value = serde_json::from_slice(member(&m, "meta.json")).unwrap();
+    assert_eq!(meta["Index"], index);
 
     // Change everything after the save.
     put(&http, a.url("/v1/kv/app/config"), "v2").await;
@@ -203,9 +277,11 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
     put(&http, a.url("/v1/kv/k"), "current").await;
     let good = std::fs::read(&file).unwrap();
 
-    // One byte flipped in the body: the CLI names the file and refuses.
+    let old = old_format(&good);
+
+    // One byte flipped in the archive: the CLI names the file and refuses.
     let mut flipped = good.clone();
-    let at = flipped.len() - 10;
+    let at = flipped.len() / 2;
     flipped[at] ^= 0x20;
     std::fs::write(&file, &flipped).unwrap();
     let r = a.cli(&["snapshot", "restore", file_s]);
@@ -214,18 +290,61 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
     let e = err(&r);
     assert!(
         e.starts_with(&format!(
-            "Error verifying snapshot file {file_s}: checksum mismatch"
+            "Error verifying snapshot file {file_s}: failed to decompress snapshot: "
         )),
         "{e}"
     );
     assert!(e.contains("Nothing was restored"), "{e}");
 
-    // The agent refuses it too, whatever the client: 400 and why.
+    // The agent refuses damaged archives with Consul's 500s and texts,
+    // whatever the client.
+    let m = members(&good);
+    let (meta, state, sums) = (
+        member(&m, "meta.json"),
+        member(&m, "state.bin"),
+        member(&m, "SHA256SUMS"),
+    );
+    let mut edited = state.to_vec();
+    let quote = edited.iter().position(|&b| b == b'1').unwrap();
+    edited[quote] = b'2';
+    let meta_only = format!("{}  meta.json\n", sha256(meta));
+    let archives: [(&str, Vec<u8>, &str); 5] = [
+        ("flipped", flipped, "failed to decompress snapshot: "),
+        (
+            "state edited after hashing",
+            pack(&[("meta.json", meta), ("state.bin", &edited), ("SHA256SUMS", sums)]),
+            "failed to read snapshot file: failed checking integrity of snapshot: hash check failed for \"state.bin\"",
+        ),
+        (
+            "a file too many",
+            pack(&[("meta.json", meta), ("state.bin", state), ("x", b"x"), ("SHA256SUMS", sums)]),
+            "failed to read snapshot file: unexpected file \"x\" in snapshot",
+        ),
+        (
+            "a hash missing",
+            pack(&[("meta.json", meta), ("state.bin", state), ("SHA256SUMS", meta_only.as_bytes())]),
+            "failed to read snapshot file: failed checking integrity of snapshot: list missing hash for \"state.bin\"",
+        ),
+        (
+            "a file missing",
+            pack(&[("meta.json", meta), ("SHA256SUMS", sums)]),
+            "failed to read snapshot file: failed checking integrity of snapshot: file missing for \"state.bin\"",
+        ),
+    ];
+    for (what, body, expected) in archives {
+        let (status, text) = restore_body(&a, &http, body).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{what}");
+        assert!(text.starts_with(expected), "{what}: {text}");
+    }
+    // Damaged files of the older format: 400 and why.
+    let mut old_flipped = old.clone();
+    let at = old_flipped.len() - 10;
+    old_flipped[at] ^= 0x20;
     let cases: [(&str, Vec<u8>, &str); 4] = [
-        ("flipped", flipped, "checksum mismatch"),
+        ("flipped", old_flipped, "checksum mismatch"),
         (
             "truncated",
-            good[..good.len() - 100].to_vec(),
+            old[..old.len() - 100].to_vec(),
             "the file is truncated",
         ),
         (
@@ -235,7 +354,7 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
         ),
         (
             "newer format",
-            String::from_utf8(good.clone())
+            String::from_utf8(old.clone())
                 .unwrap()
                 .replacen("format=1", "format=2", 1)
                 .into_bytes(),
@@ -243,21 +362,31 @@ async fn a_damaged_snapshot_is_refused_and_changes_nothing() {
         ),
     ];
     for (what, body, expected) in cases {
-        let r = http
-            .put(a.url("/v1/snapshot"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{what}");
-        let text = r.text().await.unwrap();
+        let (status, text) = restore_body(&a, &http, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
         assert!(text.starts_with("Invalid snapshot: "), "{what}: {text}");
         assert!(text.contains(expected), "{what}: {text}");
         assert!(text.ends_with("Nothing was restored."), "{what}: {text}");
     }
     assert_eq!(kv(&a, &http, "k").await.as_deref(), Some("current"));
 
-    // The intact file still restores.
+    // A file of the older format still restores, by the CLI and the API.
+    std::fs::write(&file, &old).unwrap();
+    let r = a.cli(&["snapshot", "restore", file_s]);
+    assert!(r.status.success(), "{}", err(&r));
+    assert_eq!(kv(&a, &http, "k").await.as_deref(), Some("saved"));
+    put(&http, a.url("/v1/kv/k"), "current").await;
+    let r = http
+        .put(a.url("/v1/snapshot"))
+        .body(old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(kv(&a, &http, "k").await.as_deref(), Some("saved"));
+
+    // The intact archive still restores.
+    put(&http, a.url("/v1/kv/k"), "current").await;
     std::fs::write(&file, &good).unwrap();
     let r = a.cli(&["snapshot", "restore", file_s]);
     assert!(r.status.success(), "{}", err(&r));
@@ -283,9 +412,47 @@ async fn snapshot_endpoint_and_cli_errors() {
             .parse()
             .unwrap();
         assert_eq!(r.headers()["x-consul-knownleader"], "true");
+        assert_eq!(r.headers()["content-type"], "application/x-gzip");
         let body = r.bytes().await.unwrap();
-        let head = format!("pilotfish-snapshot format=1 index={index} length=");
-        assert!(body.starts_with(head.as_bytes()), "{path}");
+        // Consul's layout: three files in this order, mode 0600.
+        let m = members(&body);
+        let names: Vec<(&str, u32)> = m.iter().map(|(n, mode, _)| (n.as_str(), *mode)).collect();
+        assert_eq!(
+            names,
+            [
+                ("meta.json", 0o600),
+                ("state.bin", 0o600),
+                ("SHA256SUMS", 0o600)
+            ],
+            "{path}"
+        );
+        let (meta, state, sums) = (
+            member(&m, "meta.json"),
+            member(&m, "state.bin"),
+            member(&m, "SHA256SUMS"),
+        );
+        assert!(meta.ends_with(b"}\n"));
+        let meta: Value = serde_json::from_slice(meta).unwrap();
+        assert_eq!(meta["Version"], 1);
+        assert_eq!(meta["Index"], index);
+        assert_eq!(meta["Size"], state.len());
+        let term = meta["Term"].as_u64().unwrap();
+        assert!(term >= 1);
+        assert!(meta["ID"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{term}-{index}-")));
+        let servers = meta["Configuration"]["Servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0]["Suffrage"], 0);
+        assert!(meta["Peers"].as_str().is_some_and(|p| !p.is_empty()));
+        // SHA256SUMS: `<hex>  <name>` for the other two, matching.
+        let want = format!(
+            "{}  meta.json\n{}  state.bin\n",
+            sha256(member(&m, "meta.json")),
+            sha256(state)
+        );
+        assert_eq!(String::from_utf8_lossy(sums), want, "{path}");
     }
     let r = http.post(a.url("/v1/snapshot")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -441,4 +608,90 @@ fn restore_without_a_file_argument_is_a_usage_error() {
         .unwrap();
     assert_eq!(r.status.code(), Some(2));
     assert!(err(&r).contains("<FILE>"), "{}", err(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_prints_the_metadata_and_the_records_by_type() {
+    let a = dev();
+    let http = client();
+    for k in ["a", "b", "c"] {
+        put(&http, a.url(&format!("/v1/kv/i/{k}")), "value").await;
+    }
+    let r = http.delete(a.url("/v1/kv/i/c")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.snap");
+    let file_s = file.to_str().unwrap();
+    let index = saved_index(&a.cli(&["snapshot", "save", file_s]));
+    let m = members(&std::fs::read(&file).unwrap());
+    let meta: Value = serde_json::from_slice(member(&m, "meta.json")).unwrap();
+
+    let r = a.cli(&["snapshot", "inspect", file_s]);
+    assert!(r.status.success(), "{}", err(&r));
+    let text = out(&r);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("ID           {}", meta["ID"].as_str().unwrap())
+    );
+    assert_eq!(
+        lines[1],
+        format!("Size         {}", member(&m, "state.bin").len())
+    );
+    assert_eq!(lines[2], format!("Index        {index}"));
+    assert_eq!(lines[3], format!("Term         {}", meta["Term"]));
+    assert_eq!(lines[4], "Version      1");
+    assert_eq!(&lines[5..7], ["", ""]);
+    assert_eq!(lines[7], " Type                        Count      Size");
+    assert_eq!(lines[8], " ----                        ----       ----");
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("KVS")[1], "2", "{text}");
+    assert_eq!(row("Tombstone")[1], "1", "{text}");
+    // The node and its serfHealth check.
+    assert_eq!(row("Register")[1], "2", "{text}");
+    assert!(lines[lines.len() - 1].starts_with(" Total "), "{text}");
+
+    let r = a.cli(&["snapshot", "inspect", "--format", "json", file_s]);
+    assert!(r.status.success(), "{}", err(&r));
+    let json_text = out(&r);
+    assert!(
+        json_text.starts_with("{\n   \"Meta\": {\n      \"ID\": "),
+        "{json_text}"
+    );
+    let v: Value = serde_json::from_str(&json_text).unwrap();
+    assert_eq!(v["Meta"]["Index"], index);
+    let stats = v["Stats"].as_array().unwrap();
+    let kvs = stats.iter().find(|s| s["Name"] == "KVS").unwrap();
+    assert_eq!(kvs["Count"], 2);
+    let total: u64 = stats.iter().map(|s| s["Sum"].as_u64().unwrap()).sum();
+    assert_eq!(v["TotalSize"], total);
+    // Sizes sorted, largest first.
+    let sums: Vec<u64> = stats.iter().map(|s| s["Sum"].as_u64().unwrap()).collect();
+    assert!(sums.windows(2).all(|w| w[0] >= w[1]), "{sums:?}");
+
+    // A file of the older format inspects too; a damaged archive does not.
+    let old = dir.path().join("old.snap");
+    std::fs::write(&old, old_format(&std::fs::read(&file).unwrap())).unwrap();
+    let r = a.cli(&["snapshot", "inspect", old.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", err(&r));
+    assert!(out(&r).contains(&format!("Index        {index}\n")));
+    let mut bad = std::fs::read(&file).unwrap();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x01;
+    std::fs::write(&file, bad).unwrap();
+    let r = a.cli(&["snapshot", "inspect", file_s]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        err(&r).starts_with("Error extracting snapshot data: "),
+        "{}",
+        err(&r)
+    );
 }

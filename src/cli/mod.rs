@@ -25,6 +25,7 @@ pub mod backup;
 pub mod check;
 pub mod event;
 pub mod go_flags;
+pub mod inspect;
 pub mod rejoin;
 pub mod watch;
 
@@ -141,6 +142,8 @@ pub enum SnapshotCommand {
     },
     /// Save a backup into DIR under a timestamped name; keep the newest N.
     Backup(backup::BackupArgs),
+    /// Print a snapshot file's metadata and its records by type.
+    Inspect(inspect::InspectArgs),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -221,6 +224,9 @@ pub async fn run(cmd: ConsulCommand) -> i32 {
         ConsulCommand::Snapshot {
             command: SnapshotCommand::Backup(args),
         } => backup::run(args).await,
+        ConsulCommand::Snapshot {
+            command: SnapshotCommand::Inspect(args),
+        } => inspect::run(&args).map(Out::ok),
         ConsulCommand::Rejoin(args) => rejoin::run(args).await,
         ConsulCommand::Event(args) => event::run(*args).await,
         ConsulCommand::Watch(args) => watch::run(*args).await,

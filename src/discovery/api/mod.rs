@@ -18,7 +18,9 @@ pub mod event;
 pub mod gofmt;
 pub mod health;
 pub mod kv;
+pub mod operator;
 pub mod session;
+pub mod snapshot;
 pub mod txn;
 
 use serde::{Deserialize, Deserializer};

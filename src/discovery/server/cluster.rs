@@ -130,6 +130,13 @@ pub struct Member {
     pub initialized: bool,
 }
 
+impl Member {
+    /// How long since the member last answered.
+    pub fn silent_for(&self) -> Duration {
+        self.last_ok.elapsed()
+    }
+}
+
 /// One gossip exchange, in both directions.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Gossip {
@@ -742,6 +749,7 @@ pub async fn leader_loop(server: Server, shutdown: CancellationToken) {
         was_leader = leader;
         if leader {
             reconcile(&server).await;
+            server.autopilot_round().await;
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

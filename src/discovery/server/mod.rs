@@ -20,6 +20,7 @@ mod consistency;
 pub mod dns;
 pub mod events;
 pub mod http;
+pub mod operator;
 pub mod raft;
 mod replica;
 pub mod run;
@@ -199,6 +200,8 @@ struct Inner {
     events: events::Events,
     /// The first storage failure, which stops raft.
     fault: raft::Fault,
+    /// Autopilot's `StableSince` of each server.
+    stability: operator::Stability,
 }
 
 /// Milliseconds since the Unix epoch: the time stamped into commands.
@@ -279,6 +282,11 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let dir = cfg.data_dir.as_deref();
         let node_uuid = node_id(dir).map_err(ServerError::Store)?;
+        if let (Some(dir), Some(ring)) = (dir, &cluster.key) {
+            if ring.list().is_some() {
+                operator::load_keyring(dir, ring).map_err(ServerError::Store)?;
+            }
+        }
         let id = raft::raft_id(&node_uuid);
         let shared = Shared::new();
         let log = raft::log_store::LogStore::open(dir).map_err(ServerError::Store)?;
@@ -333,6 +341,7 @@ impl Server {
                 agent_local: Arc::default(),
                 events: events::Events::default(),
                 fault,
+                stability: operator::Stability::default(),
             }),
         };
         let node = Arc::downgrade(&server.inner);

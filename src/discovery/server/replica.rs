@@ -342,6 +342,16 @@ impl Server {
         f(&r.state)
     }
 
+    /// Run `f` on the current state with raft's last applied log id and
+    /// membership (a snapshot archive's `meta.json`).
+    pub fn read_raft<R>(
+        &self,
+        f: impl FnOnce(&State, Option<raft::LogId>, &raft::Membership) -> R,
+    ) -> R {
+        let r = self.inner.shared.replica();
+        f(&r.state, r.last_log, &r.membership)
+    }
+
     pub fn last_index(&self) -> u64 {
         *self.inner.shared.applied.borrow()
     }

@@ -7,6 +7,7 @@
 //! the state's in `wire`.
 
 pub mod agent;
+pub mod archive;
 pub mod catalog;
 pub mod conn;
 pub mod event;

@@ -16,8 +16,11 @@
 //! digest. A restore refuses (400, nothing changed) a file whose header,
 //! length, checksum, JSON or state format is wrong, naming what is wrong.
 //!
-//! Consul's format (a gzipped tar of raft's snapshot) is not used: no Consul
-//! tool reads pilotfish's state, and Consul's state cannot be loaded here.
+//! `GET /v1/snapshot` answers Consul's container instead (`archive`: a
+//! gzip'd tar of `meta.json`, `state.bin` = the JSON above, `SHA256SUMS`);
+//! a restore takes either, the archive checked as Consul checks it (500
+//! with Consul's texts), the older file as before (400). Consul's own
+//! `state.bin` (msgpack FSM records) cannot be loaded here, nor ours there.
 //!
 //! A save reads the local replica after the read mode's check (default:
 //! a leader is known; `?stale`: whatever this server has; `?consistent`:
@@ -39,6 +42,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::query::{self, ApiError, QueryOptions};
+use crate::discovery::api::snapshot::{RaftConfiguration, RaftServer, SnapshotMeta};
 use crate::discovery::server::state::{self, Command};
 use crate::discovery::server::{blocking, Consistency, Server};
 
@@ -98,7 +102,14 @@ pub enum SnapshotFileError {
     StateFormat { found: u32 },
     #[error("its header says index {header} but the state was taken at index {state}")]
     IndexMismatch { header: u64, state: u64 },
+    /// A Consul-style archive refused; the text is Consul's.
+    #[error("{0}")]
+    Archive(#[from] super::archive::ArchiveError),
 }
+
+/// How much an archive may decompress to: the state a restore can carry
+/// plus the tar's headers and `meta.json`.
+const MAX_ARCHIVE_CONTENT: usize = MAX_SNAPSHOT + 64 * 1024;
 
 /// A verified snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,34 +178,102 @@ pub fn encode(snapshot: &state::Snapshot, index: u64) -> Result<Vec<u8>, serde_j
     Ok(out)
 }
 
-/// The file of the replica as it is: its body written to an anonymous file
-/// in `dir` (or `$TMPDIR`) under the replica's read lock, the header line,
-/// the body's length and the index it was taken at.
+/// A temporary file in `dir` (or `$TMPDIR`), gone once closed.
+fn scratch(dir: Option<&std::path::Path>) -> std::io::Result<std::fs::File> {
+    match dir {
+        Some(dir) => tempfile::tempfile_in(dir),
+        None => tempfile::tempfile(),
+    }
+}
+
+/// The archive of the replica as it is: the state's JSON written to an
+/// anonymous file under the replica's read lock (hashed as it goes), then
+/// the archive built from it into another; answers that file, its length
+/// and the index the state was taken at.
 fn save_to_file(
     server: &Server,
     dir: Option<&std::path::Path>,
-) -> std::io::Result<(std::fs::File, String, u64, u64)> {
+) -> std::io::Result<(std::fs::File, u64, u64)> {
     use std::io::Seek;
-    let file = match dir {
-        Some(dir) => tempfile::tempfile_in(dir)?,
-        None => tempfile::tempfile()?,
-    };
-    let out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let (index, written) = server.read(|s| {
+    let out = std::io::BufWriter::with_capacity(1 << 20, scratch(dir)?);
+    let (index, term, membership, written) = server.read_raft(|s, last_log, stored| {
         let index = s.last_applied();
-        (index, write_body(&s.snapshot_view(), index, out))
+        let term = last_log.map_or(0, |l| l.leader_id.term);
+        let membership = stored.membership();
+        let servers: Vec<(String, String, u8)> = membership
+            .nodes()
+            .map(|(id, p)| {
+                let voter = membership.voter_ids().any(|v| v == *id);
+                (p.node_id.clone(), p.addr.clone(), u8::from(!voter))
+            })
+            .collect();
+        let configuration_index = stored.log_id().map_or(0, |l| l.index);
+        (
+            index,
+            term,
+            (servers, configuration_index),
+            write_body(&s.snapshot_view(), index, out),
+        )
     });
     let (header, out) = written?;
-    // Flushed without the lock: the rest of the body is in the buffer.
-    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    let mut state = out.into_inner().map_err(|e| e.into_error())?;
+    let size = state.stream_position()?;
+    state.rewind()?;
+    // The header line's sha256 is the body's: `sha256=<hex>` is its last word.
+    let sha = header
+        .trim_end()
+        .rsplit_once("sha256=")
+        .map_or(String::new(), |(_, h)| h.to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (servers, configuration_index) = membership;
+    let meta = SnapshotMeta {
+        version: 1,
+        id: format!("{term}-{index}-{}", now.as_millis()),
+        index,
+        term,
+        peers: super::archive::legacy_peers(
+            &servers
+                .iter()
+                .filter(|s| s.2 == 0)
+                .map(|s| s.1.clone())
+                .collect::<Vec<_>>(),
+        ),
+        configuration: RaftConfiguration {
+            servers: servers
+                .into_iter()
+                .map(|(id, address, suffrage)| RaftServer {
+                    suffrage,
+                    id,
+                    address,
+                })
+                .collect(),
+        },
+        configuration_index,
+        size,
+    };
+    let archive = std::io::BufWriter::new(scratch(dir)?);
+    let archive = super::archive::write(
+        archive,
+        &meta,
+        std::io::BufReader::new(state),
+        &sha,
+        now.as_secs(),
+    )?;
+    let mut file = archive.into_inner().map_err(|e| e.into_error())?;
     let len = file.stream_position()?;
     file.rewind()?;
-    Ok((file, header, len, index))
+    Ok((file, len, index))
 }
 
 /// Check a file completely (header, length, checksum, JSON, state format)
 /// and return what it holds.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapshotFileError> {
+    if super::archive::is_archive(bytes) {
+        let archive = super::archive::read(bytes, MAX_ARCHIVE_CONTENT)?;
+        return decode_state(&archive.state, archive.meta.index);
+    }
     if !bytes.starts_with(MAGIC.as_bytes()) {
         return Err(SnapshotFileError::NotASnapshot);
     }
@@ -257,6 +336,12 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapshotFileError> {
             actual: actual_sha,
         });
     }
+    decode_state(body, index)
+}
+
+/// The state JSON of a file or of an archive's `state.bin`, which must
+/// have been taken at `index`.
+fn decode_state(body: &[u8], index: u64) -> Result<SnapshotFile, SnapshotFileError> {
     let snapshot: state::Snapshot =
         serde_json::from_slice(body).map_err(|e| SnapshotFileError::Content(e.to_string()))?;
     if snapshot.format != state::SNAPSHOT_FORMAT {
@@ -273,8 +358,8 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapshotFileError> {
     Ok(SnapshotFile { index, snapshot })
 }
 
-/// `GET /v1/snapshot[?stale|?consistent]`: the file, with `X-Consul-Index`
-/// set to the index it was taken at.
+/// `GET /v1/snapshot[?stale|?consistent]`: the archive, with
+/// `X-Consul-Index` set to the index it was taken at.
 async fn save(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     // Not a query path for the middleware (Consul forwards snapshots to the
@@ -291,21 +376,16 @@ async fn save(State(server): State<Server>, opts: QueryOptions) -> Result<Respon
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let dir = server.config().data_dir.clone();
-    let (file, head, len, index) = blocking(|| save_to_file(&server, dir.as_deref()))
+    let (file, total, index) = blocking(|| save_to_file(&server, dir.as_deref()))
         .map_err(|e| ApiError::internal(format!("writing the snapshot: {e}")))?;
-    let total = head.len() as u64 + len;
-    let reader = tokio::io::AsyncReadExt::chain(
-        std::io::Cursor::new(head.into_bytes()),
-        tokio::fs::File::from_std(file),
-    );
     let mut resp = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        reader,
+        tokio::fs::File::from_std(file),
         256 * 1024,
     ))
     .into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+        HeaderValue::from_static("application/x-gzip"),
     );
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
@@ -327,8 +407,16 @@ async fn restore(
             body.len()
         )));
     }
-    let file = decode(&body).map_err(|e| {
-        ApiError::bad_request(format!("Invalid snapshot: {e}. Nothing was restored."))
+    let file = decode(&body).map_err(|e| match e {
+        // Consul's 500s and texts for its own container.
+        SnapshotFileError::Archive(e) => ApiError::internal(e.to_string()),
+        // A state.bin that is not pilotfish's (a Consul archive, say).
+        SnapshotFileError::Content(_) | SnapshotFileError::StateFormat { .. }
+            if super::archive::is_archive(&body) =>
+        {
+            ApiError::internal(format!("Raft error when restoring snapshot: state.bin {e}"))
+        }
+        e => ApiError::bad_request(format!("Invalid snapshot: {e}. Nothing was restored.")),
     })?;
     drop(body);
     let written = server

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{NodeId, Peer, TypeConfig};
 use crate::discovery::server::cluster::{Gossip, Leave};
+use crate::discovery::server::operator::{KeyringAnswer, KeyringOp, RaftStats};
 use crate::discovery::server::state::Command;
 use crate::discovery::server::{now_ms, Forwarded, Server};
 
@@ -61,8 +62,23 @@ const TIME_HEADER: &str = "x-pilotfish-time";
 
 /// The shared secret of a cluster (`--encrypt`): 16, 24 or 32 random bytes,
 /// written in base64 as Consul's `consul keygen` prints them.
+///
+/// It is a keyring, like serf's: requests are signed with the primary key
+/// and accepted under any installed key, and an answer is signed with the
+/// key its request was accepted under, so keys can be rotated across a
+/// running cluster (`/v1/operator/keyring`: install everywhere, use, then
+/// remove the old one). Clones share the ring: the client, the listener and
+/// the keyring endpoint see one set of keys.
 #[derive(Clone)]
-pub struct ClusterKey(ring::hmac::Key);
+pub struct ClusterKey(Arc<std::sync::RwLock<Ring>>);
+
+/// The installed keys, the primary first.
+struct Ring {
+    keys: Vec<(Vec<u8>, ring::hmac::Key)>,
+    /// Made up for `--dev` or a lone server: not a gossip key a user
+    /// configured, so the keyring endpoint answers "encryption not enabled".
+    generated: bool,
+}
 
 impl std::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,22 +86,42 @@ impl std::fmt::Debug for ClusterKey {
     }
 }
 
+/// Why a keyring change was refused (serf's texts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    #[error("No keyring to modify (encryption not enabled)")]
+    NotEnabled,
+    #[error("Requested key is not in the keyring")]
+    NotInstalled,
+    #[error("Removing the primary key is not allowed")]
+    RemovePrimary,
+    #[error("{0}")]
+    BadKey(String),
+}
+
 impl ClusterKey {
     /// A key from its base64 text (`what` names the flag in errors).
     pub fn parse(text: &str, what: &str) -> Result<ClusterKey, String> {
-        let bytes = crate::discovery::api::gofmt::base64_decode(text.trim())
-            .map_err(|e| format!("{what}: not base64 ({e}); make a key with `pilotfish keygen`"))?;
-        if ![16, 24, 32].contains(&bytes.len()) {
-            return Err(format!(
-                "{what}: the key is {} bytes; it must be 16, 24 or 32 bytes (base64); make one with `pilotfish keygen`",
-                bytes.len()
-            ));
-        }
-        Ok(ClusterKey::from_bytes(&bytes))
+        let bytes = decode_key(text).map_err(|e| {
+            let make = if e.starts_with("not base64") {
+                "make a key"
+            } else {
+                "make one"
+            };
+            format!("{what}: {e}; {make} with `pilotfish keygen`")
+        })?;
+        Ok(ClusterKey::from_keys(vec![bytes], false))
     }
 
-    fn from_bytes(bytes: &[u8]) -> ClusterKey {
-        ClusterKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes))
+    fn from_keys(keys: Vec<Vec<u8>>, generated: bool) -> ClusterKey {
+        let keys = keys
+            .into_iter()
+            .map(|b| {
+                let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &b);
+                (b, k)
+            })
+            .collect();
+        ClusterKey(Arc::new(std::sync::RwLock::new(Ring { keys, generated })))
     }
 
     /// A fresh random key nobody else has (`--dev`, a lone server).
@@ -93,11 +129,99 @@ impl ClusterKey {
         let mut bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| "the system's random source failed".to_string())?;
-        Ok(ClusterKey::from_bytes(&bytes))
+        Ok(ClusterKey::from_keys(vec![bytes.to_vec()], true))
     }
 
-    fn tag(&self, parts: &[&[u8]]) -> ring::hmac::Tag {
-        let mut ctx = ring::hmac::Context::with_key(&self.0);
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Ring> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The installed keys in base64 (primary first), or `None` when the
+    /// key was generated rather than configured (encryption not enabled).
+    pub fn list(&self) -> Option<Vec<String>> {
+        let ring = self.read();
+        (!ring.generated).then(|| {
+            ring.keys
+                .iter()
+                .map(|(b, _)| crate::discovery::api::gofmt::base64_encode(b))
+                .collect()
+        })
+    }
+
+    fn configured(&self) -> Result<(), KeyringError> {
+        if self.read().generated {
+            Err(KeyringError::NotEnabled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// serf's `InstallKey`: add a key (a no-op when it is installed).
+    pub fn install(&self, text: &str) -> Result<(), KeyringError> {
+        self.configured()?;
+        let bytes = decode_key(text).map_err(KeyringError::BadKey)?;
+        let mut ring = self.write();
+        if !ring.keys.iter().any(|(b, _)| *b == bytes) {
+            let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes);
+            ring.keys.push((bytes, k));
+        }
+        Ok(())
+    }
+
+    /// serf's `UseKey`: make an installed key the primary.
+    pub fn use_key(&self, text: &str) -> Result<(), KeyringError> {
+        self.configured()?;
+        let bytes = decode_key(text).map_err(KeyringError::BadKey)?;
+        let mut ring = self.write();
+        let at = ring
+            .keys
+            .iter()
+            .position(|(b, _)| *b == bytes)
+            .ok_or(KeyringError::NotInstalled)?;
+        let key = ring.keys.remove(at);
+        ring.keys.insert(0, key);
+        Ok(())
+    }
+
+    /// serf's `RemoveKey`: drop a key other than the primary.
+    pub fn remove(&self, text: &str) -> Result<(), KeyringError> {
+        self.configured()?;
+        let bytes = decode_key(text).map_err(KeyringError::BadKey)?;
+        let mut ring = self.write();
+        if ring.keys.first().is_some_and(|(b, _)| *b == bytes) {
+            return Err(KeyringError::RemovePrimary);
+        }
+        ring.keys.retain(|(b, _)| *b != bytes);
+        Ok(())
+    }
+
+    /// Replace the keys (a keyring file read at start), primary first.
+    pub fn load(&self, texts: &[String]) -> Result<(), String> {
+        let keys = texts
+            .iter()
+            .map(|t| decode_key(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err("the keyring holds no key".to_string());
+        }
+        let fresh = ClusterKey::from_keys(keys, false);
+        let fresh = std::mem::replace(
+            &mut *fresh.write(),
+            Ring {
+                keys: Vec::new(),
+                generated: false,
+            },
+        );
+        *self.write() = fresh;
+        Ok(())
+    }
+
+    fn tag_with(key: &ring::hmac::Key, parts: &[&[u8]]) -> ring::hmac::Tag {
+        let mut ctx = ring::hmac::Context::with_key(key);
         for p in parts {
             // Length-prefixed, so no two different part lists sign alike.
             ctx.update(&(p.len() as u64).to_be_bytes());
@@ -136,18 +260,43 @@ impl ClusterKey {
         ]
     }
 
+    /// The MAC of `parts` under the primary key.
     fn sign(&self, parts: &[&[u8]]) -> String {
-        crate::discovery::api::gofmt::base64_encode(self.tag(parts).as_ref())
+        self.sign_with(0, parts)
     }
 
-    /// Whether `mac` (base64) is this key's MAC of `parts`; the two tags
-    /// are compared in constant time.
-    fn verify(&self, mac: &str, parts: &[&[u8]]) -> bool {
-        let Ok(mac) = crate::discovery::api::gofmt::base64_decode(mac) else {
-            return false;
+    /// The MAC of `parts` under installed key number `at` (the primary if
+    /// that key is gone).
+    fn sign_with(&self, at: usize, parts: &[&[u8]]) -> String {
+        let ring = self.read();
+        let Some((_, key)) = ring.keys.get(at).or_else(|| ring.keys.first()) else {
+            return String::new();
         };
-        constant_time_eq(self.tag(parts).as_ref(), &mac)
+        crate::discovery::api::gofmt::base64_encode(Self::tag_with(key, parts).as_ref())
     }
+
+    /// Which installed key `mac` (base64) is the MAC of `parts` under; the
+    /// tags are compared in constant time.
+    fn verify(&self, mac: &str, parts: &[&[u8]]) -> Option<usize> {
+        let mac = crate::discovery::api::gofmt::base64_decode(mac).ok()?;
+        self.read()
+            .keys
+            .iter()
+            .position(|(_, key)| constant_time_eq(Self::tag_with(key, parts).as_ref(), &mac))
+    }
+}
+
+/// A key's base64 text to its bytes: 16, 24 or 32 of them.
+fn decode_key(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = crate::discovery::api::gofmt::base64_decode(text.trim())
+        .map_err(|e| format!("not base64 ({e})"))?;
+    if ![16, 24, 32].contains(&bytes.len()) {
+        return Err(format!(
+            "the key is {} bytes; it must be 16, 24 or 32 bytes (base64)",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Equal bytes, in a time that depends only on the lengths (a MAC's length
@@ -283,7 +432,7 @@ impl Client {
         if let (Some(key), false) = (&self.key, refused) {
             let status_text = status.as_u16().to_string();
             let parts = ClusterKey::answer_parts(&full_path, &time, &status_text, &bytes);
-            if !mac.is_some_and(|m| key.verify(&m, &parts)) {
+            if mac.is_none_or(|m| key.verify(&m, &parts).is_none()) {
                 return Err(CallError::Failed(format!(
                     "{url}: the answer failed cluster authentication: \
                      every server and client agent must run with the same --encrypt key"
@@ -495,6 +644,10 @@ fn routes(server: Server) -> Router {
         .route(&format!("{PREFIX}/leave"), post(leave))
         .route(&format!("{PREFIX}/event"), post(event))
         .route(&format!("{PREFIX}/remove"), post(remove))
+        .route(&format!("{PREFIX}/raft-stats"), post(raft_stats))
+        .route(&format!("{PREFIX}/elect"), post(elect))
+        .route(&format!("{PREFIX}/transfer-leader"), post(transfer_leader))
+        .route(&format!("{PREFIX}/keyring"), post(keyring))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }
@@ -569,7 +722,34 @@ async fn remove(State(server): State<Server>, Json(id): Json<NodeId>) -> Json<Re
     if !server.is_leader() {
         return Json(Err("not the leader".to_string()));
     }
-    Json(server.remove_voter(id).await)
+    Json(server.remove_server(id).await)
+}
+
+/// This server's raft figures, for autopilot's health on any server.
+async fn raft_stats(State(server): State<Server>) -> Json<RaftStats> {
+    Json(server.raft_stats())
+}
+
+/// The leader hands leadership over: campaign now.
+async fn elect(State(server): State<Server>) -> Json<()> {
+    if let Err(e) = server.raft().trigger().elect().await {
+        tracing::warn!("campaigning for a leadership transfer: {e}");
+    }
+    Json(())
+}
+
+async fn transfer_leader(
+    State(server): State<Server>,
+    Json(id): Json<Option<String>>,
+) -> Json<Result<(), String>> {
+    if !server.is_leader() {
+        return Json(Err("not the leader".to_string()));
+    }
+    Json(server.transfer_leadership(id).await)
+}
+
+async fn keyring(State(server): State<Server>, Json(op): Json<KeyringOp>) -> Json<KeyringAnswer> {
+    Json(server.keyring_local(&op))
 }
 
 /// Refused requests are logged at most this often (with a count of the
@@ -589,7 +769,7 @@ impl Gate {
         key: &ClusterKey,
         parts: &axum::http::request::Parts,
         body: &[u8],
-    ) -> Result<String, String> {
+    ) -> Result<(String, usize), String> {
         let header = |name: &str| {
             parts
                 .headers
@@ -604,14 +784,14 @@ impl Gate {
             );
         };
         let path = parts.uri.path();
-        if !key.verify(
+        let Some(used) = key.verify(
             &mac,
             &ClusterKey::request_parts(parts.method.as_str(), path, &time, body),
-        ) {
+        ) else {
             return Err(
                 "the MAC does not match (the sender runs with another --encrypt key)".to_string(),
             );
-        }
+        };
         let sent: u64 = time
             .parse()
             .map_err(|_| format!("bad timestamp {time:?}"))?;
@@ -623,7 +803,7 @@ impl Gate {
                 MAX_SKEW.as_secs()
             ));
         }
-        Ok(time)
+        Ok((time, used))
     }
 
     fn log_refused(&self, peer: SocketAddr, path: &str, why: &str) {
@@ -673,7 +853,7 @@ impl Gate {
                 }
             };
         let path = parts.uri.path().to_string();
-        let time = match self.check(key, &parts, &body) {
+        let (time, used) = match self.check(key, &parts, &body) {
             Ok(t) => t,
             Err(why) => {
                 self.log_refused(peer, &path, &why);
@@ -701,7 +881,12 @@ impl Gate {
             }
         };
         let status = parts.status.as_u16().to_string();
-        let mac = key.sign(&ClusterKey::answer_parts(&path, &time, &status, &body));
+        // Under the key the request came with: the sender may not have
+        // this node's primary yet (a key rotation in progress).
+        let mac = key.sign_with(
+            used,
+            &ClusterKey::answer_parts(&path, &time, &status, &body),
+        );
         if let Ok(v) = axum::http::HeaderValue::from_str(&mac) {
             parts.headers.insert(MAC_HEADER, v);
         }

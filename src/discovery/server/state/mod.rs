@@ -44,6 +44,7 @@
 //! set of mirror types would double every change for no gain. The invariant
 //! should read "... and the state machine's log/snapshot types".
 
+pub mod autopilot;
 pub mod catalog;
 pub mod checks;
 pub mod kv;
@@ -134,6 +135,12 @@ pub enum Command {
     /// snapshot's (see the module doc for the indexes). Boxed: a whole state
     /// would make every other command as large.
     Restore { snapshot: Box<Snapshot> },
+    /// `PUT /v1/operator/autopilot/configuration[?cas=]`, and the leader's
+    /// default when none is stored: [`Outcome::Bool`] (false: the CAS failed).
+    AutopilotSet {
+        config: autopilot::AutopilotConfig,
+        cas: Option<u64>,
+    },
 }
 
 /// What an applied command produced.
@@ -222,6 +229,11 @@ pub struct State {
     /// restores existed still load.
     #[serde(default)]
     restored_at: u64,
+    /// The autopilot configuration (`operator/autopilot/configuration`);
+    /// absent in states saved before it existed, and left out of the JSON
+    /// while unset so such states still serialise alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    autopilot: Option<autopilot::AutopilotConfig>,
 }
 
 /// A point-in-time copy of the state for raft snapshots. `format` lets a
@@ -411,6 +423,12 @@ impl State {
                 self.restore_from(*snapshot, now)?;
                 Ok(Outcome::Done)
             }
+            Command::AutopilotSet { config, cas } => Ok(Outcome::Bool(autopilot::set(
+                &mut self.autopilot,
+                idx,
+                config,
+                cas,
+            ))),
         }
     }
 
@@ -431,7 +449,12 @@ impl State {
             last_applied: _,
             clock_ms: _,
             restored_at: _,
+            // Consul's restore brings the autopilot config back too.
+            autopilot,
         } = snapshot.state;
+        if autopilot.is_some() {
+            self.autopilot = autopilot;
+        }
         self.restored_at = self.last_applied;
         self.kv = kv;
         self.kv.touch_all();
@@ -519,6 +542,12 @@ impl State {
     /// The last applied log index (0 before the first entry).
     pub fn last_applied(&self) -> u64 {
         self.last_applied
+    }
+
+    /// The stored autopilot configuration (`None` until the leader wrote
+    /// the default).
+    pub fn autopilot(&self) -> Option<&autopilot::AutopilotConfig> {
+        self.autopilot.as_ref()
     }
 
     /// The clamped clock (ms) of the last applied entry.
