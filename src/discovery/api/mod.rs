@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod coordinate;
 pub mod gofmt;
 pub mod health;
 pub mod kv;

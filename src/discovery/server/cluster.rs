@@ -134,6 +134,10 @@ pub struct Gossip {
     /// The sender belongs to a raft cluster (has a membership).
     pub initialized: bool,
     pub members: Vec<(MemberInfo, Status)>,
+    /// The sender's network coordinate: the prober times the exchange and
+    /// moves its own (`coordinate`). `default`: older agents send none.
+    #[serde(default)]
+    pub coord: Option<super::vivaldi::Coordinate>,
 }
 
 /// A member announcing its own leave, or a force-leave spreading.
@@ -337,6 +341,7 @@ impl Server {
             from: self.members().me().clone(),
             initialized: self.raft_initialized(),
             members: self.members().all(self.leaving()),
+            coord: Some(self.coordinate()),
         }
     }
 
@@ -369,10 +374,15 @@ impl Server {
 
     /// Exchange member lists with the agent at `addr` (`ip:port`).
     pub async fn probe(&self, addr: &str) -> Result<(), CallError> {
+        let gossip = self.gossip();
+        let sent = Instant::now();
         let answer: Gossip = self
             .client()
-            .call(addr, "/gossip", &self.gossip(), PROBE_TIMEOUT)
+            .call(addr, "/gossip", &gossip, PROBE_TIMEOUT)
             .await?;
+        if let Some(theirs) = &answer.coord {
+            self.observe_rtt(&answer.from.name, theirs, sent.elapsed());
+        }
         self.members().heard_from(&answer.from, answer.initialized);
         self.members().merge(&answer.members);
         Ok(())

@@ -17,6 +17,7 @@
 pub mod checks;
 pub mod cluster;
 mod consistency;
+pub mod coordinate;
 pub mod dns;
 pub mod http;
 pub mod raft;
@@ -24,6 +25,7 @@ mod replica;
 pub mod run;
 pub mod state;
 pub mod tls;
+pub mod vivaldi;
 
 pub use consistency::{Consistency, NoLeader};
 pub use replica::Topic;
@@ -86,6 +88,8 @@ pub struct ClusterConfig {
     /// and a lone server): the key every cluster-port request and answer
     /// is authenticated with.
     pub key: Option<raft::network::ClusterKey>,
+    /// Coordinate sync and batching cadence (Consul's defaults).
+    pub coordinates: coordinate::Timing,
 }
 
 impl ClusterConfig {
@@ -192,6 +196,8 @@ struct Inner {
     agent_local: Arc<checks::AgentLocal>,
     /// The first storage failure, which stops raft.
     fault: raft::Fault,
+    /// This agent's network coordinate and a server's queued updates.
+    coordinates: coordinate::Local,
 }
 
 /// Milliseconds since the Unix epoch: the time stamped into commands.
@@ -325,6 +331,7 @@ impl Server {
                 members,
                 agent_local: Arc::default(),
                 fault,
+                coordinates: coordinate::Local::default(),
             }),
         };
         let node = Arc::downgrade(&server.inner);
@@ -387,6 +394,11 @@ impl Server {
     /// `/v1/agent` endpoints.
     pub fn agent_local(&self) -> &Arc<checks::AgentLocal> {
         &self.inner.agent_local
+    }
+
+    /// The Vivaldi client and the coordinate queue (`coordinate`).
+    pub fn coordinates(&self) -> &coordinate::Local {
+        &self.inner.coordinates
     }
 
     pub fn raft(&self) -> &raft::Raft {

@@ -148,6 +148,24 @@ pub struct AgentArgs {
     pub http_idle_timeout: String,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Least time between two coordinate syncs of this agent (Consul's
+    /// `sync_coordinate_interval_min`), a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "15s", hide = true)]
+    pub sync_coordinate_interval_min: String,
+    /// Coordinate syncs per second the whole cluster aims at (Consul's
+    /// `sync_coordinate_rate_target`).
+    #[arg(long, value_name = "RATE", default_value_t = 64.0, hide = true)]
+    pub sync_coordinate_rate_target: f64,
+    /// How often a server writes the coordinate updates it queued (Consul's
+    /// `coordinate_update_period`), a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "5s", hide = true)]
+    pub coordinate_update_period: String,
+    /// Coordinate updates per raft entry (`coordinate_update_batch_size`).
+    #[arg(long, value_name = "N", default_value_t = 128, hide = true)]
+    pub coordinate_update_batch_size: usize,
+    /// Batches per period; the excess is dropped (`coordinate_update_max_batches`).
+    #[arg(long, value_name = "N", default_value_t = 5, hide = true)]
+    pub coordinate_update_max_batches: usize,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,
 }
@@ -381,6 +399,7 @@ pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
         tls,
         acl_token: acl_token.as_deref().map(|t| Arc::new(SecretCheck::new(t))),
         key: None,
+        coordinates: coordinate_timing(args, &mut errors),
     };
     let authenticated = key.is_some() || cluster.tls.is_some();
     let alone = args.dev || (cluster.bootstraps_alone() && cluster.retry_join.is_empty());
@@ -407,6 +426,39 @@ pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
     } else {
         Err(errors.join("; "))
     }
+}
+
+/// The coordinate flags (positive durations, a positive batch size).
+fn coordinate_timing(args: &AgentArgs, errors: &mut Vec<String>) -> super::coordinate::Timing {
+    let mut timing = super::coordinate::Timing::default();
+    let mut duration = |flag: &str, text: &str, into: &mut Duration| {
+        match crate::discovery::api::gofmt::parse_duration(text) {
+            Ok(d) if !d.is_zero() => *into = d,
+            _ => errors.push(format!(
+                "--{flag} {text:?}: give a positive Go duration such as 15s"
+            )),
+        }
+    };
+    duration(
+        "sync-coordinate-interval-min",
+        &args.sync_coordinate_interval_min,
+        &mut timing.sync_interval_min,
+    );
+    duration(
+        "coordinate-update-period",
+        &args.coordinate_update_period,
+        &mut timing.update_period,
+    );
+    if args.coordinate_update_batch_size == 0 || args.coordinate_update_max_batches == 0 {
+        errors.push(
+            "--coordinate-update-batch-size and --coordinate-update-max-batches must be at least 1"
+                .to_string(),
+        );
+    }
+    timing.sync_rate_target = args.sync_coordinate_rate_target;
+    timing.batch_size = args.coordinate_update_batch_size;
+    timing.max_batches = args.coordinate_update_max_batches;
+    timing
 }
 
 /// The largest secret file read (a key or a token is a line).
@@ -614,6 +666,16 @@ async fn serve(
         });
     }
     tasks.spawn(super::cluster::probe_loop(server.clone(), shutdown.clone()));
+    tasks.spawn(super::coordinate::sync_loop(
+        server.clone(),
+        shutdown.clone(),
+    ));
+    if is_server {
+        tasks.spawn(super::coordinate::flush_loop(
+            server.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(super::cluster::retry_join(server.clone(), shutdown.clone()));
     if is_server {
         if !alone {

@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::agent::only;
+use super::coordinate::Near;
 use super::query::{ApiError, QueryOptions, Rendered};
 use super::wire;
 use crate::discovery::api::health::{HealthCheck, ServiceEntry};
@@ -51,6 +52,7 @@ async fn service(
         .unwrap_or(false);
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/service", &name));
     drop(opts);
     // Woken only by writes that touch this service.
@@ -60,7 +62,8 @@ async fn service(
             &server,
             move |s| s.service_index(&probe_name),
             move |s| {
-                let (entries, _) = s.health_service(&name, &tags, passing);
+                let (mut entries, _) = s.health_service(&name, &tags, passing);
+                near.sort(s, &mut entries, |e| &e.node.name);
                 let rows: Vec<ServiceEntry> = entries
                     .iter()
                     .map(|e| wire::service_entry(e, &dc))
@@ -81,6 +84,7 @@ async fn service_checks(
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/checks", &name));
     drop(opts);
     let probe_name = name.clone();
@@ -88,7 +92,11 @@ async fn service_checks(
         .answer(
             &server,
             move |s| s.service_index(&probe_name),
-            move |s| Rendered::json(&wire(s.health_service_checks(&name).0), pretty),
+            move |s| {
+                let (mut checks, _) = s.health_service_checks(&name);
+                near.sort(s, &mut checks, |c| &c.node);
+                Rendered::json(&wire(checks), pretty)
+            },
         )
         .await)
 }
@@ -118,13 +126,18 @@ async fn state(
     opts.check_dc(&server)?;
     let filter = StatusFilter::parse(&state)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid state: {state}")))?;
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/state", &state));
     drop(opts);
     Ok(blocking
         .answer(
             &server,
             |s| s.catalog_index(),
-            move |s| Rendered::json(&wire(s.health_state(filter).0), pretty),
+            move |s| {
+                let (mut checks, _) = s.health_state(filter);
+                near.sort(s, &mut checks, |c| &c.node);
+                Rendered::json(&wire(checks), pretty)
+            },
         )
         .await)
 }

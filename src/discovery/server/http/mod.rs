@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod catalog;
 pub mod conn;
+pub mod coordinate;
 pub mod health;
 pub mod kv;
 pub mod operator;
@@ -41,6 +42,7 @@ pub fn router(server: Server) -> Router {
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(snapshot::routes())
+        .merge(coordinate::routes())
         .fallback(|| async { query::ApiError::not_found("") })
         .with_state(server)
 }
@@ -49,9 +51,15 @@ pub fn router(server: Server) -> Router {
 /// modes apply, index headers are sent); agent and status endpoints are
 /// answered by the agent itself.
 fn is_query(path: &str) -> bool {
-    ["/v1/kv/", "/v1/catalog/", "/v1/health/", "/v1/session/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "/v1/kv/",
+        "/v1/catalog/",
+        "/v1/health/",
+        "/v1/session/",
+        "/v1/coordinate/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 /// Whether a presence flag (`?stale`, `?consistent=1`) is in the query.

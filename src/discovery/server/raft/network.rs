@@ -494,6 +494,7 @@ fn routes(server: Server) -> Router {
         .route(&format!("{PREFIX}/gossip"), post(gossip))
         .route(&format!("{PREFIX}/leave"), post(leave))
         .route(&format!("{PREFIX}/remove"), post(remove))
+        .route(&format!("{PREFIX}/coordinate"), post(coordinate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }
@@ -548,6 +549,14 @@ async fn read_index(State(server): State<Server>) -> Json<Option<u64>> {
 
 async fn gossip(State(server): State<Server>, Json(g): Json<Gossip>) -> Json<Gossip> {
     Json(server.answer_gossip(&g))
+}
+
+/// A client agent's coordinate, queued on this server.
+async fn coordinate(
+    State(server): State<Server>,
+    Json(u): Json<crate::discovery::server::state::coordinate::CoordinateUpdate>,
+) -> Json<Result<(), String>> {
+    Json(server.queue_coordinate(u).map_err(|e| e.to_string()))
 }
 
 async fn leave(State(server): State<Server>, Json(l): Json<Leave>) -> Json<()> {

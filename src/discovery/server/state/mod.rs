@@ -46,6 +46,7 @@
 
 pub mod catalog;
 pub mod checks;
+pub mod coordinate;
 pub mod kv;
 pub mod session;
 pub mod txn;
@@ -53,6 +54,7 @@ pub mod txn;
 use serde::{Deserialize, Serialize};
 
 use crate::discovery::api::gofmt::go_quote;
+use crate::discovery::server::vivaldi::Coordinate;
 
 use catalog::{
     Catalog, CatalogEffects, Deregistration, Node, NodeServices, Registration, ServiceEntry,
@@ -134,6 +136,10 @@ pub enum Command {
     /// snapshot's (see the module doc for the indexes). Boxed: a whole state
     /// would make every other command as large.
     Restore { snapshot: Box<Snapshot> },
+    /// A server's batch of queued `PUT /v1/coordinate/update`s.
+    CoordinateBatchUpdate {
+        updates: Vec<coordinate::CoordinateUpdate>,
+    },
 }
 
 /// What an applied command produced.
@@ -222,6 +228,9 @@ pub struct State {
     /// restores existed still load.
     #[serde(default)]
     restored_at: u64,
+    /// Network coordinates; `default` so earlier states still load.
+    #[serde(default)]
+    coordinates: coordinate::Coordinates,
 }
 
 /// A point-in-time copy of the state for raft snapshots. `format` lets a
@@ -411,6 +420,12 @@ impl State {
                 self.restore_from(*snapshot, now)?;
                 Ok(Outcome::Done)
             }
+            Command::CoordinateBatchUpdate { updates } => {
+                let catalog = &self.catalog;
+                self.coordinates
+                    .update(idx, updates, |n| catalog.node(n).is_some());
+                Ok(Outcome::Done)
+            }
         }
     }
 
@@ -431,12 +446,14 @@ impl State {
             last_applied: _,
             clock_ms: _,
             restored_at: _,
+            coordinates,
         } = snapshot.state;
         self.restored_at = self.last_applied;
         self.kv = kv;
         self.kv.touch_all();
         self.sessions = sessions;
         self.catalog = catalog;
+        self.coordinates = coordinates;
         self.sessions.reset_timers(now);
         Ok(())
     }
@@ -463,6 +480,7 @@ impl State {
     }
 
     fn apply_effects(&mut self, idx: u64, now: u64, effects: CatalogEffects) {
+        self.coordinates.drop_nodes(idx, &effects.dead_nodes);
         let mut doomed = Vec::new();
         for node in &effects.dead_nodes {
             doomed.extend(self.sessions.on_node(node));
@@ -684,6 +702,26 @@ impl State {
     /// `GET /v1/health/state/<state>`.
     pub fn health_state(&self, filter: StatusFilter) -> (Vec<HealthCheck>, u64) {
         (self.catalog.checks_in_state(filter), self.catalog_index())
+    }
+
+    // ----- coordinate reads -----
+
+    /// Index of the coordinates table (`coordinate/nodes`, `coordinate/node`).
+    pub fn coordinate_index(&self) -> u64 {
+        self.floor(self.coordinates.table_index())
+    }
+
+    /// Every stored (node, segment, coordinate), by node.
+    pub fn coordinates(&self) -> impl Iterator<Item = (&str, &str, &Coordinate)> {
+        self.coordinates.all()
+    }
+
+    /// One node's coordinates by segment.
+    pub fn node_coordinates(
+        &self,
+        node: &str,
+    ) -> Option<&std::collections::BTreeMap<String, Coordinate>> {
+        self.coordinates.node(node)
     }
 
     /// One check (the HTTP layer's TTL-check lookups).
