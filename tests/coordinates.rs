@@ -7,6 +7,8 @@
 //! coordinate goes with it. The agents sync every 200–400 ms and the
 //! servers flush every 300 ms here (Consul's cadence is 15 s and 5 s).
 
+// Only parts of the shared harness are used here.
+#[allow(dead_code, unused_imports)]
 mod common;
 
 use std::time::Duration;
