@@ -15,6 +15,7 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 use crate::config::{LogFormat, LoggingConfig};
 
 /// Changes the level of the installed subscriber.
+#[derive(Clone)]
 pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
 
 impl LevelHandle {
@@ -56,6 +57,8 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
         .with_writer(writer)
         .with_target(false);
     let quiet = filter_fn(|meta| !is_raft_rpc_noise(meta));
+    let registry =
+        registry.with(MonitorLayer.with_filter(filter_fn(|meta| !is_raft_rpc_noise(meta))));
     match cfg.format {
         LogFormat::Text => registry
             .with(fmt.with_ansi(false).with_filter(quiet))
@@ -90,5 +93,139 @@ fn is_raft_rpc_noise(meta: &tracing::Metadata<'_>) -> bool {
             has("err") || (*meta.level() == tracing::Level::WARN && has("error"))
         }
         _ => false,
+    }
+}
+
+/// One log event as `/v1/agent/monitor` streams it.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub level: tracing::Level,
+    pub unix_ms: u64,
+    /// The module (the event's target).
+    pub module: String,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl LogLine {
+    /// hclog's level word.
+    fn level_word(&self) -> &'static str {
+        match self.level {
+            tracing::Level::TRACE => "TRACE",
+            tracing::Level::DEBUG => "DEBUG",
+            tracing::Level::INFO => "INFO",
+            tracing::Level::WARN => "WARN",
+            tracing::Level::ERROR => "ERROR",
+        }
+    }
+
+    /// hclog's text line: `2024-05-20T10:00:00.000Z [INFO]  module: msg: k=v`.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "{} {:<8}{}: {}",
+            crate::discovery::api::gofmt::rfc3339_millis(self.unix_ms),
+            format!("[{}]", self.level_word()),
+            self.module,
+            self.message
+        );
+        if !self.fields.is_empty() {
+            out.push(':');
+            for (k, v) in &self.fields {
+                let _ = write!(out, " {k}={v}");
+            }
+        }
+        out
+    }
+
+    /// hclog's JSON line (`@level`, `@message`, `@module`, `@timestamp`,
+    /// then the fields).
+    pub fn json(&self) -> String {
+        let mut map = serde_json::Map::new();
+        map.insert(
+            "@level".into(),
+            self.level_word().to_ascii_lowercase().into(),
+        );
+        map.insert("@message".into(), self.message.clone().into());
+        map.insert("@module".into(), self.module.clone().into());
+        map.insert(
+            "@timestamp".into(),
+            crate::discovery::api::gofmt::rfc3339_millis(self.unix_ms).into(),
+        );
+        for (k, v) in &self.fields {
+            map.insert(k.clone(), v.clone().into());
+        }
+        serde_json::Value::Object(map).to_string()
+    }
+}
+
+/// Lines queued per monitor before the slowest one misses some.
+const MONITOR_QUEUE: usize = 512;
+
+fn monitor_sender() -> &'static tokio::sync::broadcast::Sender<std::sync::Arc<LogLine>> {
+    static SENDER: std::sync::OnceLock<tokio::sync::broadcast::Sender<std::sync::Arc<LogLine>>> =
+        std::sync::OnceLock::new();
+    SENDER.get_or_init(|| tokio::sync::broadcast::channel(MONITOR_QUEUE).0)
+}
+
+/// Every log line from now on (at the agent's log level and above), for
+/// `/v1/agent/monitor`. A receiver that falls behind loses lines.
+pub fn monitor() -> tokio::sync::broadcast::Receiver<std::sync::Arc<LogLine>> {
+    monitor_sender().subscribe()
+}
+
+/// Hands events to the monitors, only while one listens.
+struct MonitorLayer;
+
+impl<S: tracing::Subscriber> Layer<S> for MonitorLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let sender = monitor_sender();
+        if sender.receiver_count() == 0 {
+            return;
+        }
+        let mut visit = FieldText::default();
+        event.record(&mut visit);
+        let meta = event.metadata();
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let _ = sender.send(std::sync::Arc::new(LogLine {
+            level: *meta.level(),
+            unix_ms,
+            module: meta.target().to_string(),
+            message: visit.message,
+            fields: visit.fields,
+        }));
+    }
+}
+
+#[derive(Default)]
+struct FieldText {
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl tracing::field::Visit for FieldText {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.fields
+                .push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.fields
+                .push((field.name().to_string(), format!("{value:?}")));
+        }
     }
 }

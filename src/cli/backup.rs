@@ -92,7 +92,7 @@ fn now_ms() -> u64 {
 /// `snapshot-20250107T093005.123Z.snap`: fixed width, so names sort by time.
 fn file_name(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
-    let (year, month, day) = civil_date(secs / 86_400);
+    let (year, month, day) = crate::discovery::api::gofmt::civil_date(secs / 86_400);
     let of_day = secs % 86_400;
     format!(
         "{PREFIX}{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:03}Z{SUFFIX}",
@@ -101,21 +101,6 @@ fn file_name(unix_ms: u64) -> String {
         of_day % 60,
         unix_ms % 1000
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Whether `name` is a backup this command wrote (so rotation may delete it).

@@ -177,6 +177,48 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+pub fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A Unix time in ms as `2024-05-20T10:00:00.000Z` (hclog's timestamp).
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (year, month, day) = civil_date(secs / 86_400);
+    let of_day = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        unix_ms % 1000
+    )
+}
+
+/// A Unix time in seconds as Go's `time.Time.String()` in UTC:
+/// `2024-05-20 02:55:10 +0000 UTC`.
+pub fn go_time_string(unix_secs: u64) -> String {
+    let (year, month, day) = civil_date(unix_secs / 86_400);
+    let of_day = unix_secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

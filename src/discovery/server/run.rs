@@ -148,6 +148,11 @@ pub struct AgentArgs {
     pub http_idle_timeout: String,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Keep Prometheus series this long after their last update and serve
+    /// `/v1/agent/metrics?format=prometheus` (Consul's
+    /// `telemetry.prometheus_retention_time`; 0 = off).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub prometheus_retention_time: String,
     /// Least time between two coordinate syncs of this agent (Consul's
     /// `sync_coordinate_interval_min`), a Go duration.
     #[arg(long, value_name = "DURATION", default_value = "15s", hide = true)]
@@ -400,6 +405,18 @@ pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
         acl_token: acl_token.as_deref().map(|t| Arc::new(SecretCheck::new(t))),
         key: None,
         coordinates: coordinate_timing(args, &mut errors),
+        prometheus_retention: match crate::discovery::api::gofmt::parse_duration(
+            &args.prometheus_retention_time,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!(
+                    "--prometheus-retention-time {:?}: {e}",
+                    args.prometheus_retention_time
+                ));
+                Duration::ZERO
+            }
+        },
     };
     let authenticated = key.is_some() || cluster.tls.is_some();
     let alone = args.dev || (cluster.bootstraps_alone() && cluster.retry_join.is_empty());
@@ -640,6 +657,10 @@ async fn serve(
     let server = Server::open_with(cfg, cluster)
         .await
         .context("starting the server")?;
+    {
+        let (args, level) = (args.clone(), level.clone());
+        server.set_reloader(Box::new(move || reload(&args, &level)));
+    }
 
     let http_addr = SocketAddr::new(args.client, args.http_port);
     let http = TcpListener::bind(http_addr)
@@ -719,6 +740,10 @@ async fn serve(
         shutdown.clone(),
     ));
     tasks.spawn(expire_sessions(server.clone(), shutdown.clone()));
+    tasks.spawn(super::http::agent_runtime::sample_gauges(
+        server.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(reap_tombstones(server.clone(), shutdown.clone()));
     tasks.close();
     tracing::info!(
@@ -744,7 +769,9 @@ async fn serve(
                 break None;
             }
             cause = server.failed() => break Some(cause),
-            _ = hangup.recv() => reload(args, level),
+            _ = hangup.recv() => {
+                let _ = reload(args, level);
+            }
             _ = user1.recv() => tracing::info!("SIGUSR1: ignored"),
             _ = user2.recv() => tracing::info!("SIGUSR2: ignored"),
         }
@@ -781,18 +808,23 @@ async fn serve(
 
 /// SIGHUP: re-read what can change while running (the log level of
 /// `--config-file`); a bad file is reported and changes nothing.
-fn reload(args: &AgentArgs, level: &crate::logging::LevelHandle) {
+/// `PUT /v1/agent/reload` runs the same and answers its error.
+fn reload(args: &AgentArgs, level: &crate::logging::LevelHandle) -> Result<(), String> {
     let Some(path) = &args.config_file else {
         tracing::info!("SIGHUP: nothing to reload (the log level reloads from --config-file)");
-        return;
+        return Ok(());
     };
     match AgentFile::read(path) {
         Ok(file) => {
             let new = file.log_level.unwrap_or_else(|| args.log_level.clone());
             level.set(&new);
             tracing::info!("SIGHUP: reloaded {}: log level {new}", path.display());
+            Ok(())
         }
-        Err(e) => tracing::error!("SIGHUP: {e}; nothing changed"),
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; nothing changed");
+            Err(e)
+        }
     }
 }
 

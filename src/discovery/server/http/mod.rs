@@ -7,6 +7,7 @@
 //! the state's in `wire`.
 
 pub mod agent;
+pub mod agent_runtime;
 pub mod catalog;
 pub mod conn;
 pub mod coordinate;
@@ -39,6 +40,7 @@ pub fn router(server: Server) -> Router {
         .merge(status::routes())
         .merge(operator::routes())
         .merge(agent::routes())
+        .merge(agent_runtime::routes())
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(snapshot::routes())
@@ -106,7 +108,10 @@ async fn guard(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
 
+    let started = tokio::time::Instant::now();
+    let method = req.method().clone();
     let path = req.uri().path();
+    let metrics_path = path.to_string();
     if let Some(master) = &server.cluster().acl_token {
         if !path.starts_with("/v1/status/") && !token(&req).is_some_and(|t| master.matches(&t)) {
             return query::ApiError::forbidden().into_response();
@@ -156,6 +161,7 @@ async fn guard(
             axum::http::HeaderValue::from(contact),
         );
     }
+    agent_runtime::record_request(&server, method.as_str(), &metrics_path, started.elapsed());
     resp
 }
 
