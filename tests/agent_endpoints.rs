@@ -46,13 +46,8 @@ fn version_and_host_describe_this_agent() {
     assert!(h["Memory"]["total"].as_u64() > Some(0), "{}", h["Memory"]);
     assert!(h["Memory"]["usedPercent"].as_f64() > Some(0.0));
     let cpus = h["CPU"].as_array().expect("CPU");
-    assert_eq!(
-        cpus.len(),
-        std::thread::available_parallelism()
-            .map_or(0, |n| n.get())
-            .max(cpus.len().min(1)),
-        "one entry per logical CPU"
-    );
+    // One entry per logical CPU (the process may be allowed fewer).
+    assert!(cpus.len() >= std::thread::available_parallelism().map_or(1, |n| n.get()));
     assert!(cpus[0]["modelName"].is_string());
     let uname = nix::sys::utsname::uname().expect("uname");
     assert_eq!(
