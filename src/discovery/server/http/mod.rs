@@ -58,7 +58,8 @@ fn is_query(path: &str) -> bool {
         "/v1/catalog/",
         "/v1/health/",
         "/v1/session/",
-        "/v1/coordinate/",
+        // `nodes` and `node/`; `datacenters` reads the members, not the state.
+        "/v1/coordinate/node",
     ]
     .iter()
     .any(|p| path.starts_with(p))
