@@ -6,7 +6,7 @@
 //! the queue is full: a log reader that stalls (a full pipe, a stuck log driver)
 //! must never stall supervision.
 
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -14,9 +14,17 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, LoggingConfig};
 
+/// What the written log's filter sits on: the registry with the monitors'
+/// layer (each layer filters for itself, so a monitor can ask for more
+/// than is written).
+type BelowFmt = tracing_subscriber::layer::Layered<
+    tracing_subscriber::filter::Filtered<MonitorLayer, MonitorFilter, Registry>,
+    Registry,
+>;
+
 /// Changes the level of the installed subscriber.
 #[derive(Clone)]
-pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
+pub struct LevelHandle(reload::Handle<EnvFilter, BelowFmt>);
 
 impl LevelHandle {
     pub fn set(&self, level: &str) {
@@ -47,7 +55,7 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
         .map(EnvFilter::new)
         .unwrap_or_else(|| EnvFilter::new(filter_for(&cfg.level)));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(MonitorLayer.with_filter(MonitorFilter));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
@@ -56,9 +64,7 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false);
-    let quiet = filter_fn(|meta| !is_raft_rpc_noise(meta));
-    let registry =
-        registry.with(MonitorLayer.with_filter(filter_fn(|meta| !is_raft_rpc_noise(meta))));
+    let quiet = filter_fn(|meta| !is_raft_rpc_noise(meta)).and(filter);
     match cfg.format {
         LogFormat::Text => registry
             .with(fmt.with_ansi(false).with_filter(quiet))
@@ -168,10 +174,103 @@ fn monitor_sender() -> &'static tokio::sync::broadcast::Sender<std::sync::Arc<Lo
     SENDER.get_or_init(|| tokio::sync::broadcast::channel(MONITOR_QUEUE).0)
 }
 
-/// Every log line from now on (at the agent's log level and above), for
-/// `/v1/agent/monitor`. A receiver that falls behind loses lines.
-pub fn monitor() -> tokio::sync::broadcast::Receiver<std::sync::Arc<LogLine>> {
-    monitor_sender().subscribe()
+/// Monitors listening per level (index 0 = ERROR … 4 = TRACE).
+static MONITORS: std::sync::Mutex<[usize; 5]> = std::sync::Mutex::new([0; 5]);
+/// The most verbose level a monitor wants: 0 = none, 1 = ERROR … 5 = TRACE.
+static MONITOR_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn level_rank(l: &tracing::Level) -> u8 {
+    match *l {
+        tracing::Level::ERROR => 1,
+        tracing::Level::WARN => 2,
+        tracing::Level::INFO => 3,
+        tracing::Level::DEBUG => 4,
+        tracing::Level::TRACE => 5,
+    }
+}
+
+fn set_monitors(level: &tracing::Level, delta: isize) {
+    let mut counts = MONITORS.lock().unwrap_or_else(|p| p.into_inner());
+    let i = usize::from(level_rank(level) - 1);
+    counts[i] = counts[i].saturating_add_signed(delta);
+    let most = counts
+        .iter()
+        .rposition(|n| *n > 0)
+        .map_or(0, |i| u8::try_from(i + 1).unwrap_or(5));
+    if MONITOR_LEVEL.swap(most, std::sync::atomic::Ordering::SeqCst) != most {
+        // Callsites cached as off for the monitors are asked again.
+        tracing::callsite::rebuild_interest_cache();
+    }
+}
+
+/// A listening monitor: its lines, and its level kept enabled until drop.
+pub struct Monitor {
+    pub lines: tokio::sync::broadcast::Receiver<std::sync::Arc<LogLine>>,
+    level: tracing::Level,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        set_monitors(&self.level, -1);
+    }
+}
+
+/// Every log line at `level` and above from now on, for
+/// `/v1/agent/monitor`, whatever level the written log has. A receiver
+/// that falls behind loses lines.
+pub fn monitor(level: tracing::Level) -> Monitor {
+    let lines = monitor_sender().subscribe();
+    set_monitors(&level, 1);
+    Monitor { lines, level }
+}
+
+/// The monitors' filter: off (and costing nothing) while none listens;
+/// pilotfish's own events at the most verbose level one asked for, the
+/// libraries' from WARN up.
+struct MonitorFilter;
+
+impl MonitorFilter {
+    fn wants(meta: &tracing::Metadata<'_>) -> bool {
+        let rank = level_rank(meta.level());
+        rank <= MONITOR_LEVEL.load(std::sync::atomic::Ordering::Relaxed)
+            && (rank <= 2 || meta.target().starts_with("pilotfish"))
+            && !is_raft_rpc_noise(meta)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for MonitorFilter {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        Self::wants(meta)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::wants(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        use tracing_subscriber::filter::LevelFilter;
+        Some(
+            match MONITOR_LEVEL.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => LevelFilter::OFF,
+                1 => LevelFilter::ERROR,
+                2 => LevelFilter::WARN,
+                3 => LevelFilter::INFO,
+                4 => LevelFilter::DEBUG,
+                _ => LevelFilter::TRACE,
+            },
+        )
+    }
 }
 
 /// Hands events to the monitors, only while one listens.
@@ -184,9 +283,6 @@ impl<S: tracing::Subscriber> Layer<S> for MonitorLayer {
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
         let sender = monitor_sender();
-        if sender.receiver_count() == 0 {
-            return;
-        }
         let mut visit = FieldText::default();
         event.record(&mut visit);
         let meta = event.metadata();

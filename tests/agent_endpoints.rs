@@ -186,6 +186,13 @@ fn read_for(s: &mut TcpStream, limit: Duration, until: &str) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
+/// A request hyper cannot parse, which the agent logs at debug.
+fn send_garbage(a: &Agent) {
+    let mut garbage = TcpStream::connect(a.http).expect("connect");
+    garbage.write_all(b"NOT HTTP AT ALL\r\n\r\n").expect("send");
+    let _ = garbage.read(&mut [0u8; 64]);
+}
+
 #[test]
 fn reload_does_what_sighup_does_and_monitor_streams_it() {
     let dir = tempfile::tempdir().expect("dir");
@@ -201,6 +208,16 @@ fn reload_does_what_sighup_does_and_monitor_streams_it() {
         (status, text(&body)),
         (400, "Unknown log level: Loud".into())
     );
+
+    // A monitor asks for more than the agent writes (info): debug lines
+    // reach it, not the log.
+    let mut debug = monitor(&a, "?loglevel=debug");
+    std::thread::sleep(Duration::from_millis(300));
+    send_garbage(&a);
+    let streamed = read_for(&mut debug, LIMIT, "[DEBUG]");
+    assert!(streamed.contains("[DEBUG]"), "{streamed}");
+    drop(debug);
+    assert!(!a.log().contains("DEBUG"), "{}", a.log());
 
     let mut info = monitor(&a, "?loglevel=INFO");
     let mut json = monitor(&a, "?logjson&loglevel=info");
@@ -235,15 +252,15 @@ fn reload_does_what_sighup_does_and_monitor_streams_it() {
     assert!(!read_for(&mut errors, Duration::from_secs(1), &want).contains(&want));
     assert!(a.log().contains(&want), "the agent's own log has it too");
 
-    // The effect: debug lines are now written (and streamed at debug).
-    let mut debug = monitor(&a, "?loglevel=debug");
-    std::thread::sleep(Duration::from_millis(300));
-    // A request hyper cannot parse is logged at debug.
-    let mut garbage = TcpStream::connect(a.http).expect("connect");
-    garbage.write_all(b"NOT HTTP AT ALL\r\n\r\n").expect("send");
-    let _ = garbage.read(&mut [0u8; 64]);
-    let streamed = read_for(&mut debug, LIMIT, "[DEBUG]");
-    assert!(streamed.contains("[DEBUG]"), "{streamed}");
+    // The effect: debug lines are now written to the agent's log too.
+    send_garbage(&a);
+    eventually("a debug line in the agent's log", LIMIT, || {
+        if a.log().contains("DEBUG") {
+            Ok(())
+        } else {
+            Err("none yet".into())
+        }
+    });
 
     // A bad file: 500 with the reason, nothing changed.
     std::fs::write(&file, r#"{"log_level": "loud"}"#).expect("write");

@@ -233,14 +233,14 @@ async fn monitor(opts: QueryOptions) -> Result<Response, ApiError> {
     let level = parse_level(given)
         .ok_or_else(|| ApiError::bad_request(format!("Unknown log level: {given}")))?;
     let as_json = opts.flag("logjson");
-    let mut lines = crate::logging::monitor();
+    let mut monitor = crate::logging::monitor(level);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(MONITOR_BUFFER);
     tokio::spawn(async move {
         let mut dropped = 0u64;
         loop {
             let line = tokio::select! {
                 () = tx.closed() => return,
-                l = lines.recv() => l,
+                l = monitor.lines.recv() => l,
             };
             let line = match line {
                 Ok(l) => l,
