@@ -18,6 +18,7 @@ pub mod coordinate;
 pub mod gofmt;
 pub mod health;
 pub mod kv;
+pub mod metrics;
 pub mod session;
 pub mod txn;
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::agent::{only, CONSUL_VERSION};
 use super::query::{json, ApiError, QueryOptions};
 use crate::discovery::api::agent::decode;
+use crate::discovery::api::metrics::{GaugeValue, MetricsSummary, SampledValue};
 use crate::discovery::server::agent_metrics::{Aggregate, Labels};
 use crate::discovery::server::{now_ms, Server};
 
@@ -36,21 +37,19 @@ pub fn routes() -> Router<Server> {
 
 // ---------------------------------------------------------------- metrics
 
-fn labels_json(l: &Labels) -> Value {
-    Value::Object(
-        l.iter()
-            .map(|(k, v)| (k.clone(), v.clone().into()))
-            .collect(),
-    )
-}
-
-fn aggregate_json(name: &str, labels: &Labels, a: &Aggregate) -> Value {
+fn sampled(name: &str, labels: &Labels, a: &Aggregate) -> SampledValue {
     let secs = crate::discovery::server::agent_metrics::INTERVAL_MS as f64 / 1000.0;
-    json!({
-        "Name": name, "Count": a.count, "Rate": a.sum / secs, "Sum": a.sum,
-        "Min": a.min, "Max": a.max, "Mean": a.mean(), "Stddev": a.stddev(),
-        "Labels": labels_json(labels),
-    })
+    SampledValue {
+        name: name.to_string(),
+        count: a.count,
+        rate: a.sum / secs,
+        sum: a.sum,
+        min: a.min,
+        max: a.max,
+        mean: a.mean(),
+        stddev: a.stddev(),
+        labels: labels.clone(),
+    }
 }
 
 /// Prometheus is asked for by `?format=prometheus` or the `Accept` header.
@@ -93,28 +92,29 @@ async fn metrics(
     let interval = sink
         .latest()
         .ok_or_else(|| ApiError::internal("no metric intervals have been initialized yet"))?;
-    let gauges: Vec<Value> = interval
-        .gauges
-        .iter()
-        .map(|((name, labels), v)| json!({"Name": name, "Value": v, "Labels": labels_json(labels)}))
-        .collect();
-    let counters: Vec<Value> = interval
-        .counters
-        .iter()
-        .map(|((n, l), a)| aggregate_json(n, l, a))
-        .collect();
-    let samples: Vec<Value> = interval
-        .samples
-        .iter()
-        .map(|((n, l), a)| aggregate_json(n, l, a))
-        .collect();
-    let body = json!({
-        "Timestamp": crate::discovery::api::gofmt::go_time_string(interval.start),
-        "Gauges": gauges,
-        "Points": [],
-        "Counters": counters,
-        "Samples": samples,
-    });
+    let body = MetricsSummary {
+        timestamp: crate::discovery::api::gofmt::go_time_string(interval.start),
+        gauges: interval
+            .gauges
+            .iter()
+            .map(|((name, labels), v)| GaugeValue {
+                name: name.clone(),
+                value: *v,
+                labels: labels.clone(),
+            })
+            .collect(),
+        points: Vec::new(),
+        counters: interval
+            .counters
+            .iter()
+            .map(|((n, l), a)| sampled(n, l, a))
+            .collect(),
+        samples: interval
+            .samples
+            .iter()
+            .map(|((n, l), a)| sampled(n, l, a))
+            .collect(),
+    };
     Ok(json(&body, &opts))
 }
 
