@@ -6,7 +6,7 @@
 //! the queue is full: a log reader that stalls (a full pipe, a stuck log driver)
 //! must never stall supervision.
 
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{filter_fn, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -14,9 +14,23 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, LogOutput, LoggingConfig};
 
+/// What the written log's filter sits on: the registry with the monitors'
+/// layer (each layer filters for itself, so a monitor can ask for more
+/// than is written).
+type BelowFmt = tracing_subscriber::layer::Layered<
+    tracing_subscriber::filter::Filtered<MonitorLayer, MonitorFilter, Registry>,
+    Registry,
+>;
+
 /// Changes the level of the installed subscriber.
-#[derive(Clone, Debug)]
-pub struct LevelHandle(reload::Handle<EnvFilter, Registry>);
+#[derive(Clone)]
+pub struct LevelHandle(reload::Handle<EnvFilter, BelowFmt>);
+
+impl std::fmt::Debug for LevelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LevelHandle").field(&self.current()).finish()
+    }
+}
 
 impl LevelHandle {
     /// The most verbose level in effect (`info`, `debug`, ...).
@@ -56,7 +70,7 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
         .map(EnvFilter::new)
         .unwrap_or_else(|| EnvFilter::new(filter_for(&cfg.level)));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(MonitorLayer.with_filter(MonitorFilter));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
@@ -68,7 +82,7 @@ pub fn init(cfg: &LoggingConfig) -> (LevelHandle, FlushGuard) {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false);
-    let quiet = filter_fn(|meta| !is_raft_rpc_noise(meta));
+    let quiet = filter_fn(|meta| !is_raft_rpc_noise(meta)).and(filter);
     match cfg.format {
         LogFormat::Text => registry
             .with(fmt.with_ansi(false).with_filter(quiet))
@@ -103,5 +117,229 @@ fn is_raft_rpc_noise(meta: &tracing::Metadata<'_>) -> bool {
             has("err") || (*meta.level() == tracing::Level::WARN && has("error"))
         }
         _ => false,
+    }
+}
+
+/// One log event as `/v1/agent/monitor` streams it.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub level: tracing::Level,
+    pub unix_ms: u64,
+    /// The module (the event's target).
+    pub module: String,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl LogLine {
+    /// hclog's level word.
+    fn level_word(&self) -> &'static str {
+        match self.level {
+            tracing::Level::TRACE => "TRACE",
+            tracing::Level::DEBUG => "DEBUG",
+            tracing::Level::INFO => "INFO",
+            tracing::Level::WARN => "WARN",
+            tracing::Level::ERROR => "ERROR",
+        }
+    }
+
+    /// hclog's text line: `2024-05-20T10:00:00.000Z [INFO]  module: msg: k=v`.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "{} {:<8}{}: {}",
+            crate::discovery::api::gofmt::rfc3339_millis(self.unix_ms),
+            format!("[{}]", self.level_word()),
+            self.module,
+            self.message
+        );
+        if !self.fields.is_empty() {
+            out.push(':');
+            for (k, v) in &self.fields {
+                let _ = write!(out, " {k}={v}");
+            }
+        }
+        out
+    }
+
+    /// hclog's JSON line (`@level`, `@message`, `@module`, `@timestamp`,
+    /// then the fields).
+    pub fn json(&self) -> String {
+        let mut map = serde_json::Map::new();
+        map.insert(
+            "@level".into(),
+            self.level_word().to_ascii_lowercase().into(),
+        );
+        map.insert("@message".into(), self.message.clone().into());
+        map.insert("@module".into(), self.module.clone().into());
+        map.insert(
+            "@timestamp".into(),
+            crate::discovery::api::gofmt::rfc3339_millis(self.unix_ms).into(),
+        );
+        for (k, v) in &self.fields {
+            map.insert(k.clone(), v.clone().into());
+        }
+        serde_json::Value::Object(map).to_string()
+    }
+}
+
+/// Lines queued per monitor before the slowest one misses some.
+const MONITOR_QUEUE: usize = 512;
+
+fn monitor_sender() -> &'static tokio::sync::broadcast::Sender<std::sync::Arc<LogLine>> {
+    static SENDER: std::sync::OnceLock<tokio::sync::broadcast::Sender<std::sync::Arc<LogLine>>> =
+        std::sync::OnceLock::new();
+    SENDER.get_or_init(|| tokio::sync::broadcast::channel(MONITOR_QUEUE).0)
+}
+
+/// Monitors listening per level (index 0 = ERROR … 4 = TRACE).
+static MONITORS: std::sync::Mutex<[usize; 5]> = std::sync::Mutex::new([0; 5]);
+/// The most verbose level a monitor wants: 0 = none, 1 = ERROR … 5 = TRACE.
+static MONITOR_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+fn level_rank(l: &tracing::Level) -> u8 {
+    match *l {
+        tracing::Level::ERROR => 1,
+        tracing::Level::WARN => 2,
+        tracing::Level::INFO => 3,
+        tracing::Level::DEBUG => 4,
+        tracing::Level::TRACE => 5,
+    }
+}
+
+fn set_monitors(level: &tracing::Level, delta: isize) {
+    let mut counts = MONITORS.lock().unwrap_or_else(|p| p.into_inner());
+    let i = usize::from(level_rank(level) - 1);
+    counts[i] = counts[i].saturating_add_signed(delta);
+    let most = counts
+        .iter()
+        .rposition(|n| *n > 0)
+        .map_or(0, |i| u8::try_from(i + 1).unwrap_or(5));
+    if MONITOR_LEVEL.swap(most, std::sync::atomic::Ordering::SeqCst) != most {
+        // Callsites cached as off for the monitors are asked again.
+        tracing::callsite::rebuild_interest_cache();
+    }
+}
+
+/// A listening monitor: its lines, and its level kept enabled until drop.
+pub struct Monitor {
+    pub lines: tokio::sync::broadcast::Receiver<std::sync::Arc<LogLine>>,
+    level: tracing::Level,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        set_monitors(&self.level, -1);
+    }
+}
+
+/// Every log line at `level` and above from now on, for
+/// `/v1/agent/monitor`, whatever level the written log has. A receiver
+/// that falls behind loses lines.
+pub fn monitor(level: tracing::Level) -> Monitor {
+    let lines = monitor_sender().subscribe();
+    set_monitors(&level, 1);
+    Monitor { lines, level }
+}
+
+/// The monitors' filter: off (and costing nothing) while none listens;
+/// pilotfish's own events at the most verbose level one asked for, the
+/// libraries' from WARN up.
+struct MonitorFilter;
+
+impl MonitorFilter {
+    fn wants(meta: &tracing::Metadata<'_>) -> bool {
+        let rank = level_rank(meta.level());
+        rank <= MONITOR_LEVEL.load(std::sync::atomic::Ordering::Relaxed)
+            && (rank <= 2 || meta.target().starts_with("pilotfish"))
+            && !is_raft_rpc_noise(meta)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for MonitorFilter {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        Self::wants(meta)
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::wants(meta) {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        use tracing_subscriber::filter::LevelFilter;
+        Some(
+            match MONITOR_LEVEL.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => LevelFilter::OFF,
+                1 => LevelFilter::ERROR,
+                2 => LevelFilter::WARN,
+                3 => LevelFilter::INFO,
+                4 => LevelFilter::DEBUG,
+                _ => LevelFilter::TRACE,
+            },
+        )
+    }
+}
+
+/// Hands events to the monitors, only while one listens.
+struct MonitorLayer;
+
+impl<S: tracing::Subscriber> Layer<S> for MonitorLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let sender = monitor_sender();
+        let mut visit = FieldText::default();
+        event.record(&mut visit);
+        let meta = event.metadata();
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let _ = sender.send(std::sync::Arc::new(LogLine {
+            level: *meta.level(),
+            unix_ms,
+            module: meta.target().to_string(),
+            message: visit.message,
+            fields: visit.fields,
+        }));
+    }
+}
+
+#[derive(Default)]
+struct FieldText {
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl tracing::field::Visit for FieldText {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.fields
+                .push((field.name().to_string(), value.to_string()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.fields
+                .push((field.name().to_string(), format!("{value:?}")));
+        }
     }
 }

@@ -205,6 +205,33 @@ pub fn rfc3339_utc(unix_secs: u64) -> String {
     )
 }
 
+/// A Unix time in ms as `2024-05-20T10:00:00.000Z` (hclog's timestamp).
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (year, month, day) = civil_date(secs / 86_400);
+    let of_day = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        unix_ms % 1000
+    )
+}
+
+/// A Unix time in seconds as Go's `time.Time.String()` in UTC:
+/// `2024-05-20 02:55:10 +0000 UTC`.
+pub fn go_time_string(unix_secs: u64) -> String {
+    let (year, month, day) = civil_date(unix_secs / 86_400);
+    let of_day = unix_secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -14,10 +14,12 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod coordinate;
 pub mod event;
 pub mod gofmt;
 pub mod health;
 pub mod kv;
+pub mod metrics;
 pub mod operator;
 pub mod session;
 pub mod snapshot;

@@ -150,6 +150,10 @@ pub struct Gossip {
     /// In an answer: the answerer's recent events the prober lacks.
     #[serde(default)]
     pub missing_events: Vec<crate::discovery::api::event::UserEvent>,
+    /// The sender's network coordinate: the prober times the exchange and
+    /// moves its own (`coordinate`). `default`: older agents send none.
+    #[serde(default)]
+    pub coord: Option<super::vivaldi::Coordinate>,
 }
 
 /// A member announcing its own leave, or a force-leave spreading.
@@ -433,6 +437,7 @@ impl Server {
             members: self.members().all(self.leaving()),
             events: self.event_digest(),
             missing_events: Vec::new(),
+            coord: Some(self.coordinate()),
         }
     }
 
@@ -468,10 +473,15 @@ impl Server {
 
     /// Exchange member lists with the agent at `addr` (`ip:port`).
     pub async fn probe(&self, addr: &str) -> Result<(), CallError> {
+        let gossip = self.gossip();
+        let sent = Instant::now();
         let answer: Gossip = self
             .client()
-            .call(addr, "/gossip", &self.gossip(), PROBE_TIMEOUT)
+            .call(addr, "/gossip", &gossip, PROBE_TIMEOUT)
             .await?;
+        if let Some(theirs) = &answer.coord {
+            self.observe_rtt(&answer.from.name, theirs, sent.elapsed());
+        }
         self.members().heard_from(&answer.from, answer.initialized);
         self.members().merge(&answer.members);
         self.heard_events(&answer.events, &answer.missing_events);

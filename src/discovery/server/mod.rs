@@ -14,9 +14,11 @@
 //! The replica and the blocking queries' waiter table are `replica`; the
 //! read consistency modes and check-quorum are `consistency`.
 
+pub mod agent_metrics;
 pub mod checks;
 pub mod cluster;
 mod consistency;
+pub mod coordinate;
 pub mod dns;
 pub mod events;
 pub mod http;
@@ -26,6 +28,7 @@ mod replica;
 pub mod run;
 pub mod state;
 pub mod tls;
+pub mod vivaldi;
 
 pub use consistency::{Consistency, NoLeader};
 pub use replica::Topic;
@@ -92,6 +95,11 @@ pub struct ClusterConfig {
     pub ui: bool,
     /// The log level's handle, for `/v1/agent/self`'s `DebugConfig.LogLevel`.
     pub log_level: Option<crate::logging::LevelHandle>,
+    /// Coordinate sync and batching cadence (Consul's defaults).
+    pub coordinates: coordinate::Timing,
+    /// `--prometheus-retention-time` (Consul's
+    /// `telemetry.prometheus_retention_time`); zero: no Prometheus output.
+    pub prometheus_retention: Duration,
 }
 
 impl ClusterConfig {
@@ -202,7 +210,19 @@ struct Inner {
     fault: raft::Fault,
     /// Autopilot's `StableSince` of each server.
     stability: operator::Stability,
+    /// This agent's network coordinate and a server's queued updates.
+    coordinates: coordinate::Local,
+    /// The agent's metrics (`/v1/agent/metrics`).
+    metrics: agent_metrics::Sink,
+    /// What SIGHUP does, for `PUT /v1/agent/reload` (set by `run`).
+    reloader: std::sync::OnceLock<Reloader>,
+    /// Tokens set through `PUT /v1/agent/token/:type` (ACLs on).
+    agent_tokens: Mutex<BTreeMap<&'static str, String>>,
 }
+
+/// Reloads the agent's configuration as SIGHUP does; the error is the
+/// reason nothing changed.
+pub type Reloader = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Milliseconds since the Unix epoch: the time stamped into commands.
 pub fn now_ms() -> u64 {
@@ -324,6 +344,7 @@ impl Server {
         let alone = cluster.bootstraps_alone();
         let proposer = raft::propose::Proposer::start(raft.clone(), fault.clone());
         let threshold = cfg.snapshot_threshold;
+        let prometheus_retention = cluster.prometheus_retention;
         let server = Server {
             inner: Arc::new(Inner {
                 cfg,
@@ -342,6 +363,12 @@ impl Server {
                 events: events::Events::default(),
                 fault,
                 stability: operator::Stability::default(),
+                coordinates: coordinate::Local::default(),
+                metrics: agent_metrics::Sink::new(
+                    u64::try_from(prometheus_retention.as_millis()).unwrap_or(u64::MAX),
+                ),
+                reloader: std::sync::OnceLock::new(),
+                agent_tokens: Mutex::new(BTreeMap::new()),
             }),
         };
         let node = Arc::downgrade(&server.inner);
@@ -402,6 +429,35 @@ impl Server {
         &self.inner.agent_local
     }
 
+    /// The Vivaldi client and the coordinate queue (`coordinate`).
+    pub fn coordinates(&self) -> &coordinate::Local {
+        &self.inner.coordinates
+    }
+
+    /// The agent's metrics sink.
+    pub fn metrics(&self) -> &agent_metrics::Sink {
+        &self.inner.metrics
+    }
+
+    /// Install what `PUT /v1/agent/reload` runs (once).
+    pub fn set_reloader(&self, reload: Reloader) {
+        let _ = self.inner.reloader.set(reload);
+    }
+
+    /// Reload as SIGHUP does; `Ok` when there is nothing to reload.
+    pub fn reload(&self) -> Result<(), String> {
+        self.inner.reloader.get().map_or(Ok(()), |r| r())
+    }
+
+    /// Set one of the agent's ACL tokens (by its canonical name).
+    pub fn set_agent_token(&self, kind: &'static str, token: String) {
+        self.inner
+            .agent_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind, token);
+    }
+
     pub fn raft(&self) -> &raft::Raft {
         &self.inner.raft
     }
@@ -449,6 +505,7 @@ impl Server {
                 Err(_) | Ok(Err(Rejected::Stopped(None))) => return Err(WriteError::NoLeader),
                 Ok(Err(Rejected::Stopped(Some(cause)))) => return Err(WriteError::Stopped(cause)),
                 Ok(Ok(Applied { index, result })) => {
+                    self.count_apply();
                     return result
                         .map(|outcome| Written { index, outcome })
                         .map_err(WriteError::State);
@@ -490,11 +547,21 @@ impl Server {
         }
     }
 
+    /// `consul.raft.apply`: a command this leader committed.
+    fn count_apply(&self) {
+        self.inner
+            .metrics
+            .incr_counter(now_ms(), "consul.raft.apply", Default::default(), 1.0);
+    }
+
     /// A write forwarded by a follower: proposed only if this node leads.
     pub async fn write_as_leader(&self, cmd: Command) -> Forwarded {
         match tokio::time::timeout(HOLD, self.inner.proposer.propose(cmd)).await {
             Err(_) => Forwarded::Failed("timed out waiting for the write to commit".into()),
-            Ok(Ok(Applied { index, result })) => Forwarded::Applied { index, result },
+            Ok(Ok(Applied { index, result })) => {
+                self.count_apply();
+                Forwarded::Applied { index, result }
+            }
             Ok(Err(Rejected::NotLeader(_))) => Forwarded::NotLeader,
             Ok(Err(Rejected::Failed(m))) => Forwarded::Failed(m),
             Ok(Err(Rejected::Stopped(cause))) => Forwarded::Failed(cause.map_or_else(

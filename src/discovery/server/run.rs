@@ -154,6 +154,29 @@ pub struct AgentArgs {
     pub no_ui: bool,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Keep Prometheus series this long after their last update and serve
+    /// `/v1/agent/metrics?format=prometheus` (Consul's
+    /// `telemetry.prometheus_retention_time`; 0 = off).
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub prometheus_retention_time: String,
+    /// Least time between two coordinate syncs of this agent (Consul's
+    /// `sync_coordinate_interval_min`), a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "15s", hide = true)]
+    pub sync_coordinate_interval_min: String,
+    /// Coordinate syncs per second the whole cluster aims at (Consul's
+    /// `sync_coordinate_rate_target`).
+    #[arg(long, value_name = "RATE", default_value_t = 64.0, hide = true)]
+    pub sync_coordinate_rate_target: f64,
+    /// How often a server writes the coordinate updates it queued (Consul's
+    /// `coordinate_update_period`), a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "5s", hide = true)]
+    pub coordinate_update_period: String,
+    /// Coordinate updates per raft entry (`coordinate_update_batch_size`).
+    #[arg(long, value_name = "N", default_value_t = 128, hide = true)]
+    pub coordinate_update_batch_size: usize,
+    /// Batches per period; the excess is dropped (`coordinate_update_max_batches`).
+    #[arg(long, value_name = "N", default_value_t = 5, hide = true)]
+    pub coordinate_update_max_batches: usize,
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,
 }
@@ -391,6 +414,19 @@ pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
         // Consul's ui_config.enabled: on for -dev and servers.
         ui: !args.no_ui && (args.ui || args.dev || args.server),
         log_level: None,
+        coordinates: coordinate_timing(args, &mut errors),
+        prometheus_retention: match crate::discovery::api::gofmt::parse_duration(
+            &args.prometheus_retention_time,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(format!(
+                    "--prometheus-retention-time {:?}: {e}",
+                    args.prometheus_retention_time
+                ));
+                Duration::ZERO
+            }
+        },
     };
     let authenticated = key.is_some() || cluster.tls.is_some();
     let alone = args.dev || (cluster.bootstraps_alone() && cluster.retry_join.is_empty());
@@ -417,6 +453,39 @@ pub fn cluster_config(args: &AgentArgs) -> Result<ClusterConfig, String> {
     } else {
         Err(errors.join("; "))
     }
+}
+
+/// The coordinate flags (positive durations, a positive batch size).
+fn coordinate_timing(args: &AgentArgs, errors: &mut Vec<String>) -> super::coordinate::Timing {
+    let mut timing = super::coordinate::Timing::default();
+    let mut duration = |flag: &str, text: &str, into: &mut Duration| {
+        match crate::discovery::api::gofmt::parse_duration(text) {
+            Ok(d) if !d.is_zero() => *into = d,
+            _ => errors.push(format!(
+                "--{flag} {text:?}: give a positive Go duration such as 15s"
+            )),
+        }
+    };
+    duration(
+        "sync-coordinate-interval-min",
+        &args.sync_coordinate_interval_min,
+        &mut timing.sync_interval_min,
+    );
+    duration(
+        "coordinate-update-period",
+        &args.coordinate_update_period,
+        &mut timing.update_period,
+    );
+    if args.coordinate_update_batch_size == 0 || args.coordinate_update_max_batches == 0 {
+        errors.push(
+            "--coordinate-update-batch-size and --coordinate-update-max-batches must be at least 1"
+                .to_string(),
+        );
+    }
+    timing.sync_rate_target = args.sync_coordinate_rate_target;
+    timing.batch_size = args.coordinate_update_batch_size;
+    timing.max_batches = args.coordinate_update_max_batches;
+    timing
 }
 
 /// The largest secret file read (a key or a token is a line).
@@ -599,6 +668,10 @@ async fn serve(
     let server = Server::open_with(cfg, cluster)
         .await
         .context("starting the server")?;
+    {
+        let (args, level) = (args.clone(), level.clone());
+        server.set_reloader(Box::new(move || reload(&args, &level)));
+    }
 
     let http_addr = SocketAddr::new(args.client, args.http_port);
     let http = TcpListener::bind(http_addr)
@@ -625,6 +698,16 @@ async fn serve(
         });
     }
     tasks.spawn(super::cluster::probe_loop(server.clone(), shutdown.clone()));
+    tasks.spawn(super::coordinate::sync_loop(
+        server.clone(),
+        shutdown.clone(),
+    ));
+    if is_server {
+        tasks.spawn(super::coordinate::flush_loop(
+            server.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(super::cluster::retry_join(server.clone(), shutdown.clone()));
     if is_server {
         if !alone {
@@ -668,6 +751,10 @@ async fn serve(
         shutdown.clone(),
     ));
     tasks.spawn(expire_sessions(server.clone(), shutdown.clone()));
+    tasks.spawn(super::http::agent_runtime::sample_gauges(
+        server.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(reap_tombstones(server.clone(), shutdown.clone()));
     tasks.close();
     tracing::info!(
@@ -693,7 +780,9 @@ async fn serve(
                 break None;
             }
             cause = server.failed() => break Some(cause),
-            _ = hangup.recv() => reload(args, level),
+            _ = hangup.recv() => {
+                let _ = reload(args, level);
+            }
             _ = user1.recv() => tracing::info!("SIGUSR1: ignored"),
             _ = user2.recv() => tracing::info!("SIGUSR2: ignored"),
         }
@@ -730,18 +819,23 @@ async fn serve(
 
 /// SIGHUP: re-read what can change while running (the log level of
 /// `--config-file`); a bad file is reported and changes nothing.
-fn reload(args: &AgentArgs, level: &crate::logging::LevelHandle) {
+/// `PUT /v1/agent/reload` runs the same and answers its error.
+fn reload(args: &AgentArgs, level: &crate::logging::LevelHandle) -> Result<(), String> {
     let Some(path) = &args.config_file else {
         tracing::info!("SIGHUP: nothing to reload (the log level reloads from --config-file)");
-        return;
+        return Ok(());
     };
     match AgentFile::read(path) {
         Ok(file) => {
             let new = file.log_level.unwrap_or_else(|| args.log_level.clone());
             level.set(&new);
             tracing::info!("SIGHUP: reloaded {}: log level {new}", path.display());
+            Ok(())
         }
-        Err(e) => tracing::error!("SIGHUP: {e}; nothing changed"),
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}; nothing changed");
+            Err(e)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use super::agent::only;
+use super::coordinate::Near;
 use super::filter::{self, Filter, Schema};
 use super::query::{check_datacenter, json, ApiError, QueryOptions, Rendered};
 use super::wire;
@@ -138,6 +139,7 @@ async fn service(
     let filter = Filter::from_query(&opts, Schema::ServiceNode)?;
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/service", &name));
     drop(opts);
     // Woken only by writes that touch this service.
@@ -147,7 +149,8 @@ async fn service(
             &server,
             move |s| s.service_index(&probe_name),
             move |s| {
-                let (instances, _) = s.catalog_service(&name, &tags);
+                let (mut instances, _) = s.catalog_service(&name, &tags);
+                near.sort(s, &mut instances, |i| &i.node.name);
                 let mut rows: Vec<CatalogService> = instances
                     .iter()
                     .map(|i| wire::catalog_service(i, &dc))
@@ -163,6 +166,7 @@ async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Respo
     opts.check_dc(&server)?;
     let filter = Filter::from_query(&opts, Schema::Node)?;
     let dc = server.config().datacenter.clone();
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/nodes", ""));
     drop(opts);
     Ok(blocking
@@ -170,7 +174,8 @@ async fn nodes(State(server): State<Server>, opts: QueryOptions) -> Result<Respo
             &server,
             |s| s.catalog_index(),
             move |s| {
-                let (nodes, _) = s.catalog_nodes();
+                let (mut nodes, _) = s.catalog_nodes();
+                near.sort(s, &mut nodes, |n| &n.name);
                 let mut rows: Vec<Node> = nodes.iter().map(|n| wire::node(n, &dc)).collect();
                 filter::retain(filter.as_ref(), &mut rows);
                 Rendered::json(&rows, pretty)

@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::agent::only;
+use super::coordinate::Near;
 use super::filter::{self, Filter, Schema};
 use super::query::{ApiError, QueryOptions, Rendered};
 use super::wire;
@@ -53,6 +54,7 @@ async fn service(
     let filter = Filter::from_query(&opts, Schema::ServiceEntry)?;
     let tags: Vec<String> = opts.all("tag").into_iter().map(String::from).collect();
     let dc = server.config().datacenter.clone();
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/service", &name));
     drop(opts);
     // Woken only by writes that touch this service.
@@ -62,7 +64,8 @@ async fn service(
             &server,
             move |s| s.service_index(&probe_name),
             move |s| {
-                let (entries, _) = s.health_service(&name, &tags, passing);
+                let (mut entries, _) = s.health_service(&name, &tags, passing);
+                near.sort(s, &mut entries, |e| &e.node.name);
                 let mut rows: Vec<ServiceEntry> = entries
                     .iter()
                     .map(|e| wire::service_entry(e, &dc))
@@ -91,6 +94,7 @@ async fn service_checks(
 ) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     let filter = Filter::from_query(&opts, Schema::HealthCheck)?;
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/checks", &name));
     drop(opts);
     let probe_name = name.clone();
@@ -99,10 +103,9 @@ async fn service_checks(
             &server,
             move |s| s.service_index(&probe_name),
             move |s| {
-                Rendered::json(
-                    &wire(s.health_service_checks(&name).0, filter.as_ref()),
-                    pretty,
-                )
+                let (mut checks, _) = s.health_service_checks(&name);
+                near.sort(s, &mut checks, |c| &c.node);
+                Rendered::json(&wire(checks, filter.as_ref()), pretty)
             },
         )
         .await)
@@ -136,13 +139,18 @@ async fn state(
     let filter = Filter::from_query(&opts, Schema::HealthCheck)?;
     let status = StatusFilter::parse(&state)
         .ok_or_else(|| ApiError::bad_request(format!("Invalid state: {state}")))?;
+    let near = Near::parse(&opts, &server);
     let (pretty, blocking) = (opts.pretty, opts.blocking("health/state", &state));
     drop(opts);
     Ok(blocking
         .answer(
             &server,
             |s| s.catalog_index(),
-            move |s| Rendered::json(&wire(s.health_state(status).0, filter.as_ref()), pretty),
+            move |s| {
+                let (mut checks, _) = s.health_state(status);
+                near.sort(s, &mut checks, |c| &c.node);
+                Rendered::json(&wire(checks, filter.as_ref()), pretty)
+            },
         )
         .await)
 }

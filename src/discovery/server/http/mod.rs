@@ -7,9 +7,11 @@
 //! the state's in `wire`.
 
 pub mod agent;
+pub mod agent_runtime;
 pub mod archive;
 pub mod catalog;
 pub mod conn;
+pub mod coordinate;
 pub mod event;
 pub mod filter;
 pub mod health;
@@ -56,10 +58,12 @@ fn api_routes() -> Router<Server> {
         .merge(status::routes())
         .merge(operator::routes())
         .merge(agent::routes())
+        .merge(agent_runtime::routes())
         .merge(catalog::routes())
         .merge(health::routes())
         .merge(snapshot::routes())
         .merge(event::routes())
+        .merge(coordinate::routes())
 }
 
 /// One request through the API as a client's would go (ACL token,
@@ -76,9 +80,16 @@ pub(crate) async fn call(
 /// modes apply, index headers are sent); agent and status endpoints are
 /// answered by the agent itself.
 fn is_query(path: &str) -> bool {
-    ["/v1/kv/", "/v1/catalog/", "/v1/health/", "/v1/session/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "/v1/kv/",
+        "/v1/catalog/",
+        "/v1/health/",
+        "/v1/session/",
+        // `nodes` and `node/`; `datacenters` reads the members, not the state.
+        "/v1/coordinate/node",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 /// Whether a presence flag (`?stale`, `?consistent=1`) is in the query.
@@ -125,12 +136,15 @@ async fn guard(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
 
+    let started = tokio::time::Instant::now();
+    let method = req.method().clone();
     let path = req.uri().path();
     // The UI's pages ask for the token themselves and read through the
     // API, which checks it (`crate::ui`).
     let open = path.starts_with("/v1/status/") || crate::ui::is_page(path);
     // Consul's event list sends its index alone, without leader headers.
     let leader_headers = !path.starts_with("/v1/event/");
+    let metrics_path = path.to_string();
     if let Some(master) = &server.cluster().acl_token {
         if !open && !token(&req).is_some_and(|t| master.matches(&t)) {
             return query::ApiError::forbidden().into_response();
@@ -187,6 +201,7 @@ async fn guard(
             axum::http::HeaderValue::from(contact),
         );
     }
+    agent_runtime::record_request(&server, method.as_str(), &metrics_path, started.elapsed());
     resp
 }
 

@@ -648,6 +648,7 @@ fn routes(server: Server) -> Router {
         .route(&format!("{PREFIX}/elect"), post(elect))
         .route(&format!("{PREFIX}/transfer-leader"), post(transfer_leader))
         .route(&format!("{PREFIX}/keyring"), post(keyring))
+        .route(&format!("{PREFIX}/coordinate"), post(coordinate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }
@@ -702,6 +703,14 @@ async fn read_index(State(server): State<Server>) -> Json<Option<u64>> {
 
 async fn gossip(State(server): State<Server>, Json(g): Json<Gossip>) -> Json<Gossip> {
     Json(server.answer_gossip(&g))
+}
+
+/// A client agent's coordinate, queued on this server.
+async fn coordinate(
+    State(server): State<Server>,
+    Json(u): Json<crate::discovery::server::state::coordinate::CoordinateUpdate>,
+) -> Json<Result<(), String>> {
+    Json(server.queue_coordinate(u).map_err(|e| e.to_string()))
 }
 
 async fn leave(State(server): State<Server>, Json(l): Json<Leave>) -> Json<()> {

@@ -47,6 +47,7 @@
 pub mod autopilot;
 pub mod catalog;
 pub mod checks;
+pub mod coordinate;
 pub mod kv;
 pub mod session;
 pub mod txn;
@@ -54,6 +55,7 @@ pub mod txn;
 use serde::{Deserialize, Serialize};
 
 use crate::discovery::api::gofmt::go_quote;
+use crate::discovery::server::vivaldi::Coordinate;
 
 use catalog::{
     Catalog, CatalogEffects, Deregistration, Node, NodeServices, Registration, ServiceEntry,
@@ -140,6 +142,10 @@ pub enum Command {
     AutopilotSet {
         config: autopilot::AutopilotConfig,
         cas: Option<u64>,
+    },
+    /// A server's batch of queued `PUT /v1/coordinate/update`s.
+    CoordinateBatchUpdate {
+        updates: Vec<coordinate::CoordinateUpdate>,
     },
 }
 
@@ -234,6 +240,9 @@ pub struct State {
     /// while unset so such states still serialise alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     autopilot: Option<autopilot::AutopilotConfig>,
+    /// Network coordinates; `default` so earlier states still load.
+    #[serde(default)]
+    coordinates: coordinate::Coordinates,
 }
 
 /// A point-in-time copy of the state for raft snapshots. `format` lets a
@@ -429,6 +438,12 @@ impl State {
                 config,
                 cas,
             ))),
+            Command::CoordinateBatchUpdate { updates } => {
+                let catalog = &self.catalog;
+                self.coordinates
+                    .update(idx, updates, |n| catalog.node(n).is_some());
+                Ok(Outcome::Done)
+            }
         }
     }
 
@@ -451,6 +466,7 @@ impl State {
             restored_at: _,
             // Consul's restore brings the autopilot config back too.
             autopilot,
+            coordinates,
         } = snapshot.state;
         if autopilot.is_some() {
             self.autopilot = autopilot;
@@ -460,6 +476,7 @@ impl State {
         self.kv.touch_all();
         self.sessions = sessions;
         self.catalog = catalog;
+        self.coordinates = coordinates;
         self.sessions.reset_timers(now);
         Ok(())
     }
@@ -486,6 +503,7 @@ impl State {
     }
 
     fn apply_effects(&mut self, idx: u64, now: u64, effects: CatalogEffects) {
+        self.coordinates.drop_nodes(idx, &effects.dead_nodes);
         let mut doomed = Vec::new();
         for node in &effects.dead_nodes {
             doomed.extend(self.sessions.on_node(node));
@@ -713,6 +731,26 @@ impl State {
     /// `GET /v1/health/state/<state>`.
     pub fn health_state(&self, filter: StatusFilter) -> (Vec<HealthCheck>, u64) {
         (self.catalog.checks_in_state(filter), self.catalog_index())
+    }
+
+    // ----- coordinate reads -----
+
+    /// Index of the coordinates table (`coordinate/nodes`, `coordinate/node`).
+    pub fn coordinate_index(&self) -> u64 {
+        self.floor(self.coordinates.table_index())
+    }
+
+    /// Every stored (node, segment, coordinate), by node.
+    pub fn coordinates(&self) -> impl Iterator<Item = (&str, &str, &Coordinate)> {
+        self.coordinates.all()
+    }
+
+    /// One node's coordinates by segment.
+    pub fn node_coordinates(
+        &self,
+        node: &str,
+    ) -> Option<&std::collections::BTreeMap<String, Coordinate>> {
+        self.coordinates.node(node)
     }
 
     /// One check (the HTTP layer's TTL-check lookups).
