@@ -166,6 +166,11 @@ pub struct Leave {
 /// The membership view.
 pub struct Members {
     me: MemberInfo,
+    /// `me`'s generation: raised when this agent refutes a `left` others
+    /// hold for it while it is alive (a force-leave, or autopilot's cleanup
+    /// of a server that was only cut off), as serf refutes with a newer
+    /// incarnation, so they take it back.
+    generation: std::sync::atomic::AtomicU64,
     map: Mutex<BTreeMap<String, Member>>,
 }
 
@@ -181,12 +186,18 @@ impl Members {
                 datacenter: cfg.datacenter.clone(),
                 generation: super::now_ms(),
             },
+            generation: std::sync::atomic::AtomicU64::new(0),
             map: Mutex::new(BTreeMap::new()),
         }
     }
 
-    pub fn me(&self) -> &MemberInfo {
-        &self.me
+    /// This agent, with its current generation.
+    pub fn me(&self) -> MemberInfo {
+        let mut me = self.me.clone();
+        me.generation = me
+            .generation
+            .max(self.generation.load(std::sync::atomic::Ordering::Relaxed));
+        me
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Member>> {
@@ -196,7 +207,7 @@ impl Members {
     /// Every member, this node first.
     pub fn all(&self, leaving: bool) -> Vec<(MemberInfo, Status)> {
         let mut out = vec![(
-            self.me.clone(),
+            self.me(),
             if leaving {
                 Status::Leaving
             } else {
@@ -244,11 +255,21 @@ impl Members {
     }
 
     /// Merge another member's view: new members are added (and will be
-    /// probed), restarts replace older generations, leaves spread.
-    fn merge(&self, list: &[(MemberInfo, Status)]) {
+    /// probed), restarts replace older generations, leaves spread. A `left`
+    /// for this agent's own generation is refuted unless it is `leaving`.
+    fn merge(&self, list: &[(MemberInfo, Status)], leaving: bool) {
         let mut map = self.map();
         for (info, status) in list {
             if info.name == self.me.name {
+                let mine = self.me().generation;
+                if !leaving && *status == Status::Left && info.generation >= mine {
+                    let newer = super::now_ms().max(info.generation + 1);
+                    self.generation
+                        .store(newer, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(
+                        "refuting a leave: this agent is alive (generation {mine} → {newer})"
+                    );
+                }
                 continue;
             }
             match map.get_mut(&info.name) {
@@ -324,7 +345,7 @@ impl Members {
             out.push((
                 raft_id(&self.me.node_id),
                 Member {
-                    info: self.me.clone(),
+                    info: self.me(),
                     status: Status::Alive,
                     last_ok: Instant::now(),
                     initialized: false,
@@ -444,7 +465,7 @@ impl Server {
     /// Another member's gossip arrived: learn from it and answer with ours.
     pub(crate) fn answer_gossip(&self, g: &Gossip) -> Gossip {
         self.members().heard_from(&g.from, g.initialized);
-        self.members().merge(&g.members);
+        self.members().merge(&g.members, self.leaving());
         self.heard_events(&g.events, &g.missing_events);
         let mut answer = self.gossip();
         answer.missing_events = self.events_missing(&g.events);
@@ -483,7 +504,7 @@ impl Server {
             self.observe_rtt(&answer.from.name, theirs, sent.elapsed());
         }
         self.members().heard_from(&answer.from, answer.initialized);
-        self.members().merge(&answer.members);
+        self.members().merge(&answer.members, self.leaving());
         self.heard_events(&answer.events, &answer.missing_events);
         Ok(())
     }
@@ -956,16 +977,19 @@ mod tests {
     #[test]
     fn gossip_spreads_members_leaves_and_restarts() {
         let m = members();
-        m.merge(&[
-            (info("a", 1), Status::Alive),
-            (info("me", 1), Status::Failed),
-        ]);
+        m.merge(
+            &[
+                (info("a", 1), Status::Alive),
+                (info("me", 1), Status::Failed),
+            ],
+            false,
+        );
         assert_eq!(status(&m, "a"), Some(Status::Alive));
         assert_eq!(m.others().len(), 1, "never lists itself");
         // A leave of the same generation spreads; an older one does not.
-        m.merge(&[(info("a", 0), Status::Left)]);
+        m.merge(&[(info("a", 0), Status::Left)], false);
         assert_eq!(status(&m, "a"), Some(Status::Alive));
-        m.merge(&[(info("a", 1), Status::Left)]);
+        m.merge(&[(info("a", 1), Status::Left)], false);
         assert_eq!(status(&m, "a"), Some(Status::Left));
         // Hearing from a left member of the same generation keeps it left;
         // a restart (newer generation) brings it back.
@@ -973,6 +997,23 @@ mod tests {
         assert_eq!(status(&m, "a"), Some(Status::Left));
         m.heard_from(&info("a", 2), true);
         assert_eq!(status(&m, "a"), Some(Status::Alive));
+    }
+
+    #[test]
+    fn an_alive_agent_refutes_a_leave_unless_it_is_leaving() {
+        let m = members();
+        let mine = m.me().generation;
+        // Others say it left (a force-leave, autopilot's cleanup of a server
+        // that was only cut off): it answers with a newer generation.
+        m.merge(&[(info("me", mine), Status::Left)], false);
+        let refuted = m.me().generation;
+        assert!(refuted > mine);
+        assert_eq!(m.all(false)[0].0.generation, refuted);
+        // An older leave, or its own while leaving, changes nothing.
+        m.merge(&[(info("me", mine), Status::Left)], false);
+        assert_eq!(m.me().generation, refuted);
+        m.merge(&[(info("me", refuted), Status::Left)], true);
+        assert_eq!(m.me().generation, refuted);
     }
 
     #[tokio::test(start_paused = true)]

@@ -404,7 +404,7 @@ impl Server {
     /// Register this node in the catalog (serfHealth passing) once a leader
     /// takes writes; used by a server that runs alone.
     async fn register_self(&self) -> Result<(), ServerError> {
-        let reg = cluster::node_registration(self.members().me());
+        let reg = cluster::node_registration(&self.members().me());
         self.write(Command::Register(reg))
             .await
             .map(|_| ())
