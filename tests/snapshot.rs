@@ -655,8 +655,8 @@ async fn inspect_prints_the_metadata_and_the_records_by_type() {
     };
     assert_eq!(row("KVS")[1], "2", "{text}");
     assert_eq!(row("Tombstone")[1], "1", "{text}");
-    // The node and its serfHealth check.
-    assert_eq!(row("Register")[1], "2", "{text}");
+    // The node, the server's `consul` service and its serfHealth check.
+    assert_eq!(row("Register")[1], "3", "{text}");
     assert!(lines[lines.len() - 1].starts_with(" Total "), "{text}");
 
     let r = a.cli(&["snapshot", "inspect", "--format", "json", file_s]);
