@@ -2281,6 +2281,36 @@ impl Conv {
         jobs.into_iter().map(|(_, job)| job).collect()
     }
 
+    /// What a service registers with, as 2.x services and 3.x jobs both
+    /// wrote it: `tags`, `interfaces` and `consul { enableTagOverride,
+    /// deregisterCriticalServiceAfter }`.
+    fn service_fields(&mut self, path: &str, f: &Fields, job: &mut RawJob) {
+        job.tags = f
+            .get("tags")
+            .map(|v| self.strings(&join(path, "tags"), v))
+            .unwrap_or_default();
+        job.interfaces = f
+            .get("interfaces")
+            .and_then(|v| self.string_or_list(&join(path, "interfaces"), v));
+        if let Some(v) = f.get("consul") {
+            let cp = join(path, "consul");
+            if let Some(co) = self.object(&cp, v) {
+                let cf = self.fields(
+                    &cp,
+                    co,
+                    &["enableTagOverride", "deregisterCriticalServiceAfter"],
+                    false,
+                );
+                job.enable_tag_override = cf
+                    .get("enableTagOverride")
+                    .and_then(|v| self.boolean(&join(&cp, "enableTagOverride"), v));
+                job.deregister_critical_service_after = cf
+                    .get("deregisterCriticalServiceAfter")
+                    .and_then(|v| self.duration(&join(&cp, "deregisterCriticalServiceAfter"), v));
+            }
+        }
+    }
+
     /// One job; also returns ContainerPilot's default name when the job had none.
     fn job(&mut self, path: &str, index: usize, o: &[(String, J)]) -> (RawJob, Option<String>) {
         let f = self.fields(
@@ -2400,30 +2430,7 @@ impl Conv {
             (None, Some(v)) => self.string(&join(path, "initialStatus"), v),
             (None, None) => None,
         };
-        job.tags = f
-            .get("tags")
-            .map(|v| self.strings(&join(path, "tags"), v))
-            .unwrap_or_default();
-        job.interfaces = f
-            .get("interfaces")
-            .and_then(|v| self.string_or_list(&join(path, "interfaces"), v));
-        if let Some(v) = f.get("consul") {
-            let cp = join(path, "consul");
-            if let Some(co) = self.object(&cp, v) {
-                let cf = self.fields(
-                    &cp,
-                    co,
-                    &["enableTagOverride", "deregisterCriticalServiceAfter"],
-                    false,
-                );
-                job.enable_tag_override = cf
-                    .get("enableTagOverride")
-                    .and_then(|v| self.boolean(&join(&cp, "enableTagOverride"), v));
-                job.deregister_critical_service_after = cf
-                    .get("deregisterCriticalServiceAfter")
-                    .and_then(|v| self.duration(&join(&cp, "deregisterCriticalServiceAfter"), v));
-            }
-        }
+        self.service_fields(path, &f, &mut job);
         if job.port.as_ref().is_some_and(|p| *p != RawInt::Int(0))
             && job.health.is_none()
             && job.name != "containerpilot"

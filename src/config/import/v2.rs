@@ -332,30 +332,7 @@ impl Conv {
         }
         self.ttl_above_interval(&join(path, "ttl"), &mut health, "poll");
         job.health = Some(health);
-        job.interfaces = f
-            .get("interfaces")
-            .and_then(|v| self.string_or_list(&join(path, "interfaces"), v));
-        job.tags = f
-            .get("tags")
-            .map(|v| self.strings(&join(path, "tags"), v))
-            .unwrap_or_default();
-        if let Some(v) = f.get("consul") {
-            let cp = join(path, "consul");
-            if let Some(co) = self.object(&cp, v) {
-                let cf = self.fields(
-                    &cp,
-                    co,
-                    &["enableTagOverride", "deregisterCriticalServiceAfter"],
-                    false,
-                );
-                job.enable_tag_override = cf
-                    .get("enableTagOverride")
-                    .and_then(|v| self.boolean(&join(&cp, "enableTagOverride"), v));
-                job.deregister_critical_service_after = cf
-                    .get("deregisterCriticalServiceAfter")
-                    .and_then(|v| self.duration(&join(&cp, "deregisterCriticalServiceAfter"), v));
-            }
-        }
+        self.service_fields(path, &f, &mut job);
         self.note(path, "the TTL check's ID was the service ID in ContainerPilot 2.x; pilotfish's is service:<ID> (the service ID, <name>-<hostname>, is unchanged)");
         Some(job)
     }

@@ -192,29 +192,32 @@ pub fn civil_date(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// A Unix time in seconds as (year, month, day, hour, minute, second) UTC.
+fn utc(unix_secs: u64) -> (u64, u64, u64, u64, u64, u64) {
+    let (year, month, day) = civil_date(unix_secs / 86_400);
+    let of_day = unix_secs % 86_400;
+    (
+        year,
+        month,
+        day,
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+    )
+}
+
 /// A Unix time in whole seconds as Go's `time.RFC3339` prints a UTC
 /// `time.Time`: `2024-05-20T10:00:00Z`.
 pub fn rfc3339_utc(unix_secs: u64) -> String {
-    let (year, month, day) = civil_date(unix_secs / 86_400);
-    let of_day = unix_secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    let (y, mo, d, h, mi, s) = utc(unix_secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 /// A Unix time in ms as `2024-05-20T10:00:00.000Z` (hclog's timestamp).
 pub fn rfc3339_millis(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (year, month, day) = civil_date(secs / 86_400);
-    let of_day = secs % 86_400;
+    let (y, mo, d, h, mi, s) = utc(unix_ms / 1000);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
         unix_ms % 1000
     )
 }
@@ -222,14 +225,8 @@ pub fn rfc3339_millis(unix_ms: u64) -> String {
 /// A Unix time in seconds as Go's `time.Time.String()` in UTC:
 /// `2024-05-20 02:55:10 +0000 UTC`.
 pub fn go_time_string(unix_secs: u64) -> String {
-    let (year, month, day) = civil_date(unix_secs / 86_400);
-    let of_day = unix_secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000 UTC",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    let (y, mo, d, h, mi, s) = utc(unix_secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} +0000 UTC")
 }
 
 #[cfg(test)]

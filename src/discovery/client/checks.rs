@@ -12,9 +12,7 @@ impl Client {
         q: &Query,
     ) -> Result<(Vec<HealthCheck>, Meta), Error> {
         let path = format!("/v1/health/checks/{}", segment(service));
-        let (list, meta): (Option<Vec<HealthCheck>>, Meta) =
-            self.read(&path, Vec::new(), q).await?;
-        Ok((list.unwrap_or_default(), meta))
+        self.read_list(&path, Vec::new(), q).await
     }
 
     /// `GET /v1/health/state/<state>` (`any`, `passing`, `warning`, `critical`).
@@ -24,9 +22,7 @@ impl Client {
         q: &Query,
     ) -> Result<(Vec<HealthCheck>, Meta), Error> {
         let path = format!("/v1/health/state/{}", segment(state));
-        let (list, meta): (Option<Vec<HealthCheck>>, Meta) =
-            self.read(&path, Vec::new(), q).await?;
-        Ok((list.unwrap_or_default(), meta))
+        self.read_list(&path, Vec::new(), q).await
     }
 
     /// `GET /v1/health/service/<name>[?passing][&tag=...]` with every tag
@@ -44,7 +40,6 @@ impl Client {
         }
         params.extend(tags.iter().map(|t| ("tag", t.clone())));
         let path = format!("/v1/health/service/{}", segment(name));
-        let (list, meta): (Option<Vec<ServiceEntry>>, Meta) = self.read(&path, params, q).await?;
-        Ok((list.unwrap_or_default(), meta))
+        self.read_list(&path, params, q).await
     }
 }

@@ -54,8 +54,6 @@ impl Client {
         if let Some(n) = name.filter(|n| !n.is_empty()) {
             params.push(("name", n.to_string()));
         }
-        let (list, meta): (Option<Vec<UserEvent>>, Meta) =
-            self.read("/v1/event/list", params, q).await?;
-        Ok((list.unwrap_or_default(), meta))
+        self.read_list("/v1/event/list", params, q).await
     }
 }

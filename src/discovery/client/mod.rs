@@ -347,6 +347,17 @@ impl Client {
         Ok((decode(path, &a.body)?, a.meta))
     }
 
+    /// A list read: Consul's `null` for "none" is an empty list.
+    async fn read_list<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        params: Vec<(&str, String)>,
+        q: &Query,
+    ) -> Result<(Vec<T>, Meta), Error> {
+        let (list, meta): (Option<Vec<T>>, Meta) = self.read(path, params, q).await?;
+        Ok((list.unwrap_or_default(), meta))
+    }
+
     async fn put(
         &self,
         path: &str,
@@ -486,15 +497,8 @@ impl Client {
         passing: bool,
         q: &Query,
     ) -> Result<(Vec<ServiceEntry>, Meta), Error> {
-        let mut params = Vec::new();
-        if passing {
-            params.push(("passing", "1".to_string()));
-        }
-        if let Some(t) = tag {
-            params.push(("tag", t.to_string()));
-        }
-        self.read(&format!("/v1/health/service/{}", segment(name)), params, q)
-            .await
+        let tags: Vec<String> = tag.map(str::to_string).into_iter().collect();
+        self.health_service_tags(name, &tags, passing, q).await
     }
 
     /// `GET /v1/catalog/services`: every service name with the union of its tags.
@@ -514,9 +518,7 @@ impl Client {
 
     /// `GET /v1/catalog/nodes`.
     pub async fn catalog_nodes(&self, q: &Query) -> Result<(Vec<Node>, Meta), Error> {
-        let (list, meta): (Option<Vec<Node>>, Meta) =
-            self.read("/v1/catalog/nodes", Vec::new(), q).await?;
-        Ok((list.unwrap_or_default(), meta))
+        self.read_list("/v1/catalog/nodes", Vec::new(), q).await
     }
 
     /// `GET /v1/catalog/node/<name>`: None when the node is not in the catalog.
