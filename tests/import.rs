@@ -241,7 +241,7 @@ fn nginx_with_watch_on_change_sensor_and_telemetry() {
         .iter()
         .find(|j| j.name == "sensor")
         .expect("sensor");
-    assert!(matches!(sensor.when.trigger, Trigger::Interval(d) if d.as_secs() == 5));
+    assert!(matches!(sensor.when.trigger, Trigger::Interval { every, .. } if every.as_secs() == 5));
     assert_eq!(sensor.restarts, Restarts::Unlimited);
     let on_change = config
         .jobs
@@ -581,6 +581,11 @@ fn v2_services_backends_hooks_coprocesses_tasks_and_sensors() {
         Some("1s")
     );
     assert_eq!(task.timeout.as_deref(), Some("500ms"));
+    // Like every poller, tasks and sensors start after preStart's success.
+    let after = |j: &RawJob| j.when.as_ref().map(|w| (w.source.clone(), w.once.clone()));
+    let pre_start = Some((Some("preStart".into()), Some("exitSuccess".into())));
+    assert_eq!(after(task), pre_start);
+    assert_eq!(after(job(&raw, "sensor-app-queue-depth")), pre_start);
     // The sensor: a metric and the job that feeds it.
     let t = raw.telemetry.as_ref().expect("telemetry");
     assert_eq!(t.service.as_deref(), Some("containerpilot"));

@@ -219,8 +219,12 @@ pub struct Condition {
 pub enum Trigger {
     /// Started once when pilotfish starts (no `when`).
     Startup,
-    /// Run every interval, first run at startup.
-    Interval(Duration),
+    /// Run every `every`, the first run at startup, or when `after` is met
+    /// (a `once` condition: start the period after, say, preStart succeeded).
+    Interval {
+        every: Duration,
+        after: Option<Condition>,
+    },
     /// Started when every condition has been met (one condition = plain source/once|each).
     All(Vec<Condition>),
     /// Started when any condition is met.
@@ -232,6 +236,18 @@ pub struct When {
     pub trigger: Trigger,
     /// Give up waiting for the trigger after this long.
     pub timeout: Option<Duration>,
+}
+
+impl When {
+    /// The conditions this trigger waits on (none for startup and plain
+    /// interval jobs; an interval's `after` is one).
+    pub fn conditions(&self) -> &[Condition] {
+        match &self.trigger {
+            Trigger::All(cs) | Trigger::Any(cs) => cs,
+            Trigger::Interval { after: Some(c), .. } => std::slice::from_ref(c),
+            Trigger::Startup | Trigger::Interval { after: None, .. } => &[],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

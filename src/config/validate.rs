@@ -1192,7 +1192,7 @@ impl Validator<'_> {
         let periodic = matches!(
             when,
             Some(When {
-                trigger: Trigger::Interval(_),
+                trigger: Trigger::Interval { .. },
                 ..
             })
         );
@@ -1260,9 +1260,9 @@ impl Validator<'_> {
             .and_then(|s| self.positive_duration(&format!("{p}.timeout"), s))
             .or(match &when {
                 Some(When {
-                    trigger: Trigger::Interval(d),
+                    trigger: Trigger::Interval { every, .. },
                     ..
-                }) => Some(*d),
+                }) => Some(*every),
                 _ => None,
             });
         let stop_signal = raw
@@ -1533,8 +1533,6 @@ impl Validator<'_> {
             .and_then(|s| self.positive_duration(&format!("{wp}.timeout"), s));
         if let Some(interval) = &w.interval {
             let others: Vec<&str> = [
-                ("source", w.source.is_some()),
-                ("once", w.once.is_some()),
                 ("each", w.each.is_some()),
                 ("all", w.all.is_some()),
                 ("any", w.any.is_some()),
@@ -1548,15 +1546,36 @@ impl Validator<'_> {
                 self.err(
                     &wp,
                     format!(
-                        "interval cannot be combined with {} (a periodic job runs every interval; use the job's timeout to bound a run)",
+                        "interval cannot be combined with {} (a periodic job runs every interval, from startup or from one source with once; use the job's timeout to bound a run)",
                         others.join(", ")
                     ),
                 );
                 return None;
             }
-            let d = self.positive_duration(&format!("{wp}.interval"), interval)?;
+            let every = self.positive_duration(&format!("{wp}.interval"), interval);
+            let after = match (&w.source, &w.once) {
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    let c = RawCondition {
+                        source: w.source,
+                        once: w.once,
+                        each: None,
+                    };
+                    Some(self.condition(&wp, job, c, known)?)
+                }
+                _ => {
+                    self.err(
+                        &wp,
+                        "to start the interval after an event, give both source and once (e.g. source = \"setup\", once = \"exitSuccess\")",
+                    );
+                    return None;
+                }
+            };
             return Some(When {
-                trigger: Trigger::Interval(d),
+                trigger: Trigger::Interval {
+                    every: every?,
+                    after,
+                },
                 timeout: None,
             });
         }
@@ -1777,7 +1796,8 @@ impl Validator<'_> {
             let before = can_start.len();
             for j in jobs {
                 let ok = match &j.when.trigger {
-                    Trigger::Startup | Trigger::Interval(_) => true,
+                    Trigger::Startup | Trigger::Interval { after: None, .. } => true,
+                    Trigger::Interval { after: Some(c), .. } => emits(c, &can_start),
                     Trigger::All(cs) => cs.iter().all(|c| emits(c, &can_start)),
                     Trigger::Any(cs) => cs.iter().any(|c| emits(c, &can_start)),
                 };
@@ -1793,14 +1813,13 @@ impl Validator<'_> {
             if can_start.contains(j.name.as_str()) {
                 continue;
             }
-            let waits: Vec<String> = match &j.when.trigger {
-                Trigger::All(cs) | Trigger::Any(cs) => cs
-                    .iter()
-                    .filter(|c| !emits(c, &can_start))
-                    .map(|c| c.source.to_string())
-                    .collect(),
-                _ => Vec::new(),
-            };
+            let waits: Vec<String> = j
+                .when
+                .conditions()
+                .iter()
+                .filter(|c| !emits(c, &can_start))
+                .map(|c| c.source.to_string())
+                .collect();
             let i = index.get(&j.name).copied().unwrap_or(0);
             self.err(
                 format!("jobs[{i}].when"),
@@ -2029,6 +2048,57 @@ mod tests {
         assert!(errs
             .iter()
             .any(|e| e.starts_with("jobs[1].health") && e.contains("tll")));
+    }
+
+    #[test]
+    fn an_interval_starts_from_startup_or_from_one_once_condition() {
+        let errs = errors(
+            r#"
+            [[jobs]]
+            name = "setup"
+            exec = "true"
+
+            [[jobs]]
+            name = "a"
+            exec = "true"
+            when = { interval = "5s", source = "setup", each = "exitSuccess" }
+
+            [[jobs]]
+            name = "b"
+            exec = "true"
+            when = { interval = "5s", source = "setup" }
+
+            [[jobs]]
+            name = "c"
+            exec = "true"
+            when = { interval = "5s", source = "nosuch", once = "exitSuccess" }
+        "#,
+        );
+        assert_eq!(errs, [
+            "jobs[1].when: interval cannot be combined with each (a periodic job runs every interval, from startup or from one source with once; use the job's timeout to bound a run)",
+            "jobs[2].when: to start the interval after an event, give both source and once (e.g. source = \"setup\", once = \"exitSuccess\")",
+            "jobs[3].when.source: \"nosuch\" is not a job, a watch (watch.NAME), a template (template.NAME), global, SIGHUP, SIGUSR1 or SIGUSR2",
+        ]);
+        let c = ok(r#"
+            [[jobs]]
+            name = "setup"
+            exec = "true"
+
+            [[jobs]]
+            name = "tick"
+            exec = "true"
+            when = { interval = "5s", source = "setup", once = "exitSuccess" }
+        "#);
+        let Trigger::Interval {
+            every,
+            after: Some(c),
+        } = &c.jobs[1].when.trigger
+        else {
+            panic!("{:?}", c.jobs[1].when);
+        };
+        assert_eq!(*every, Duration::from_secs(5));
+        assert_eq!(c.source, Source::Job("setup".into()));
+        assert_eq!(c.event, EventKind::ExitSuccess);
     }
 
     #[test]

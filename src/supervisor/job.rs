@@ -200,10 +200,7 @@ pub struct Job {
 
 impl Job {
     pub fn new(cfg: Arc<JobConfig>, seed: u64) -> Job {
-        let n = match &cfg.when.trigger {
-            Trigger::All(c) | Trigger::Any(c) => c.len(),
-            _ => 0,
-        };
+        let n = cfg.when.conditions().len();
         let is_hook = is_hook(&cfg);
         Job {
             cfg,
@@ -285,7 +282,8 @@ impl Job {
             !(spent || (dead_source && !self.met[i]))
         };
         match &self.cfg.when.trigger {
-            Trigger::Startup | Trigger::Interval(_) => self.runs == 0,
+            Trigger::Startup | Trigger::Interval { after: None, .. } => self.runs == 0,
+            Trigger::Interval { after: Some(c), .. } => self.runs == 0 && open((0, c)),
             Trigger::All(cs) => cs.iter().enumerate().all(open),
             Trigger::Any(cs) => cs.iter().enumerate().any(open),
         }
@@ -407,11 +405,22 @@ impl Job {
             _ => {}
         }
         match self.cfg.when.trigger.clone() {
-            Trigger::Startup | Trigger::Interval(_) => {
+            Trigger::Startup | Trigger::Interval { after: None, .. } => {
                 if ev == Event::global(EventKind::Startup)
                     && self.phase == Phase::Waiting
                     && self.runs == 0
                 {
+                    self.fire(out);
+                }
+            }
+            Trigger::Interval { after: Some(c), .. } => {
+                if c.source == ev.source
+                    && c.event == ev.kind
+                    && !self.used[0]
+                    && self.phase == Phase::Waiting
+                {
+                    self.used[0] = true;
+                    self.met[0] = true;
                     self.fire(out);
                 }
             }
@@ -460,8 +469,8 @@ impl Job {
             Phase::Waiting => {
                 self.cancel(TimerKind::WaitTimeout);
                 self.restarts = 0;
-                if let Trigger::Interval(d) = self.cfg.when.trigger {
-                    self.arm(TimerKind::Tick, d, out);
+                if let Trigger::Interval { every, .. } = self.cfg.when.trigger {
+                    self.arm(TimerKind::Tick, every, out);
                 }
                 self.start(out);
             }
@@ -535,7 +544,7 @@ impl Job {
             self.complete(out);
             return;
         }
-        let periodic = matches!(self.cfg.when.trigger, Trigger::Interval(_));
+        let periodic = matches!(self.cfg.when.trigger, Trigger::Interval { .. });
         if periodic {
             if self.shutting_down || !self.restarts_left() {
                 self.complete(out);
@@ -674,11 +683,11 @@ impl Job {
                 }
             }
             TimerKind::Tick => {
-                if let Trigger::Interval(d) = self.cfg.when.trigger {
+                if let Trigger::Interval { every, .. } = self.cfg.when.trigger {
                     if self.shutting_down {
                         return;
                     }
-                    self.arm(TimerKind::Tick, d, out);
+                    self.arm(TimerKind::Tick, every, out);
                     match self.phase {
                         Phase::Running { .. } if !self.overlap_logged => {
                             self.overlap_logged = true;
@@ -818,14 +827,12 @@ pub fn dependencies(cfg: &JobConfig) -> Vec<String> {
     if is_hook(cfg) {
         return Vec::new();
     }
-    match &cfg.when.trigger {
-        Trigger::All(cs) | Trigger::Any(cs) => cs
-            .iter()
-            .filter_map(|c| match &c.source {
-                Source::Job(j) => Some(j.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
+    cfg.when
+        .conditions()
+        .iter()
+        .filter_map(|c| match &c.source {
+            Source::Job(j) => Some(j.clone()),
+            _ => None,
+        })
+        .collect()
 }

@@ -552,7 +552,7 @@ impl Supervisor {
             .filter(|s| {
                 matches!(
                     s.job.cfg.when.trigger,
-                    Trigger::Startup | Trigger::Interval(_)
+                    Trigger::Startup | Trigger::Interval { .. }
                 )
             })
             .map(|s| s.id)

@@ -234,6 +234,38 @@ async fn periodic_job_skips_overlapping_ticks_and_counts_runs() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_periodic_job_after_an_event_starts_its_period_then() {
+    let text = r#"
+        [[jobs]]
+        name = "setup"
+        exec = "setup"
+
+        [[jobs]]
+        name = "tick"
+        exec = "work"
+        when = { interval = "1s", source = "setup", once = "exitSuccess" }
+    "#;
+    let mut s = Sim::new(text);
+    assert_eq!(s.spawn_count("setup"), 1);
+    assert_eq!(
+        s.spawn_count("tick"),
+        0,
+        "nothing runs before setup succeeds"
+    );
+    s.exit("setup", ExitStatus::Code(0));
+    assert_eq!(s.spawn_count("tick"), 1, "the first run is at the event");
+    s.exit("tick", ExitStatus::Code(0));
+    s.fire("tick", TimerKind::Tick).await;
+    assert_eq!(s.spawn_count("tick"), 2, "then every interval");
+
+    // When setup fails, the event can never happen: the job never runs.
+    let mut s = Sim::new(text);
+    s.exit("setup", ExitStatus::Code(1));
+    assert_eq!(s.spawn_count("tick"), 0);
+    assert_eq!(s.state("tick"), "completed");
+}
+
+#[tokio::test(start_paused = true)]
 async fn stale_timers_are_ignored() {
     let mut s = Sim::new(
         r#"

@@ -38,6 +38,15 @@ fn after_pre_start(pre_start: bool) -> Option<RawWhen> {
     })
 }
 
+/// `when` for a periodic job: every `every`, from startup, or from preStart's
+/// success when there is one (ContainerPilot started its pollers after it).
+fn periodic(every: String, pre_start: bool) -> RawWhen {
+    RawWhen {
+        interval: Some(every),
+        ..after_pre_start(pre_start).unwrap_or_default()
+    }
+}
+
 fn basename(argv: &Option<StringOrList>) -> Option<String> {
     match argv {
         Some(StringOrList::Many(v)) => v.first(),
@@ -204,13 +213,13 @@ impl Conv {
         }
         if let Some(v) = f.get("tasks") {
             for (i, item) in self.items("tasks", v).into_iter().enumerate() {
-                if let Some(j) = self.task(&format!("tasks[{i}]"), i, item) {
+                if let Some(j) = self.task(&format!("tasks[{i}]"), i, item, has_pre_start) {
                     raw.jobs.push(j);
                 }
             }
         }
         if let Some(v) = f.get("telemetry") {
-            raw.telemetry = self.telemetry_v2(v, &mut raw.jobs);
+            raw.telemetry = self.telemetry_v2(v, &mut raw.jobs, has_pre_start);
         }
         dedupe_names(self, &mut raw.jobs);
         if version == Version::V1 {
@@ -409,7 +418,13 @@ impl Conv {
         })
     }
 
-    fn task(&mut self, path: &str, index: usize, o: &[(String, J)]) -> Option<RawJob> {
+    fn task(
+        &mut self,
+        path: &str,
+        index: usize,
+        o: &[(String, J)],
+        pre_start: bool,
+    ) -> Option<RawJob> {
         let f = self.fields(path, o, &["command", "frequency", "timeout", "name"], false);
         let exec = f
             .get("command")
@@ -425,7 +440,7 @@ impl Conv {
             .map(|n| n.replace([' ', '/'], "-"))
             .or_else(|| basename(&Some(exec.clone())).map(|b| format!("task-{b}")))
             .unwrap_or_else(|| format!("task-{index}"));
-        self.note(path, "ContainerPilot ran a task first one frequency after start; pilotfish runs it at start, then every frequency (never two runs at once, as before)");
+        self.note(path, "ContainerPilot ran a task first one frequency after start; pilotfish runs it at start (after preStart succeeded, if there is one), then every frequency (never two runs at once, as before)");
         let timeout = f
             .get("timeout")
             .and_then(|v| self.duration(&join(path, "timeout"), v))
@@ -433,16 +448,18 @@ impl Conv {
         Some(RawJob {
             name,
             exec: Some(exec),
-            when: Some(RawWhen {
-                interval: Some(frequency),
-                ..RawWhen::default()
-            }),
+            when: Some(periodic(frequency, pre_start)),
             timeout,
             ..RawJob::default()
         })
     }
 
-    fn telemetry_v2(&mut self, v: &J, jobs: &mut Vec<RawJob>) -> Option<RawTelemetry> {
+    fn telemetry_v2(
+        &mut self,
+        v: &J,
+        jobs: &mut Vec<RawJob>,
+        pre_start: bool,
+    ) -> Option<RawTelemetry> {
         let o = self.object("telemetry", v)?;
         let f = self.fields(
             "telemetry",
@@ -465,7 +482,7 @@ impl Conv {
         if let Some(v) = f.get("sensors") {
             for (i, o) in self.items("telemetry.sensors", v).into_iter().enumerate() {
                 let path = format!("telemetry.sensors[{i}]");
-                if let Some((m, job)) = self.sensor(&path, o) {
+                if let Some((m, job)) = self.sensor(&path, o, pre_start) {
                     metrics.push(m);
                     jobs.extend(job);
                 }
@@ -483,7 +500,12 @@ impl Conv {
 
     /// A 2.x sensor: the metric, and a periodic job that runs its check and
     /// hands the number it prints to `pilotfish putmetric`.
-    fn sensor(&mut self, path: &str, o: &[(String, J)]) -> Option<(RawMetric, Option<RawJob>)> {
+    fn sensor(
+        &mut self,
+        path: &str,
+        o: &[(String, J)],
+        pre_start: bool,
+    ) -> Option<(RawMetric, Option<RawJob>)> {
         let f = self.fields(
             path,
             o,
@@ -528,10 +550,7 @@ impl Conv {
                 metric.name
             ))),
             shell: Some(true),
-            when: Some(RawWhen {
-                interval: Some(poll.clone()),
-                ..RawWhen::default()
-            }),
+            when: Some(periodic(poll.clone(), pre_start)),
             timeout: f
                 .get("timeout")
                 .and_then(|v| self.duration(&join(path, "timeout"), v))
