@@ -2,7 +2,8 @@
 //! `/v1/agent/metrics` (JSON summary and Prometheus text), `reload` (what
 //! SIGHUP does, its error answered), `monitor` (the log streamed, level
 //! filter and JSON lines, Consul's 400 on a bad level), `host`, `version`
-//! and `token/*` with ACLs off and on.
+//! and `token/*` with ACLs off and on; `health/service/id|name` as a load
+//! balancer reads it.
 
 // Only parts of the shared harness are used here.
 #[allow(dead_code, unused_imports)]
@@ -340,4 +341,142 @@ fn token_endpoints_answer_as_consul_does() {
     assert!(body.starts_with("Request decode failed: "), "{body}");
     // Without the master token: refused.
     assert_eq!(put("/v1/agent/token/default", r#"{"Token":"abc"}"#).0, 403);
+}
+
+/// The status code and text of `GET path` sent with `Accept: text/plain`.
+fn get_accepting_text(a: &Agent, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(a.http).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (code, body.to_string())
+}
+
+#[test]
+fn agent_health_service_answers_a_load_balancer() {
+    let a = Agent::dev().start();
+    let status = |path: &str| {
+        let (code, _, body) = a.request("GET", path, b"").expect("an answer");
+        (code, text(&body))
+    };
+    for (id, check_status) in [("web1", "passing"), ("web2", "warning")] {
+        let body = format!(
+            r#"{{"ID":"{id}","Name":"web","Port":80,"Check":{{"TTL":"60s","Status":"{check_status}"}}}}"#
+        );
+        let (code, _, b) = a
+            .request("PUT", "/v1/agent/service/register", body.as_bytes())
+            .expect("register");
+        assert_eq!(code, 200, "{}", text(&b));
+    }
+
+    // One instance: its own status, as text and as JSON.
+    assert_eq!(
+        status("/v1/agent/health/service/id/web1?format=text"),
+        (200, "passing".into())
+    );
+    assert_eq!(
+        status("/v1/agent/health/service/id/web2?format=text"),
+        (429, "warning".into())
+    );
+    assert_eq!(
+        get_accepting_text(&a, "/v1/agent/health/service/id/web2"),
+        (429, "warning".into())
+    );
+    let (code, body) = status("/v1/agent/health/service/id/web1");
+    assert_eq!(code, 200);
+    let one: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(one["AggregatedStatus"], "passing");
+    assert_eq!(one["Service"]["ID"], "web1");
+    assert_eq!(one["Service"]["Service"], "web");
+    let checks = one["Checks"].as_array().expect("Checks");
+    assert_eq!(checks.len(), 1, "{one}");
+    assert_eq!(checks[0]["CheckID"], "service:web1");
+    assert_eq!(checks[0]["Status"], "passing");
+
+    // By name: every instance, and the worst one's code.
+    let (code, body) = status("/v1/agent/health/service/name/web");
+    assert_eq!(code, 429);
+    let all: Value = serde_json::from_str(&body).expect("JSON");
+    let statuses: Vec<&str> = all
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["AggregatedStatus"].as_str().expect("status"))
+        .collect();
+    assert_eq!(statuses, ["passing", "warning"]);
+    let (code, _, _) = a
+        .request("PUT", "/v1/agent/check/fail/service:web1", b"")
+        .expect("fail");
+    assert_eq!(code, 200);
+    assert_eq!(
+        status("/v1/agent/health/service/name/web?format=text"),
+        (503, "critical".into())
+    );
+
+    // Maintenance: the service's own, then the node's, which every
+    // service on the node shares.
+    let (code, _, _) = a
+        .request("PUT", "/v1/agent/service/maintenance/web2?enable=true", b"")
+        .expect("maintenance");
+    assert_eq!(code, 200);
+    assert_eq!(
+        status("/v1/agent/health/service/id/web2?format=text"),
+        (503, "maintenance".into())
+    );
+    let (code, _, _) = a
+        .request("PUT", "/v1/agent/check/pass/service:web1", b"")
+        .expect("pass");
+    assert_eq!(code, 200);
+    assert_eq!(
+        status("/v1/agent/health/service/id/web1?format=text"),
+        (200, "passing".into())
+    );
+    let (code, _, _) = a
+        .request("PUT", "/v1/agent/maintenance?enable=true", b"")
+        .expect("node maintenance");
+    assert_eq!(code, 200);
+    assert_eq!(
+        status("/v1/agent/health/service/id/web1?format=text"),
+        (503, "maintenance".into())
+    );
+
+    // Unknown and missing.
+    assert_eq!(
+        status("/v1/agent/health/service/id/nope?format=text"),
+        (404, "ServiceId nope not found".into())
+    );
+    let (code, body) = status("/v1/agent/health/service/id/nope");
+    assert_eq!(code, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        serde_json::json!({"AggregatedStatus": "critical", "Service": null, "Checks": null})
+    );
+    assert_eq!(
+        status("/v1/agent/health/service/name/nope?format=text"),
+        (404, "ServiceName nope Not Found".into())
+    );
+    assert_eq!(
+        status("/v1/agent/health/service/name/nope"),
+        (404, "[]".into())
+    );
+    assert_eq!(
+        status("/v1/agent/health/service/id/"),
+        (400, "Missing serviceID".into())
+    );
+    assert_eq!(
+        status("/v1/agent/health/service/name/"),
+        (400, "Missing service Name".into())
+    );
+    // The servers' own `consul` service is not an agent service.
+    assert_eq!(status("/v1/agent/health/service/name/consul").0, 404);
 }

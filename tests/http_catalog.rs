@@ -594,6 +594,26 @@ async fn catalog_reads_and_writes() {
     let unknown = a.get("/v1/catalog/node/ghost").await;
     assert_eq!((unknown.status, unknown.text.as_str()), (200, "null"));
     assert!(unknown.index.unwrap() > 0);
+    // The list form the Go client's NodeServiceList reads, filterable.
+    let list = a.get("/v1/catalog/node-services/ext1").await;
+    assert!(list.index.unwrap() > 0);
+    let list = list.json();
+    assert_eq!(list["Node"]["Node"], "ext1");
+    assert_eq!(list["Node"]["Address"], "10.1.0.1");
+    assert_eq!(list["Services"][0]["ID"], "s1");
+    assert_eq!(list["Services"][0]["Port"], 9200);
+    assert_eq!(list["Services"][0]["Tags"], json!(["Primary", "v7"]));
+    assert_eq!(list["Services"].as_array().unwrap().len(), 1);
+    let filtered = a
+        .get("/v1/catalog/node-services/ext1?filter=Port%20%3D%3D%201")
+        .await
+        .json();
+    assert_eq!(filtered["Services"], json!([]));
+    let unknown = a.get("/v1/catalog/node-services/ghost").await;
+    assert_eq!(unknown.status, 200);
+    assert_eq!(unknown.json(), json!({"Node": null, "Services": []}));
+    let r = a.get("/v1/catalog/node-services/").await;
+    assert_eq!((r.status, r.text.as_str()), (400, "Missing node name"));
     assert_eq!(
         a.get("/v1/catalog/datacenters").await.json(),
         json!(["dc1"])

@@ -433,6 +433,21 @@ pub struct NodeServices {
     pub services: BTreeMap<String, AgentService>,
 }
 
+/// `/v1/catalog/node-services/:node` (`structs.NodeServiceList`): the node
+/// and its services as a list; an unknown node gives `Node: null` and no
+/// services.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeServiceList {
+    #[serde(rename = "Node")]
+    pub node: Option<Node>,
+    #[serde(
+        rename = "Services",
+        deserialize_with = "null_as_default",
+        serialize_with = "node_service_list_form"
+    )]
+    pub services: Vec<AgentService>,
+}
+
 /// Serialize a service as Consul's `NodeService` (`catalog/node`, health
 /// entries): the `AgentService` fields, but `Port` left out when 0 (it is
 /// `omitempty` there). Only a port-less service takes the slower path.
@@ -447,17 +462,25 @@ pub fn node_service_form<S: Serializer>(s: &AgentService, ser: S) -> Result<S::O
     v.serialize(ser)
 }
 
+/// One service as [`node_service_form`] writes it.
+struct NodeForm<'a>(&'a AgentService);
+
+impl Serialize for NodeForm<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        node_service_form(self.0, ser)
+    }
+}
+
+/// A list of services, each as [`node_service_form`] writes it.
+fn node_service_list_form<S: Serializer>(v: &[AgentService], ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(v.iter().map(NodeForm))
+}
+
 /// A map of services, each as [`node_service_form`] writes it.
 fn node_services_form<S: Serializer>(
     m: &BTreeMap<String, AgentService>,
     ser: S,
 ) -> Result<S::Ok, S::Error> {
-    struct NodeForm<'a>(&'a AgentService);
-    impl Serialize for NodeForm<'_> {
-        fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-            node_service_form(self.0, ser)
-        }
-    }
     ser.collect_map(m.iter().map(|(k, v)| (k, NodeForm(v))))
 }
 

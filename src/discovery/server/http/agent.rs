@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put, MethodRouter};
 use axum::Router;
@@ -27,6 +27,7 @@ use crate::discovery::api::agent::{
 };
 use crate::discovery::api::catalog::AgentService;
 use crate::discovery::api::gofmt::{format_duration, go_quote};
+use crate::discovery::api::health::HealthCheck as HealthCheckView;
 use crate::discovery::server::checks::{truncate_ttl_output, AgentLocal};
 use crate::discovery::server::cluster::{
     resolve_targets, split_host_port, MemberInfo, Status, CONSUL_SERVICE,
@@ -62,6 +63,24 @@ pub fn routes() -> Router<Server> {
             only(put(service_maintenance)),
         )
         .route("/v1/agent/service/{*id}", only(get(service_get)))
+        .route(
+            "/v1/agent/health/service/id/",
+            only(get(|| async { ApiError::bad_request("Missing serviceID") })),
+        )
+        .route(
+            "/v1/agent/health/service/id/{*id}",
+            only(get(health_service_by_id)),
+        )
+        .route(
+            "/v1/agent/health/service/name/",
+            only(get(|| async {
+                ApiError::bad_request("Missing service Name")
+            })),
+        )
+        .route(
+            "/v1/agent/health/service/name/{*name}",
+            only(get(health_service_by_name)),
+        )
         .route(
             "/v1/agent/check/register",
             only(put(check_register)).layer(query::registration_body_limit()),
@@ -301,6 +320,143 @@ async fn service_get(
         .find(|s| s.id == id && s.id != CONSUL_SERVICE)
         .map(|s| json(&wire::agent_service(s, Some(&dc)), &opts))
         .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))
+}
+
+/// One local service with its checks and their aggregate
+/// (`api.AgentServiceChecksInfo`).
+#[derive(serde::Serialize)]
+struct ServiceHealth {
+    #[serde(rename = "AggregatedStatus")]
+    aggregated_status: &'static str,
+    #[serde(rename = "Service")]
+    service: Option<AgentService>,
+    #[serde(rename = "Checks")]
+    checks: Option<Vec<HealthCheckView>>,
+}
+
+/// The health of one local service: its checks and this node's own (not
+/// serfHealth, which is the servers', not the agent's), their aggregate as
+/// the Go client's `AggregatedStatus` computes it, and the status code a
+/// load balancer reads (200 passing, 429 warning, 503 critical or
+/// maintenance).
+fn local_service_health(
+    checks: &[HealthCheck],
+    service: &Service,
+    dc: &str,
+) -> (StatusCode, ServiceHealth) {
+    let mine: Vec<HealthCheckView> = checks
+        .iter()
+        .filter(|c| c.check_id != SERF_HEALTH)
+        .filter(|c| c.service_id == service.id || c.service_id.is_empty())
+        .map(HealthCheckView::from)
+        .collect();
+    let maintenance = mine.iter().any(|c| {
+        c.check_id == NODE_MAINTENANCE || c.check_id.starts_with(SERVICE_MAINTENANCE_PREFIX)
+    });
+    let has = |s: &str| mine.iter().any(|c| c.status == s);
+    let (code, status) = if maintenance {
+        (StatusCode::SERVICE_UNAVAILABLE, "maintenance")
+    } else if has("critical") {
+        (StatusCode::SERVICE_UNAVAILABLE, "critical")
+    } else if has("warning") {
+        (StatusCode::TOO_MANY_REQUESTS, "warning")
+    } else {
+        (StatusCode::OK, "passing")
+    };
+    let health = ServiceHealth {
+        aggregated_status: status,
+        service: Some(wire::agent_service(service, Some(dc))),
+        checks: Some(mine),
+    };
+    (code, health)
+}
+
+/// `?format=text` or `Accept: text/plain` asks for the bare status.
+fn wants_text(opts: &QueryOptions, headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.starts_with("text/plain") {
+        return true;
+    }
+    opts.get("format").is_some_and(|f| f == "text")
+}
+
+/// `code` with the bare `status` when text was asked for, else `body` as JSON.
+fn health_answer<T: serde::Serialize>(
+    code: StatusCode,
+    status: String,
+    body: &T,
+    (opts, headers): (&QueryOptions, &HeaderMap),
+) -> Response {
+    if wants_text(opts, headers) {
+        return (code, [(header::CONTENT_TYPE, "text/plain")], status).into_response();
+    }
+    let mut r = json(body, opts);
+    *r.status_mut() = code;
+    r
+}
+
+/// `agent/health/service/id/:id`: a load balancer's health endpoint for
+/// one local service instance.
+async fn health_service_by_id(
+    State(server): State<Server>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    opts: QueryOptions,
+) -> Response {
+    let dc = server.config().datacenter.clone();
+    let service = this_node_services(&server)
+        .into_iter()
+        .find(|s| s.id == id && s.id != CONSUL_SERVICE);
+    let Some(service) = service else {
+        let none = ServiceHealth {
+            aggregated_status: "critical",
+            service: None,
+            checks: None,
+        };
+        let reason = format!("ServiceId {id} not found");
+        return health_answer(StatusCode::NOT_FOUND, reason, &none, (&opts, &headers));
+    };
+    let checks = local_checks(&server);
+    let (code, health) = local_service_health(&checks, &service, &dc);
+    let status = health.aggregated_status.to_string();
+    health_answer(code, status, &health, (&opts, &headers))
+}
+
+/// `agent/health/service/name/:name`: every local instance of a service,
+/// answered with the worst one's status code.
+async fn health_service_by_name(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    opts: QueryOptions,
+) -> Response {
+    let dc = server.config().datacenter.clone();
+    let checks = local_checks(&server);
+    let mut code = StatusCode::NOT_FOUND;
+    let mut status = format!("ServiceName {name} Not Found");
+    let mut all = Vec::new();
+    for service in this_node_services(&server)
+        .iter()
+        .filter(|s| s.name == name && s.id != CONSUL_SERVICE)
+    {
+        let (c, health) = local_service_health(&checks, service, &dc);
+        // Worst first: 503 > 429 > 200; the first instance replaces 404.
+        if code == StatusCode::NOT_FOUND || c.as_u16() > code.as_u16() {
+            code = c;
+            status = health.aggregated_status.to_string();
+        }
+        all.push(health);
+    }
+    health_answer(code, status, &all, (&opts, &headers))
+}
+
+/// This node's checks as the catalog holds them.
+fn local_checks(server: &Server) -> Vec<HealthCheck> {
+    let node = server.config().node.clone();
+    server.read(|s| s.health_node(&node).0)
 }
 
 async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {

@@ -18,6 +18,7 @@ use crate::discovery::api::agent::decode;
 use crate::discovery::api::catalog::{
     CatalogDeregistration, CatalogRegistration, CatalogService, Node,
 };
+use crate::discovery::server::state::catalog::NodeServices;
 use crate::discovery::server::state::Command;
 use crate::discovery::server::Server;
 
@@ -35,6 +36,11 @@ pub fn routes() -> Router<Server> {
         .route("/v1/catalog/nodes", only(get(nodes)))
         .route("/v1/catalog/node/", only(get(missing_node)))
         .route("/v1/catalog/node/{*node}", only(get(node)))
+        .route("/v1/catalog/node-services/", only(get(missing_node)))
+        .route(
+            "/v1/catalog/node-services/{*node}",
+            only(get(node_services)),
+        )
 }
 
 async fn register(
@@ -191,22 +197,71 @@ async fn node(
     Path(name): Path<String>,
     opts: QueryOptions,
 ) -> Result<Response, ApiError> {
+    node_read(
+        server,
+        name,
+        opts,
+        "catalog/node",
+        |ns, dc, filter, pretty| {
+            let mut ns = ns.map(|ns| wire::node_services(ns, dc));
+            if let (Some(ns), Some(f)) = (ns.as_mut(), filter) {
+                f.retain_values(&mut ns.services);
+            }
+            Rendered::json(&ns, pretty)
+        },
+    )
+    .await
+}
+
+/// `catalog/node-services/:node`: `catalog/node` with the services as a list
+/// (what the Go client's `Catalog().NodeServiceList` reads); an unknown node
+/// is `{"Node": null, "Services": []}`.
+async fn node_services(
+    State(server): State<Server>,
+    Path(name): Path<String>,
+    opts: QueryOptions,
+) -> Result<Response, ApiError> {
+    node_read(
+        server,
+        name,
+        opts,
+        "catalog/node-services",
+        |ns, dc, filter, pretty| {
+            let mut list = wire::node_service_list(ns, dc);
+            filter::retain(filter, &mut list.services);
+            Rendered::json(&list, pretty)
+        },
+    )
+    .await
+}
+
+/// How a node read renders the node's services (`None`: unknown node).
+type RenderNode = fn(Option<&NodeServices>, &str, Option<&Filter>, bool) -> Rendered;
+
+/// A blocking read of one node's services, filtered by `?filter=` on them.
+async fn node_read(
+    server: Server,
+    name: String,
+    opts: QueryOptions,
+    endpoint: &str,
+    render: RenderNode,
+) -> Result<Response, ApiError> {
     opts.check_dc(&server)?;
     let filter = Filter::from_query(&opts, Schema::Service)?;
     let dc = server.config().datacenter.clone();
-    let (pretty, blocking) = (opts.pretty, opts.blocking("catalog/node", &name));
+    let (pretty, blocking) = (opts.pretty, opts.blocking(endpoint, &name));
     drop(opts);
     Ok(blocking
         .answer(
             &server,
             |s| s.catalog_index(),
             move |s| {
-                let (ns, _) = s.catalog_node(&name);
-                let mut ns = ns.map(|ns| wire::node_services(&ns, &dc));
-                if let (Some(ns), Some(f)) = (ns.as_mut(), filter.as_ref()) {
-                    f.retain_values(&mut ns.services);
-                }
-                Rendered::json(&ns, pretty)
+                render(
+                    s.catalog_node(&name).0.as_ref(),
+                    &dc,
+                    filter.as_ref(),
+                    pretty,
+                )
             },
         )
         .await)

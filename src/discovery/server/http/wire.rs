@@ -13,8 +13,8 @@ use crate::discovery::api::agent::{
 };
 use crate::discovery::api::catalog::{
     self as api_catalog, is_proxy_kind, AgentService, CatalogCheckBody, CatalogDeregistration,
-    CatalogRegistration, CatalogService, CatalogServiceBody, ConnectProxy, Locality, NodeServices,
-    ServiceAddress, ServiceConnect,
+    CatalogRegistration, CatalogService, CatalogServiceBody, ConnectProxy, Locality,
+    NodeServiceList, NodeServices, ServiceAddress, ServiceConnect,
 };
 use crate::discovery::api::gofmt::base64_encode;
 use crate::discovery::api::health::{
@@ -157,6 +157,15 @@ pub fn node_services(ns: &state::NodeServices, datacenter: &str) -> NodeServices
             .map(|s| (s.id.clone(), service_with_indexes(s)))
             .collect(),
     }
+}
+
+/// The list form of a node's services (`catalog/node-services`).
+pub fn node_service_list(ns: Option<&state::NodeServices>, datacenter: &str) -> NodeServiceList {
+    ns.map(|ns| NodeServiceList {
+        node: Some(node(&ns.node, datacenter)),
+        services: ns.services.iter().map(service_with_indexes).collect(),
+    })
+    .unwrap_or_default()
 }
 
 impl From<&HealthCheck> for api_health::HealthCheck {
