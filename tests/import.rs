@@ -678,4 +678,22 @@ when = { source = "agent", once = "exitSuccess" }
         ),
         "{errs:#?}"
     );
+
+    // A branch that is off is not run, so its unset variables are not
+    // errors, in its name as elsewhere; switched on, they are.
+    let acme = r#"
+[[jobs]]
+name = "acme-${ACME_DOMAIN}"
+enabled = "${ACME_DOMAIN:-} != ''"
+exec = ["certbot", "-d", "${ACME_DOMAIN}"]
+[[watches]]
+name = "acme-${ACME_DOMAIN}"
+enabled = "${ACME_DOMAIN:-} != ''"
+interval = "5s"
+"#;
+    let cfg = check_with(acme, &[]).expect("the ACME branch is off");
+    assert!(cfg.jobs.is_empty() && cfg.watches.is_empty());
+    let cfg = check_with(acme, &[("ACME_DOMAIN", "example.org")]).expect("on");
+    assert_eq!(job_names(&cfg), ["acme-example.org"]);
+    assert_eq!(cfg.watches[0].name, "acme-example.org");
 }

@@ -369,21 +369,29 @@ impl Validator<'_> {
     fn resolve(&mut self, raw: &mut RawConfig) {
         for (i, job) in raw.jobs.iter_mut().enumerate() {
             let p = format!("jobs[{i}]");
+            // A disabled job does not run: its name need not expand (the
+            // variables of a branch that is off are often unset).
+            let enabled = match &job.enabled {
+                Some(e) => self.enabled(&format!("{p}.enabled"), e),
+                None => true,
+            };
             if job.name.contains('$') {
                 match expand(&job.name, self.env) {
                     Ok(n) => job.name = n,
                     Err(e) => {
-                        self.err(format!("{p}.name"), e);
+                        if enabled {
+                            self.err(format!("{p}.name"), e);
+                        }
                         job.name = String::new();
                     }
                 }
             }
-            if let Some(e) = &job.enabled {
-                if !self.enabled(&format!("{p}.enabled"), e) {
-                    self.disabled_jobs.insert(i);
+            if !enabled {
+                self.disabled_jobs.insert(i);
+                if !job.name.is_empty() {
                     self.disabled_names.insert(job.name.clone());
-                    continue;
                 }
+                continue;
             }
             if let Some(w) = &mut job.when {
                 let wp = format!("{p}.when");
@@ -408,21 +416,25 @@ impl Validator<'_> {
         }
         for (i, w) in raw.watches.iter_mut().enumerate() {
             let p = format!("watches[{i}]");
+            let enabled = match &w.enabled {
+                Some(e) => self.enabled(&format!("{p}.enabled"), e),
+                None => true,
+            };
             if w.name.contains('$') {
                 match expand(&w.name, self.env) {
                     Ok(n) => w.name = n,
                     Err(e) => {
-                        self.err(format!("{p}.name"), e);
+                        if enabled {
+                            self.err(format!("{p}.name"), e);
+                        }
                         self.disabled_watches.insert(i);
                         continue;
                     }
                 }
             }
-            if let Some(e) = &w.enabled {
-                if !self.enabled(&format!("{p}.enabled"), e) {
-                    self.disabled_watches.insert(i);
-                    self.disabled_names.insert(format!("watch.{}", w.name));
-                }
+            if !enabled {
+                self.disabled_watches.insert(i);
+                self.disabled_names.insert(format!("watch.{}", w.name));
             }
         }
         for (i, w) in raw.watches.iter().enumerate() {
