@@ -14,6 +14,23 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::config::{LogFormat, LogOutput, LoggingConfig};
 
+/// `--log-format` of the commands that log without a job config (`agent`,
+/// `registrator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(a: LogFormatArg) -> LogFormat {
+        match a {
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Text => LogFormat::Text,
+        }
+    }
+}
+
 /// What the written log's filter sits on: the registry with the monitors'
 /// layer (each layer filters for itself, so a monitor can ask for more
 /// than is written).

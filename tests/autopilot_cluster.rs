@@ -442,7 +442,7 @@ fn three_supervisors_form_keep_and_heal_a_cluster_through_one_dns_name() {
         }
     });
     let newest = std::fs::read(dir.join(&kept[KEEP - 1])).expect("the newest backup");
-    let file = pilotfish::discovery::server::http::snapshot::decode(&newest)
+    let file = pilotfish::discovery::snapshot::decode(&newest)
         .unwrap_or_else(|e| panic!("{} is no snapshot: {e}", kept[KEEP - 1]));
     assert!(file.index > 0, "a backup of an empty state");
 

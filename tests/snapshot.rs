@@ -97,7 +97,7 @@ fn pack(members: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 fn sha256(data: &[u8]) -> String {
-    pilotfish::discovery::server::http::snapshot::sha256_hex(data)
+    pilotfish::discovery::snapshot::sha256_hex(data)
 }
 
 /// The older `pilotfish-snapshot` file of an archive's state.

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::discovery::server::http::snapshot;
+use crate::discovery::snapshot;
 
 /// `snapshot backup` flags.
 #[derive(Debug, Clone, clap::Args)]

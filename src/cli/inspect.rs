@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::discovery::api::snapshot::{InspectMeta, InspectOutput};
-use crate::discovery::server::http::{archive, snapshot};
+use crate::discovery::snapshot::{self, archive};
 
 /// `snapshot inspect` flags.
 #[derive(Debug, clap::Args)]

@@ -19,7 +19,7 @@ use crate::discovery::api::kv::{base64_decode, base64_encode, KvPair};
 use crate::discovery::client::{self, Client, Query};
 // The snapshot file format, to verify a file before it is sent and after it
 // is written; the server is reached only over HTTP.
-use crate::discovery::server::http::snapshot;
+use crate::discovery::snapshot;
 
 pub mod backup;
 pub mod check;

@@ -33,10 +33,11 @@ use tokio_util::sync::CancellationToken;
 use super::docker::{self, Docker, DockerError, Event};
 use super::registry::{Action, DeregisterPolicy, Registry};
 use super::rules::{self, Rules};
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::LoggingConfig;
 use crate::discovery::api::gofmt::parse_duration;
 use crate::discovery::client::retry::{Backoff, Outage};
 use crate::discovery::client::{self, Client};
+use crate::logging::LogFormatArg;
 
 /// `pilotfish registrator` flags (Registrator's, double-dash spelling).
 #[derive(Debug, Clone, clap::Args)]
@@ -96,8 +97,8 @@ pub struct RegistratorArgs {
     pub deregister_critical_after: String,
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
-    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = crate::discovery::server::run::LogFormatArg::Text)]
-    pub log_format: crate::discovery::server::run::LogFormatArg,
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
 }
 
 /// Back-off between reconnects to Docker and retries of a failed Consul call.
@@ -204,10 +205,7 @@ pub async fn run(args: RegistratorArgs) -> i32 {
     };
     let (_level, _flush) = crate::logging::init(&LoggingConfig {
         level: args.log_level.clone(),
-        format: match args.log_format {
-            crate::discovery::server::run::LogFormatArg::Json => LogFormat::Json,
-            crate::discovery::server::run::LogFormatArg::Text => LogFormat::Text,
-        },
+        format: args.log_format.into(),
         ..LoggingConfig::default()
     });
     let shutdown = CancellationToken::new();

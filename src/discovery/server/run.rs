@@ -18,7 +18,8 @@ use super::dns::DnsConfig;
 use super::raft::network::{ClusterKey, SecretCheck};
 use super::state::Command;
 use super::{now_ms, ClusterConfig, Server, ServerConfig};
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::LoggingConfig;
+use crate::logging::LogFormatArg;
 
 /// `pilotfish agent` flags (Consul's vocabulary, double-dash spelling).
 #[derive(Debug, Clone, clap::Args)]
@@ -181,13 +182,6 @@ pub struct AgentArgs {
     pub log_format: LogFormatArg,
 }
 
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Json,
-}
-
 /// How long deleted keys keep a tombstone (Consul's `tombstone_ttl` is of
 /// this order): long enough for every blocked reader to have seen the delete.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(15 * 60);
@@ -224,10 +218,7 @@ pub async fn run(args: AgentArgs) -> i32 {
         level: file
             .and_then(|f| f.log_level)
             .unwrap_or_else(|| args.log_level.clone()),
-        format: match args.log_format {
-            LogFormatArg::Json => LogFormat::Json,
-            LogFormatArg::Text => LogFormat::Text,
-        },
+        format: args.log_format.into(),
         ..LoggingConfig::default()
     };
     let (level, _flush) = crate::logging::init(&logging);

@@ -8,7 +8,6 @@
 
 pub mod agent;
 pub mod agent_runtime;
-pub mod archive;
 pub mod catalog;
 pub mod conn;
 pub mod coordinate;

@@ -7,7 +7,7 @@
 //! inspect`.
 //!
 //! `state.bin` is pilotfish's state JSON (the body of the older
-//! `pilotfish-snapshot` file, `snapshot`'s module doc), not Consul's
+//! `pilotfish-snapshot` file, the parent module's doc), not Consul's
 //! msgpack FSM records: an archive restores into pilotfish only, and Consul
 //! cannot restore one (nor pilotfish Consul's).
 
@@ -78,7 +78,7 @@ pub fn write<W: Write>(
     meta_json.push(b'\n');
     let sums = format!(
         "{}  {META}\n{state_sha}  {STATE}\n",
-        super::snapshot::sha256_hex(&meta_json)
+        super::sha256_hex(&meta_json)
     );
     let mut tar = tar::Builder::new(GzEncoder::new(out, flate2::Compression::default()));
     let h = header(META, meta_json.len() as u64, mtime)?;
@@ -154,7 +154,7 @@ pub fn read(bytes: &[u8], limit: usize) -> Result<Archive, ArchiveError> {
     let mut hashes = Vec::new();
     let parsed_meta = match &meta {
         Some(m) => {
-            hashes.push((META, super::snapshot::sha256_hex(m)));
+            hashes.push((META, super::sha256_hex(m)));
             Some(
                 serde_json::from_slice::<SnapshotMeta>(m)
                     .map_err(|e| ArchiveError::Meta(e.to_string()))?,
@@ -163,7 +163,7 @@ pub fn read(bytes: &[u8], limit: usize) -> Result<Archive, ArchiveError> {
         None => None,
     };
     if let Some(s) = &state {
-        hashes.push((STATE, super::snapshot::sha256_hex(s)));
+        hashes.push((STATE, super::sha256_hex(s)));
     }
     verify_sums(sums.as_deref().unwrap_or_default(), &hashes).map_err(ArchiveError::Integrity)?;
     let consumed = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
@@ -309,7 +309,7 @@ mod tests {
     }
 
     fn archive(state: &[u8]) -> Vec<u8> {
-        let sha = super::super::snapshot::sha256_hex(state);
+        let sha = super::super::sha256_hex(state);
         write(Vec::new(), &meta(state.len() as u64), state, &sha, 1).unwrap()
     }
 
