@@ -325,6 +325,39 @@ fn reload_with_a_broken_config_keeps_every_job_and_pid() {
 }
 
 #[test]
+fn a_reload_that_changes_the_application_runs_it_again_after_the_old_prestart() {
+    let pf = Pilotfish::start(
+        r#"
+        [[jobs]]
+        name = "preStart"
+        exec = ["sh", "-c", "echo setup >> {dir}/order"]
+        [[jobs]]
+        name = "app"
+        exec = ["sh", "-c", "echo v1 >> {dir}/order; exec sleep 1000"]
+        primary = true
+        when = { source = "preStart", once = "exitSuccess" }
+    "#,
+    );
+    pf.wait_ready();
+    let order = pf.dir().join("order");
+    wait_for("v1 running", || read(&order).contains("v1"));
+    let path = pf.dir().join("pilotfish.toml");
+    let v2 = read(&path).replace("echo v1", "echo v2");
+    std::fs::write(&path, v2).expect("write");
+    let out = pf.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The new application starts although preStart finished before the
+    // reload (and preStart, unchanged, does not run again).
+    wait_for("v2 running", || read(&order).contains("v2"));
+    assert_eq!(read(&order), "setup\nv1\nv2\n");
+    assert!(pf.pid_of("app").is_some());
+}
+
+#[test]
 fn prestop_runs_before_the_stop_signal_and_poststop_after_exit() {
     let mut pf = Pilotfish::start(
         r#"

@@ -70,6 +70,11 @@ pub struct Supervisor {
     maintenance: bool,
     finished: bool,
     deadline_hit: bool,
+    /// Events that describe what has happened (exits, health, changes,
+    /// renders), once each, with the job instance that published them
+    /// (none for watches and templates): a job a reload adds or replaces
+    /// finds its `once` conditions met by them.
+    happened: Vec<(Option<JobId>, Event)>,
 }
 
 impl Supervisor {
@@ -84,6 +89,7 @@ impl Supervisor {
             maintenance: false,
             finished: false,
             deadline_hit: false,
+            happened: Vec::new(),
         };
         for cfg in jobs {
             s.add(Arc::new(cfg));
@@ -158,6 +164,7 @@ impl Supervisor {
     pub fn publish(&mut self, ev: Event, now: Instant) -> Vec<Effect> {
         let mut out = Vec::new();
         if self.shutdown.is_none() {
+            self.remember(None, &ev);
             self.queue.push_back(ev);
             self.drain(now, &mut out);
             self.settle(now, &mut out);
@@ -226,7 +233,10 @@ impl Supervisor {
     fn route(&mut self, id: JobId, actions: Vec<Action>, out: &mut Vec<Effect>) {
         for action in actions {
             match action {
-                Action::Publish(ev) => self.queue.push_back(ev),
+                Action::Publish(ev) => {
+                    self.remember(Some(id), &ev);
+                    self.queue.push_back(ev);
+                }
                 action => out.push(Effect::Job { id, action }),
             }
         }
@@ -300,6 +310,7 @@ impl Supervisor {
             .collect();
         for id in done {
             self.slots.retain(|s| s.id != id);
+            self.happened.retain(|(by, _)| *by != Some(id));
             if let Some(cfg) = self.replacements.remove(&id) {
                 let new = self.add(cfg);
                 self.feed(
@@ -308,7 +319,67 @@ impl Supervisor {
                     now,
                     out,
                 );
+                self.catch_up(new, now, out);
             }
+        }
+    }
+
+    /// Keep an event that describes a state reached (an exit, health, a
+    /// change, a render), once per publisher.
+    fn remember(&mut self, publisher: Option<JobId>, ev: &Event) {
+        let lasting = matches!(
+            ev.kind,
+            EventKind::ExitSuccess
+                | EventKind::ExitFailed
+                | EventKind::Healthy
+                | EventKind::Unhealthy
+                | EventKind::Changed
+                | EventKind::Rendered
+        );
+        let entry = (publisher, ev.clone());
+        if lasting && !self.happened.contains(&entry) {
+            self.happened.push(entry);
+        }
+    }
+
+    /// A job a reload added or replaced starts as if it had been configured
+    /// so from the start: each `once` condition it waits on that already
+    /// happened is met (a changed application still starts after the
+    /// preStart that succeeded long ago). A job's events count only from
+    /// its current instance, so a job that waits on a replaced one waits
+    /// for the new one. Not for hooks.
+    fn catch_up(&mut self, id: JobId, now: Instant, out: &mut Vec<Effect>) {
+        let Some(slot) = self.slots.iter().find(|s| s.id == id) else {
+            return;
+        };
+        if slot.job.is_hook() {
+            return;
+        }
+        let publisher = |source: &Source| match source {
+            Source::Job(name) => self
+                .slots
+                .iter()
+                .find(|s| !s.retiring && s.job.name() == name)
+                .map(|s| Some(s.id)),
+            _ => Some(None),
+        };
+        let past: Vec<Event> = slot
+            .job
+            .cfg
+            .when
+            .conditions()
+            .iter()
+            .filter(|c| !c.repeat)
+            .filter_map(|c| {
+                let p = publisher(&c.source)?;
+                self.happened
+                    .iter()
+                    .find(|(by, e)| *by == p && e.source == c.source && e.kind == c.event)
+                    .map(|(_, e)| e.clone())
+            })
+            .collect();
+        for ev in past {
+            self.feed(id, Input::Event(ev), now, out);
         }
     }
 
@@ -508,6 +579,7 @@ impl Supervisor {
                 now,
                 &mut out,
             );
+            self.catch_up(id, now, &mut out);
         }
         self.drain(now, &mut out);
         self.settle(now, &mut out);

@@ -633,3 +633,86 @@ async fn wait_timeout_gives_up() {
     assert_eq!(s.state("app"), "completed");
     assert_eq!(s.spawn_count("app"), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_job_finds_what_already_happened() {
+    let text = |pre: &str, app: &str, more: &str| {
+        format!(
+            r#"
+        [[watches]]
+        name = "backend"
+        service = "backend"
+
+        [[jobs]]
+        name = "preStart"
+        exec = "{pre}"
+
+        [[jobs]]
+        name = "app"
+        exec = "{app}"
+        primary = true
+        when = {{ source = "preStart", once = "exitSuccess" }}
+        {more}
+    "#
+        )
+    };
+    let watch_changed = |s: &mut Sim| {
+        let e = s.sup.publish(
+            Event::new(
+                EventKind::Changed,
+                crate::config::Source::Watch("backend".into()),
+            ),
+            Instant::now(),
+        );
+        s.apply(e);
+    };
+    let mut s = Sim::new(&text("setup", "v1", ""));
+    s.exit("preStart", ExitStatus::Code(0));
+    watch_changed(&mut s);
+    assert_eq!(s.spawn_count("app"), 1);
+
+    // The application changes: it stops and starts again, though preStart
+    // succeeded before the reload; added jobs waiting on preStart or the
+    // watch's first change start too; one waiting on every change waits.
+    let more = r#"
+        [[jobs]]
+        name = "after-setup"
+        exec = "x"
+        when = { source = "preStart", once = "exitSuccess" }
+        [[jobs]]
+        name = "first-change"
+        exec = "y"
+        when = { source = "watch.backend", once = "changed" }
+        [[jobs]]
+        name = "every-change"
+        exec = "z"
+        when = { source = "watch.backend", each = "changed" }
+    "#;
+    let (summary, e) = s
+        .sup
+        .reload(config(&text("setup", "v2", more)).jobs, Instant::now());
+    s.apply(e);
+    assert_eq!(summary.restarted, ["app"]);
+    assert_eq!(s.spawn_count("after-setup"), 1);
+    assert_eq!(s.spawn_count("first-change"), 1);
+    assert_eq!(s.spawn_count("every-change"), 0);
+    s.exit("app", ExitStatus::Signal(15));
+    assert_eq!(s.spawn_count("app"), 2, "the new application runs");
+    assert!(s.finished.is_none());
+    watch_changed(&mut s);
+    assert_eq!(s.spawn_count("every-change"), 1);
+
+    // preStart changes too: it runs again, and the new application waits
+    // for the new preStart, not the old one's success.
+    let (summary, e) = s
+        .sup
+        .reload(config(&text("setup2", "v3", more)).jobs, Instant::now());
+    s.apply(e);
+    assert_eq!(summary.restarted, ["preStart", "app"]);
+    assert_eq!(s.spawn_count("preStart"), 2);
+    s.exit("app", ExitStatus::Signal(15));
+    assert_eq!(s.spawn_count("app"), 2, "waits for the new preStart");
+    s.exit("preStart", ExitStatus::Code(0));
+    assert_eq!(s.spawn_count("app"), 3);
+    assert!(s.finished.is_none());
+}
