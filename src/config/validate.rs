@@ -1573,7 +1573,18 @@ impl Validator<'_> {
                         once: w.once,
                         each: None,
                     };
-                    Some(self.condition(&wp, job, c, known)?)
+                    let c = self.condition(&wp, job, c, known)?;
+                    if matches!(
+                        c.event,
+                        EventKind::Stopping | EventKind::Stopped | EventKind::Shutdown
+                    ) {
+                        self.err(
+                            format!("{wp}.once"),
+                            "a periodic job cannot start while pilotfish stops; use a job without interval for a stopping, stopped or shutdown hook",
+                        );
+                        return None;
+                    }
+                    Some(c)
                 }
                 _ => {
                     self.err(
@@ -2084,12 +2095,18 @@ mod tests {
             name = "c"
             exec = "true"
             when = { interval = "5s", source = "nosuch", once = "exitSuccess" }
+
+            [[jobs]]
+            name = "d"
+            exec = "true"
+            when = { interval = "5s", source = "setup", once = "stopping" }
         "#,
         );
         assert_eq!(errs, [
             "jobs[1].when: interval cannot be combined with each (a periodic job runs every interval, from startup or from one source with once; use the job's timeout to bound a run)",
             "jobs[2].when: to start the interval after an event, give both source and once (e.g. source = \"setup\", once = \"exitSuccess\")",
             "jobs[3].when.source: \"nosuch\" is not a job, a watch (watch.NAME), a template (template.NAME), global, SIGHUP, SIGUSR1 or SIGUSR2",
+            "jobs[4].when.once: a periodic job cannot start while pilotfish stops; use a job without interval for a stopping, stopped or shutdown hook",
         ]);
         let c = ok(r#"
             [[jobs]]
