@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::catalog::{ConnectProxy, Locality, ServiceAddress, ServiceConnect};
+use super::catalog::{AgentService, ConnectProxy, Locality, ServiceAddress, ServiceConnect};
 use super::gofmt::{format_duration, parse_duration};
-use super::health::HealthCheckDefinition;
+use super::health::{HealthCheck, HealthCheckDefinition};
 use super::null_as_default;
 
 /// Object keys whose values are user maps: their own keys are kept verbatim.
@@ -539,4 +539,17 @@ mod tests {
         );
         assert!(c(r#"{"TTL":"10"}"#).plan(false).is_err(), "unitless");
     }
+}
+
+/// `/v1/agent/health/service/id|name/*`: one local service, its checks and
+/// their aggregate (`api.AgentServiceChecksInfo`); `Service` and `Checks`
+/// are null for an unknown ID.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentServiceChecksInfo {
+    #[serde(rename = "AggregatedStatus")]
+    pub aggregated_status: String,
+    #[serde(rename = "Service")]
+    pub service: Option<AgentService>,
+    #[serde(rename = "Checks")]
+    pub checks: Option<Vec<HealthCheck>>,
 }

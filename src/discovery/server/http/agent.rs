@@ -22,8 +22,8 @@ use super::filter::{Filter, Schema};
 use super::query::{self, json, ApiError, QueryOptions};
 use super::wire;
 use crate::discovery::api::agent::{
-    decode, AgentCheck, CheckDefinition, CheckDefinitionError, CheckPlan, CheckUpdate, Member,
-    ServiceDefinition,
+    decode, AgentCheck, AgentServiceChecksInfo, CheckDefinition, CheckDefinitionError, CheckPlan,
+    CheckUpdate, Member, ServiceDefinition,
 };
 use crate::discovery::api::catalog::AgentService;
 use crate::discovery::api::gofmt::{format_duration, go_quote};
@@ -322,18 +322,6 @@ async fn service_get(
         .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))
 }
 
-/// One local service with its checks and their aggregate
-/// (`api.AgentServiceChecksInfo`).
-#[derive(serde::Serialize)]
-struct ServiceHealth {
-    #[serde(rename = "AggregatedStatus")]
-    aggregated_status: &'static str,
-    #[serde(rename = "Service")]
-    service: Option<AgentService>,
-    #[serde(rename = "Checks")]
-    checks: Option<Vec<HealthCheckView>>,
-}
-
 /// The health of one local service: its checks and this node's own (not
 /// serfHealth, which is the servers', not the agent's), their aggregate as
 /// the Go client's `AggregatedStatus` computes it, and the status code a
@@ -343,7 +331,7 @@ fn local_service_health(
     checks: &[HealthCheck],
     service: &Service,
     dc: &str,
-) -> (StatusCode, ServiceHealth) {
+) -> (StatusCode, AgentServiceChecksInfo) {
     let mine: Vec<HealthCheckView> = checks
         .iter()
         .filter(|c| c.check_id != SERF_HEALTH)
@@ -363,8 +351,8 @@ fn local_service_health(
     } else {
         (StatusCode::OK, "passing")
     };
-    let health = ServiceHealth {
-        aggregated_status: status,
+    let health = AgentServiceChecksInfo {
+        aggregated_status: status.to_string(),
         service: Some(wire::agent_service(service, Some(dc))),
         checks: Some(mine),
     };
@@ -411,8 +399,8 @@ async fn health_service_by_id(
         .into_iter()
         .find(|s| s.id == id && s.id != CONSUL_SERVICE);
     let Some(service) = service else {
-        let none = ServiceHealth {
-            aggregated_status: "critical",
+        let none = AgentServiceChecksInfo {
+            aggregated_status: "critical".into(),
             service: None,
             checks: None,
         };
@@ -421,7 +409,7 @@ async fn health_service_by_id(
     };
     let checks = local_checks(&server);
     let (code, health) = local_service_health(&checks, &service, &dc);
-    let status = health.aggregated_status.to_string();
+    let status = health.aggregated_status.clone();
     health_answer(code, status, &health, (&opts, &headers))
 }
 
@@ -446,7 +434,7 @@ async fn health_service_by_name(
         // Worst first: 503 > 429 > 200; the first instance replaces 404.
         if code == StatusCode::NOT_FOUND || c.as_u16() > code.as_u16() {
             code = c;
-            status = health.aggregated_status.to_string();
+            status = health.aggregated_status.clone();
         }
         all.push(health);
     }
