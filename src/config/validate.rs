@@ -369,23 +369,8 @@ impl Validator<'_> {
     fn resolve(&mut self, raw: &mut RawConfig) {
         for (i, job) in raw.jobs.iter_mut().enumerate() {
             let p = format!("jobs[{i}]");
-            // A disabled job does not run: its name need not expand (the
-            // variables of a branch that is off are often unset).
-            let enabled = match &job.enabled {
-                Some(e) => self.enabled(&format!("{p}.enabled"), e),
-                None => true,
-            };
-            if job.name.contains('$') {
-                match expand(&job.name, self.env) {
-                    Ok(n) => job.name = n,
-                    Err(e) => {
-                        if enabled {
-                            self.err(format!("{p}.name"), e);
-                        }
-                        job.name = String::new();
-                    }
-                }
-            }
+            let (enabled, name) = self.enabled_and_name(&p, job.enabled.as_ref(), &job.name);
+            job.name = name.unwrap_or_default();
             if !enabled {
                 self.disabled_jobs.insert(i);
                 if !job.name.is_empty() {
@@ -416,22 +401,12 @@ impl Validator<'_> {
         }
         for (i, w) in raw.watches.iter_mut().enumerate() {
             let p = format!("watches[{i}]");
-            let enabled = match &w.enabled {
-                Some(e) => self.enabled(&format!("{p}.enabled"), e),
-                None => true,
+            let (enabled, name) = self.enabled_and_name(&p, w.enabled.as_ref(), &w.name);
+            let Some(name) = name else {
+                self.disabled_watches.insert(i);
+                continue;
             };
-            if w.name.contains('$') {
-                match expand(&w.name, self.env) {
-                    Ok(n) => w.name = n,
-                    Err(e) => {
-                        if enabled {
-                            self.err(format!("{p}.name"), e);
-                        }
-                        self.disabled_watches.insert(i);
-                        continue;
-                    }
-                }
-            }
+            w.name = name;
             if !enabled {
                 self.disabled_watches.insert(i);
                 self.disabled_names.insert(format!("watch.{}", w.name));
@@ -445,6 +420,31 @@ impl Validator<'_> {
         for (i, t) in raw.templates.iter_mut().enumerate() {
             if let Some(job) = t.reload.as_mut().and_then(|r| r.job.as_mut()) {
                 self.expand_in_place(&format!("templates[{i}].reload.job"), job);
+            }
+        }
+    }
+
+    /// Whether the job or watch at `p` runs, and its name expanded (None
+    /// when it cannot be). A disabled one does not run, so its unset
+    /// variables are not errors (a branch that is off often leaves them
+    /// unset).
+    fn enabled_and_name(
+        &mut self,
+        p: &str,
+        enabled: Option<&RawEnabled>,
+        name: &str,
+    ) -> (bool, Option<String>) {
+        let enabled = enabled.is_none_or(|e| self.enabled(&format!("{p}.enabled"), e));
+        if !name.contains('$') {
+            return (enabled, Some(name.to_string()));
+        }
+        match expand(name, self.env) {
+            Ok(n) => (enabled, Some(n)),
+            Err(e) => {
+                if enabled {
+                    self.err(format!("{p}.name"), e);
+                }
+                (enabled, None)
             }
         }
     }

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use crate::discovery::api::catalog::{Node, NodeServices};
-use crate::discovery::api::health::ServiceEntry;
+use crate::discovery::api::health::{aggregated_status, ServiceEntry};
 use crate::discovery::api::kv::{base64_decode, KvPair};
 
 /// One Consul read a template depends on.
@@ -74,27 +74,6 @@ impl fmt::Display for Dep {
     }
 }
 
-/// A check's aggregated status as consul-template computes it: maintenance
-/// beats critical beats warning beats passing.
-fn aggregate_status(entry: &ServiceEntry) -> &'static str {
-    let mut rank = 0;
-    for c in &entry.checks {
-        let r = if c.check_id == "_node_maintenance"
-            || c.check_id.starts_with("_service_maintenance:")
-        {
-            3
-        } else {
-            match c.status.as_str() {
-                "critical" => 2,
-                "warning" => 1,
-                _ => 0,
-            }
-        };
-        rank = rank.max(r);
-    }
-    ["passing", "warning", "critical", "maintenance"][rank]
-}
-
 /// What a template sees of `/v1/health/service`: no check output, no
 /// indexes, everything sorted (instances by node then ID, tags). A check
 /// whose output changes every run therefore changes nothing here.
@@ -135,7 +114,7 @@ pub fn service_instances(entries: &[ServiceEntry]) -> Value {
                     "Name": e.service.service,
                     "Tags": tags,
                     "Meta": meta,
-                    "Status": aggregate_status(e),
+                    "Status": aggregated_status(&e.checks),
                 }),
             )
         })

@@ -169,6 +169,30 @@ pub fn definition_value(text: &str) -> serde_json::Value {
     }
 }
 
+/// The aggregate of some checks as the Go client's
+/// `HealthChecks.AggregatedStatus` computes it (and consul-template and the
+/// agent's health endpoints with it): maintenance (a `_node_maintenance` or
+/// `_service_maintenance:` check) beats critical beats warning beats
+/// passing; no checks is passing.
+pub fn aggregated_status(checks: &[HealthCheck]) -> &'static str {
+    let mut rank = 0;
+    for c in checks {
+        let r = if c.check_id == "_node_maintenance"
+            || c.check_id.starts_with("_service_maintenance:")
+        {
+            3
+        } else {
+            match c.status.as_str() {
+                "critical" => 2,
+                "warning" => 1,
+                _ => 0,
+            }
+        };
+        rank = rank.max(r);
+    }
+    ["passing", "warning", "critical", "maintenance"][rank]
+}
+
 /// One row of `/v1/health/service/<name>`; `Node` and `Service` are never
 /// null (consul-template dereferences both), `Checks` never null.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ use crate::discovery::api::agent::{
 };
 use crate::discovery::api::catalog::AgentService;
 use crate::discovery::api::gofmt::{format_duration, go_quote};
-use crate::discovery::api::health::HealthCheck as HealthCheckView;
+use crate::discovery::api::health::{aggregated_status, HealthCheck as HealthCheckView};
 use crate::discovery::server::checks::{truncate_ttl_output, AgentLocal};
 use crate::discovery::server::cluster::{
     resolve_targets, split_host_port, MemberInfo, Status, CONSUL_SERVICE,
@@ -338,18 +338,11 @@ fn local_service_health(
         .filter(|c| c.service_id == service.id || c.service_id.is_empty())
         .map(HealthCheckView::from)
         .collect();
-    let maintenance = mine.iter().any(|c| {
-        c.check_id == NODE_MAINTENANCE || c.check_id.starts_with(SERVICE_MAINTENANCE_PREFIX)
-    });
-    let has = |s: &str| mine.iter().any(|c| c.status == s);
-    let (code, status) = if maintenance {
-        (StatusCode::SERVICE_UNAVAILABLE, "maintenance")
-    } else if has("critical") {
-        (StatusCode::SERVICE_UNAVAILABLE, "critical")
-    } else if has("warning") {
-        (StatusCode::TOO_MANY_REQUESTS, "warning")
-    } else {
-        (StatusCode::OK, "passing")
+    let status = aggregated_status(&mine);
+    let code = match status {
+        "passing" => StatusCode::OK,
+        "warning" => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     let health = AgentServiceChecksInfo {
         aggregated_status: status.to_string(),
@@ -466,9 +459,7 @@ async fn services(State(server): State<Server>, opts: QueryOptions) -> Result<Re
 /// `Failed to create…` prefix (none at all when there is no check).
 async fn checks(State(server): State<Server>, opts: QueryOptions) -> Result<Response, ApiError> {
     let expr = Filter::parse_query(&opts)?;
-    let node = server.config().node.clone();
-    let mut map: BTreeMap<String, AgentCheck> = server
-        .read(|s| s.health_node(&node).0)
+    let mut map: BTreeMap<String, AgentCheck> = local_checks(&server)
         .iter()
         .filter(|c| c.check_id != SERF_HEALTH)
         .map(|c| (c.check_id.clone(), AgentCheck::from(c)))
